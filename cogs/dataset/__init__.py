@@ -1,0 +1,19 @@
+"""The /dataset command group, assembled from one mixin per concern."""
+
+from __future__ import annotations
+
+from discord.ext import commands
+
+from cogs.dataset.manage import ManageCommands
+
+
+class DatasetCog(ManageCommands, commands.GroupCog, group_name="dataset", group_description="Datasets of photos"):
+    """Gather, curate and caption the photos of one person."""
+
+    def __init__(self, bot: commands.Bot) -> None:
+        self.bot = bot
+        super().__init__()
+
+
+async def setup(bot: commands.Bot) -> None:
+    await bot.add_cog(DatasetCog(bot))

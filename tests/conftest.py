@@ -1,0 +1,84 @@
+"""Fixtures shared by every test area: paths, settings, databases."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.config import Settings
+from storage.db import make_engine, make_sessionmaker
+from storage.migrate import upgrade_to_head
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PG_ADMIN_URL = os.environ.get("LORAOPS_TEST_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+
+
+def shared_dir() -> Path:
+    """../shared beside the clone (CI) or beside the work tree (developers)."""
+    return REPO_ROOT.parent / "shared"
+
+
+def testdata_faces() -> Path:
+    return shared_dir() / "testdata" / "faces"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The runpod SDK reads ~/.runpod/config.toml at import; a developer's real key must never be used.
+    monkeypatch.setenv("HOME", str(tmp_path_factory.getbasetemp() / "home"))
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Embedded defaults in a temporary data directory; no secrets."""
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'loraops.db'}",
+        data_dir=tmp_path / "data",
+    )
+
+
+@pytest.fixture
+async def sessions(settings: Settings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """A migrated SQLite database for one test."""
+    upgrade_to_head(settings.database_url)
+    engine = make_engine(settings.database_url)
+    yield make_sessionmaker(engine)
+    await engine.dispose()
+
+
+def _postgres_unavailable(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"PostgreSQL is required in CI: {reason}")
+    pytest.skip(f"PostgreSQL not reachable here: {reason}")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped afterwards."""
+    import asyncio
+
+    import asyncpg
+
+    admin_dsn = PG_ADMIN_URL.replace("postgresql+asyncpg://", "postgresql://")
+    name = f"loraops_test_{uuid.uuid4().hex[:10]}"
+
+    async def _admin(sql: str) -> None:
+        conn = await asyncpg.connect(admin_dsn, timeout=5)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    try:
+        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        _postgres_unavailable(f"{type(exc).__name__}: {exc}")
+    base, _, _ = PG_ADMIN_URL.rpartition("/")
+    yield f"{base}/{name}"
+    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

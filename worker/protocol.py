@@ -1,0 +1,130 @@
+"""The contract between the bot and the in-pod worker (DESIGN §5). Standard library only.
+
+The job spec travels in the pod's environment as base64 JSON (``ENV_JOB_SPEC``), so no quote or
+newline can break RunPod's GraphQL; the per-job bearer token travels in ``ENV_WORKER_TOKEN``.
+
+HTTP API of the worker (port ``WORKER_PORT``; every route but ``/health`` needs
+``Authorization: Bearer <token>``; every call answers well under the proxy's 100 s limit):
+
+- ``GET  /health``                    → ``{"ok": true, "protocol": PROTOCOL_VERSION}``
+- ``GET  /status``                    → ``WorkerStatus`` as JSON
+- ``PUT  /dataset``                   body: the snapshot zip; header ``X-Content-SHA256``; 201 when
+                                        stored and verified, 400 on mismatch, 409 if already received
+- ``GET  /files/{kind}/{name}``       kind ``samples`` or ``checkpoints``; honours ``Range: bytes=a-b``
+                                        (206), header ``X-Content-SHA256`` carries the whole file's hash
+- ``POST /cancel``                    stops training; state becomes ``cancelled``
+- ``POST /ack``                       the bot has collected everything; the worker exits and the pod
+                                        terminates itself
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+PROTOCOL_VERSION = 1
+WORKER_PORT = 8000
+ENV_JOB_SPEC = "LORAOPS_JOB_SPEC"
+ENV_WORKER_TOKEN = "LORAOPS_WORKER_TOKEN"
+SHA256_HEADER = "X-Content-SHA256"
+
+ModelFamily = Literal["sd15", "sdxl", "flux"]
+WorkerState = Literal[
+    "starting",  # process up, fetching the base model
+    "waiting_dataset",  # ready for PUT /dataset
+    "training",
+    "finished",  # sd-scripts exited 0 and produced its final checkpoint
+    "failed",
+    "cancelled",
+    "acknowledged",  # the bot collected everything; the worker is exiting
+]
+TRAIN_SCRIPTS: dict[str, str] = {
+    "sd15": "train_network.py",
+    "sdxl": "sdxl_train_network.py",
+    "flux": "flux_train_network.py",
+}
+
+
+@dataclass(frozen=True)
+class BaseModelSource:
+    """Where the pod gets the base checkpoint: a Hugging Face file or a plain URL."""
+
+    kind: Literal["hf", "url"]
+    repo: str = ""  # hf: "stabilityai/stable-diffusion-xl-base-1.0"
+    filename: str = ""  # hf: "sd_xl_base_1.0.safetensors"
+    url: str = ""  # url: https://...
+    sha256: str | None = None
+    # Flux needs more than one file (clip_l, t5xxl, ae); each is another source.
+    extra: tuple[BaseModelSource, ...] = ()
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    job_id: int
+    model_family: ModelFamily
+    base_model: BaseModelSource
+    config_toml: str  # sd-scripts --config_file contents (paths relative to the worker's work dir)
+    dataset_toml: str  # sd-scripts --dataset_config contents
+    prompts_txt: str
+    total_steps: int
+    dataset_sha256: str  # the zip the bot will PUT
+    deadline_unix: float  # hard deadline: the worker stops and the pod terminates itself past it
+    protocol: int = PROTOCOL_VERSION
+
+    @property
+    def train_script(self) -> str:
+        return TRAIN_SCRIPTS[self.model_family]
+
+    def to_env(self) -> str:
+        """Base64 of compact JSON: only [A-Za-z0-9+/=], safe inside any GraphQL string."""
+        return base64.b64encode(json.dumps(asdict(self), separators=(",", ":")).encode()).decode("ascii")
+
+    @classmethod
+    def from_env(cls, value: str) -> JobSpec:
+        data = json.loads(base64.b64decode(value.encode("ascii"), validate=True))
+        if data.get("protocol") != PROTOCOL_VERSION:
+            raise ValueError(f"job spec protocol {data.get('protocol')} != {PROTOCOL_VERSION}")
+        data["base_model"] = _source(data["base_model"])
+        return cls(**data)
+
+
+def _source(data: dict[str, Any]) -> BaseModelSource:
+    extra = tuple(_source(item) for item in data.get("extra", ()))
+    return BaseModelSource(**{**data, "extra": extra})
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    name: str
+    step: int
+    size: int
+    sha256: str
+    prompt_index: int | None = None  # samples only
+
+
+@dataclass
+class WorkerStatus:
+    state: WorkerState
+    step: int = 0
+    total_steps: int = 0
+    loss: float | None = None
+    rate: float | None = None  # it/s
+    eta_s: float | None = None
+    epoch: int | None = None
+    samples: list[FileInfo] = field(default_factory=list)
+    checkpoints: list[FileInfo] = field(default_factory=list)
+    log_tail: list[str] = field(default_factory=list)
+    error: str | None = None
+    protocol: int = PROTOCOL_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> WorkerStatus:
+        data = dict(data)
+        data["samples"] = [FileInfo(**item) for item in data.get("samples", [])]
+        data["checkpoints"] = [FileInfo(**item) for item in data.get("checkpoints", [])]
+        return cls(**data)
