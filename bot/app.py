@@ -6,7 +6,6 @@ discord.py bot → cogs, in that order, once; ``run`` connects. Nothing connects
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -23,7 +22,7 @@ from discord.ext import commands
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.config import Settings
-from bot.errors import UserError
+from bot.errors import StartupError, UserError
 from bot.services import Services, build_services
 from storage.db import check_connection, make_engine, make_sessionmaker
 from storage.migrate import upgrade_to_head_async
@@ -35,7 +34,9 @@ HTTP_TIMEOUT = aiohttp.ClientTimeout(total=60, connect=10)
 class LoraTree(app_commands.CommandTree["LoraBot"]):
     """One error policy for every slash command (style R6)."""
 
-    async def on_error(self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError) -> None:
+    async def on_error(
+        self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError
+    ) -> None:
         original = getattr(error, "original", error)
         if isinstance(original, UserError):
             await reply_privately(interaction, str(original))
@@ -96,7 +97,9 @@ class LoraBot(commands.Bot):
 
 def command_fingerprints(bot: LoraBot) -> dict[str, str]:
     """A hash of the command payloads per sync target ("global" or a guild id)."""
-    targets: list[discord.Object | None] = [discord.Object(g) for g in bot.services.settings.discord_guild_ids]
+    targets: list[discord.Object | None] = [
+        discord.Object(g) for g in bot.services.settings.discord_guild_ids
+    ]
     if not targets:
         targets = [None]
     result = {}
@@ -139,9 +142,12 @@ async def sync_commands_if_changed(bot: LoraBot) -> bool:
 
 def point_discord_at(api_base: str, gateway_url: str | None) -> None:
     """Use another Discord endpoint (the simulator). discord.py reads these class attributes per call."""
-    discord.http.Route.BASE = api_base.rstrip("/")
+    from discord.gateway import DiscordWebSocket
+    from discord.http import Route
+
+    Route.BASE = api_base.rstrip("/")
     if gateway_url:
-        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
+        DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
 
 
 @dataclass
@@ -186,5 +192,7 @@ async def run(settings: Settings) -> None:
     app = await build_application(settings)
     try:
         await app.bot.start(settings.discord_token.get_secret_value())
+    except discord.LoginFailure:
+        raise StartupError("DISCORD_TOKEN: Discord refused this token") from None
     finally:
         await app.close()

@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 from bot.config import Settings, SettingsError, load_settings
+from bot.errors import StartupError
 
 EXIT_CONFIG = 2
 
@@ -79,13 +80,9 @@ def _run(_args: argparse.Namespace) -> int:
         asyncio.run(run(settings))
     except KeyboardInterrupt:
         logging.getLogger(__name__).info("stopped")
-    except Exception as exc:
-        import discord
-
-        if isinstance(exc, discord.LoginFailure):
-            print("loraops: DISCORD_TOKEN: Discord refused this token", file=sys.stderr)
-            return EXIT_CONFIG
-        raise
+    except StartupError as exc:
+        print(f"loraops: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     return 0
 
 

@@ -32,3 +32,7 @@ class BudgetExceededError(UserError):
 
 class ServiceUnavailableError(UserError):
     """An outside service (RunPod, Cloudinary, a URL) failed in a way worth telling the user."""
+
+
+class StartupError(Exception):
+    """The bot cannot start for a reason the operator must fix; the message is one line."""

@@ -46,6 +46,7 @@ async def unit_of_work(sessions: async_sessionmaker[AsyncSession]) -> AsyncItera
 
 async def check_connection(engine: AsyncEngine, timeout_s: float = 5.0) -> None:
     """Raise if the database cannot be reached within ``timeout_s``."""
+
     async def _ping() -> None:
         async with engine.connect() as conn:
             await conn.execute(text("SELECT 1"))

@@ -67,7 +67,9 @@ class JobState(enum.StrEnum):
         return self in TERMINAL_STATES
 
 
-TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.BUDGET_STOPPED})
+TERMINAL_STATES = frozenset(
+    {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.BUDGET_STOPPED}
+)
 LIVE_STATES = frozenset(set(JobState) - TERMINAL_STATES)
 
 

@@ -44,7 +44,9 @@ def validate_new_dataset(name: str, trigger: str, class_word: str) -> tuple[str,
     if not TRIGGER_PATTERN.fullmatch(trigger):
         raise InvalidInputError("The trigger must be one word of 2-32 letters or digits, e.g. `ohwx`.")
     if not CLASS_PATTERN.fullmatch(class_word):
-        raise InvalidInputError("The class word is what the subject is, e.g. `woman` or `man` (letters only).")
+        raise InvalidInputError(
+            "The class word is what the subject is, e.g. `woman` or `man` (letters only)."
+        )
     if trigger.casefold() == class_word.casefold():
         raise InvalidInputError("The trigger must differ from the class word.")
     return name, trigger, class_word
@@ -56,7 +58,9 @@ class DatasetService:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
 
-    async def create(self, *, guild_id: int, name: str, trigger: str, class_word: str, owner_id: int) -> DatasetInfo:
+    async def create(
+        self, *, guild_id: int, name: str, trigger: str, class_word: str, owner_id: int
+    ) -> DatasetInfo:
         name, trigger, class_word = validate_new_dataset(name, trigger, class_word)
         try:
             async with unit_of_work(self._sessions) as session:
@@ -66,7 +70,11 @@ class DatasetService:
                 if exists is not None:
                     raise ConflictError(f"A dataset named `{name}` already exists here.")
                 dataset = Dataset(
-                    guild_id=guild_id, name=name, trigger_word=trigger, class_word=class_word, owner_id=owner_id
+                    guild_id=guild_id,
+                    name=name,
+                    trigger_word=trigger,
+                    class_word=class_word,
+                    owner_id=owner_id,
                 )
                 session.add(dataset)
                 await session.flush()
@@ -84,7 +92,9 @@ class DatasetService:
     async def list(self, *, guild_id: int) -> list[DatasetInfo]:
         async with unit_of_work(self._sessions) as session:
             datasets = list(
-                await session.scalars(select(Dataset).where(Dataset.guild_id == guild_id).order_by(Dataset.name))
+                await session.scalars(
+                    select(Dataset).where(Dataset.guild_id == guild_id).order_by(Dataset.name)
+                )
             )
             counts = await _image_counts(session, [d.id for d in datasets])
             return [_info(d, *counts.get(d.id, (0, 0))) for d in datasets]

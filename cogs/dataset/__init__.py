@@ -7,7 +7,9 @@ from discord.ext import commands
 from cogs.dataset.manage import ManageCommands
 
 
-class DatasetCog(ManageCommands, commands.GroupCog, group_name="dataset", group_description="Datasets of photos"):
+class DatasetCog(
+    ManageCommands, commands.GroupCog, group_name="dataset", group_description="Datasets of photos"
+):
     """Gather, curate and caption the photos of one person."""
 
     def __init__(self, bot: commands.Bot) -> None:

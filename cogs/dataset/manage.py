@@ -6,6 +6,7 @@ from typing import Any
 
 import discord
 from discord import app_commands
+from discord.ext import commands
 
 from bot.datasets.manage import DatasetInfo
 from bot.roles import Role
@@ -26,13 +27,15 @@ def describe_dataset(info: DatasetInfo) -> discord.Embed:
     embed.add_field(name="Trigger", value=f"`{info.trigger_word}`")
     embed.add_field(name="Class", value=info.class_word)
     usable = info.image_count - info.excluded_count
-    embed.add_field(name="Images", value=f"{info.image_count} ({info.excluded_count} excluded, {usable} in use)")
+    embed.add_field(
+        name="Images", value=f"{info.image_count} ({info.excluded_count} excluded, {usable} in use)"
+    )
     embed.set_footer(text=f"created by user {info.owner_id}")
     embed.timestamp = info.created_at
     return embed
 
 
-class ManageCommands:
+class ManageCommands(commands.Cog):
     """Mixin of the /dataset group: creating and looking at datasets."""
 
     @app_commands.command(name="create", description="Create a dataset for one person.")
@@ -43,7 +46,9 @@ class ManageCommands:
     )
     @app_commands.rename(class_word="class")
     @require(Role.TRAINER)
-    async def create(self, interaction: discord.Interaction[Any], name: str, trigger: str, class_word: str) -> None:
+    async def create(
+        self, interaction: discord.Interaction[Any], name: str, trigger: str, class_word: str
+    ) -> None:
         services = services_of(interaction)
         info = await services.datasets.create(
             guild_id=guild_id_of(interaction),
