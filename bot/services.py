@@ -14,7 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.background import TaskGroup
 from bot.config import Settings
 from bot.datasets.manage import DatasetService
+from bot.guilds import GuildConfigService
 from bot.roles import RoleNames
+from bot.training.money import Money
 from storage.blobs import BlobStore
 
 
@@ -27,6 +29,8 @@ class Services:
     tasks: TaskGroup
     roles: RoleNames
     datasets: DatasetService
+    guilds: GuildConfigService
+    money: Money
 
     async def close(self) -> None:
         """Stop background work; the start-up function closes the HTTP session and engine."""
@@ -46,4 +50,6 @@ def build_services(
         tasks=tasks,
         roles=RoleNames(settings.trainer_role, settings.reviewer_role, settings.admin_role),
         datasets=DatasetService(sessions),
+        guilds=GuildConfigService(sessions, settings),
+        money=Money(sessions, settings),
     )
