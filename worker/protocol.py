@@ -40,6 +40,12 @@ WorkerState = Literal[
     "cancelled",
     "acknowledged",  # the bot collected everything; the worker is exiting
 ]
+# Layout of the worker's work directory (the cwd of sd-scripts), so config.toml/dataset.toml can use
+# relative paths: the base model files are at ``models/<local_name>``, the dataset zip is unpacked
+# into ``dataset/``, the prompts are ``prompts.txt``. (Added compatibly: protocol version unchanged.)
+WORK_MODELS_DIR = "models"
+WORK_DATASET_DIR = "dataset"
+WORK_PROMPTS_FILE = "prompts.txt"
 TRAIN_SCRIPTS: dict[str, str] = {
     "sd15": "train_network.py",
     "sdxl": "sdxl_train_network.py",
@@ -58,6 +64,13 @@ class BaseModelSource:
     sha256: str | None = None
     # Flux needs more than one file (clip_l, t5xxl, ae); each is another source.
     extra: tuple[BaseModelSource, ...] = ()
+
+    @property
+    def local_name(self) -> str:
+        """The file name under ``models/`` in the work dir (the HF filename, or the URL's last segment)."""
+        if self.kind == "hf":
+            return self.filename.rsplit("/", 1)[-1]
+        return self.url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,131 @@
+"""The worker's HTTP API (see ``worker.protocol``): aiohttp, bearer-token auth, short requests only."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import shutil
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from .intake import DatasetRejected, HashingWriter, unpack
+from .job import TERMINAL_STATES, Job
+from .protocol import PROTOCOL_VERSION, SHA256_HEADER
+
+log = logging.getLogger(__name__)
+
+JOB_KEY = web.AppKey("job", Job)
+_BUFFER = 4 << 20  # write and hash the upload in 4 MiB pieces, in a thread
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error(status: int, message: str, **extra: object) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status)
+
+
+@web.middleware
+async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path == "/health":
+        return await handler(request)
+    job = request.app[JOB_KEY]
+    expected = f"Bearer {job.settings.token}".encode()
+    given = request.headers.get("Authorization", "").encode()
+    # Constant-time: the proxy URL is public, so the token is the only lock.
+    if not hmac.compare_digest(given, expected):
+        return web.json_response(
+            {"error": "unauthorized"}, status=401, headers={"WWW-Authenticate": "Bearer"}
+        )
+    return await handler(request)
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True, "protocol": PROTOCOL_VERSION})
+
+
+async def status(request: web.Request) -> web.Response:
+    return web.json_response(request.app[JOB_KEY].status().to_json())
+
+
+async def put_dataset(request: web.Request) -> web.Response:
+    job = request.app[JOB_KEY]
+    claimed = request.headers.get(SHA256_HEADER, "").strip().lower()
+    if not claimed:
+        return _error(400, f"missing {SHA256_HEADER} header")
+    if claimed != job.spec.dataset_sha256.lower():
+        return _error(400, "sha256 does not match the job's dataset snapshot")
+    if job.dataset_received or job.dataset_lock.locked():
+        return _error(409, "dataset already received")
+    if job.state in TERMINAL_STATES:
+        return _error(409, f"job is {job.state}")
+    async with job.dataset_lock:
+        work = job.settings.work_dir
+        await asyncio.to_thread(work.mkdir, parents=True, exist_ok=True)
+        zip_path = work / "dataset.zip"
+        writer = await asyncio.to_thread(HashingWriter, zip_path)
+        buffer = bytearray()
+        try:
+            async for block in request.content.iter_chunked(1 << 20):
+                buffer += block
+                if len(buffer) >= _BUFFER:
+                    await asyncio.to_thread(writer.write, bytes(buffer))
+                    buffer.clear()
+            if buffer:
+                await asyncio.to_thread(writer.write, bytes(buffer))
+        finally:
+            digest = await asyncio.to_thread(writer.close)
+        if digest != claimed:
+            await asyncio.to_thread(zip_path.unlink, missing_ok=True)
+            job.note(f"[worker] dataset upload rejected: sha256 mismatch ({writer.size} bytes)")
+            return _error(400, "sha256 mismatch", sha256=digest, size=writer.size)
+        target = job.dataset_dir
+        try:
+            count = await asyncio.to_thread(unpack, zip_path, target)
+        except DatasetRejected as exc:
+            await asyncio.to_thread(shutil.rmtree, target, ignore_errors=True)
+            job.note(f"[worker] dataset upload rejected: {exc}")
+            return _error(400, str(exc))
+        finally:
+            await asyncio.to_thread(zip_path.unlink, missing_ok=True)
+        job.dataset_received = True
+        job.dataset_ready.set()
+        job.note(f"[worker] dataset received and verified: {count} files")
+        return web.json_response({"ok": True, "files": count, "sha256": digest}, status=201)
+
+
+async def get_file(request: web.Request) -> web.StreamResponse:
+    job = request.app[JOB_KEY]
+    found = job.artifacts.find(request.match_info["kind"], request.match_info["name"])
+    if found is None:
+        return _error(404, "no such file")
+    path, info = found
+    # FileResponse answers Range with 206 + Content-Range (416 when unsatisfiable) and streams with
+    # sendfile; the header carries the whole file's hash so the bot can verify the assembled file.
+    return web.FileResponse(path, headers={SHA256_HEADER: info.sha256, "Accept-Ranges": "bytes"})
+
+
+async def cancel(request: web.Request) -> web.Response:
+    job = request.app[JOB_KEY]
+    if not await job.cancel():
+        return _error(409, f"job is already {job.state}", state=job.state)
+    return web.json_response({"ok": True, "state": job.state})
+
+
+async def ack(request: web.Request) -> web.Response:
+    job = request.app[JOB_KEY]
+    await job.acknowledge()
+    return web.json_response({"ok": True, "state": job.state})
+
+
+def build_app(job: Job) -> web.Application:
+    app = web.Application(middlewares=[_auth])
+    app[JOB_KEY] = job
+    app.router.add_get("/health", health)
+    app.router.add_get("/status", status)
+    app.router.add_put("/dataset", put_dataset)
+    app.router.add_get(r"/files/{kind:samples|checkpoints}/{name}", get_file)
+    app.router.add_post("/cancel", cancel)
+    app.router.add_post("/ack", ack)
+    return app

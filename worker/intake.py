@@ -1,0 +1,78 @@
+"""Dataset intake: the snapshot zip streamed to disk, sha256-verified, unpacked safely."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import stat
+import zipfile
+from pathlib import Path, PurePosixPath
+
+MAX_MEMBERS = 20_000
+MAX_UNPACKED_BYTES = 20 * 1024**3
+
+
+class DatasetRejected(Exception):
+    """The upload is not acceptable; the message goes back to the bot with a 400."""
+
+
+class HashingWriter:
+    """Appends chunks to a file and hashes them; blocking, call from a thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._handle = path.open("wb")
+        self._digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, block: bytes) -> None:
+        self._handle.write(block)
+        self._digest.update(block)
+        self.size += len(block)
+
+    def close(self) -> str:
+        self._handle.close()
+        return self._digest.hexdigest()
+
+
+def unpack(zip_path: Path, target: Path) -> int:
+    """Unpacks ``zip_path`` into ``target`` and returns the number of files (blocking).
+
+    Refuses absolute names, ``..`` components, symlinks, too many members and too many bytes, so a
+    hostile or broken zip can neither escape ``target`` nor fill the disk.
+    """
+    try:
+        archive = zipfile.ZipFile(zip_path)
+    except zipfile.BadZipFile as exc:
+        raise DatasetRejected(f"not a zip file: {exc}") from exc
+    with archive:
+        members = archive.infolist()
+        if len(members) > MAX_MEMBERS:
+            raise DatasetRejected(f"too many files in the zip ({len(members)} > {MAX_MEMBERS})")
+        if sum(m.file_size for m in members) > MAX_UNPACKED_BYTES:
+            raise DatasetRejected("the zip unpacks to more than 20 GiB")
+        root = target.resolve()
+        for member in members:
+            name = PurePosixPath(member.filename.replace("\\", "/"))
+            if name.is_absolute() or ".." in name.parts or (name.parts and name.parts[0].endswith(":")):
+                raise DatasetRejected(f"unsafe path in zip: {member.filename!r}")
+            if stat.S_ISLNK(member.external_attr >> 16):
+                raise DatasetRejected(f"symlink in zip: {member.filename!r}")
+            destination = (root / Path(*name.parts)).resolve() if name.parts else root
+            if destination != root and root not in destination.parents:
+                raise DatasetRejected(f"unsafe path in zip: {member.filename!r}")
+        target.mkdir(parents=True, exist_ok=True)
+        count = 0
+        try:
+            for member in members:
+                if member.is_dir():
+                    (target / member.filename).mkdir(parents=True, exist_ok=True)
+                    continue
+                destination = target / member.filename
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                with archive.open(member) as source, destination.open("wb") as sink:
+                    shutil.copyfileobj(source, sink, 1 << 20)
+                count += 1
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise DatasetRejected(f"corrupt zip: {exc}") from exc
+    return count
