@@ -1,0 +1,1 @@
+"""Training: presets, config rendering, estimates, the job state machine, pods, worker client, money."""
