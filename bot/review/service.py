@@ -1,0 +1,443 @@
+"""The review service: what happens when a checkpoint arrives and when a run ends (DESIGN §2 steps 6–8).
+
+``review_checkpoint`` scores the checkpoint's samples against the dataset's identity reference, stores
+the scores, renders the checkpoint's grid row and the renewed chart, and decides on early stopping.
+``final_review`` renders the full grid and the summary text. Both return plain data; the Discord cog
+posts it (``ReviewListener`` bridges the training orchestrator's callbacks to a publisher the cog
+implements). CPU work (decoding, faces, drawing) runs off the event loop.
+
+Each scored checkpoint is recorded as a ``checkpoint_scored`` job event carrying the loss at that moment
+and the reference's ceiling, so the chart can be redrawn after a restart without rescoring.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Protocol
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.errors import NotFoundError
+from bot.review.chart import ChartPoint, render_chart
+from bot.review.grid import GridCell, GridRow, RenderedImage, render_grid, render_row
+from bot.review.notify import BestCheckpoint, JobReport, Notice, checkpoint_caption, job_summary
+from bot.review.ranking import EarlyStopDecision, Standing, early_stop, money_saved
+from bot.review.ranking import best as best_of
+from bot.review.scoring import (
+    CheckpointScore,
+    SampleScore,
+    SampleScorer,
+    aggregate,
+    pct_of_ceiling,
+    record_scores,
+)
+from bot.review.votes import VoteService
+from bot.training.orchestrator import JobListener
+from storage.blobs import BlobNotFoundError, BlobStore
+from storage.db import unit_of_work
+from storage.models import Checkpoint, Dataset, Job, JobEvent, JobState, Sample
+
+log = logging.getLogger(__name__)
+
+SCORED_EVENT = "checkpoint_scored"
+EARLY_STOP_EVENT = "early_stop"
+
+ScorerFactory = Callable[[Job], Awaitable[SampleScorer | None]]
+
+
+@dataclass(frozen=True)
+class CheckpointReview:
+    """Everything the cog posts for one checkpoint: the row (reviewers vote on it) and the chart."""
+
+    job_id: int
+    step: int
+    total_steps: int
+    summary: CheckpointScore | None  # None when there is no reference to score against
+    scores: list[SampleScore | None]  # per prompt; None = sample missing or unscored
+    ceiling: float | None
+    engine: str | None
+    row: RenderedImage
+    chart_png: bytes
+    caption: str
+    early_stop: EarlyStopDecision
+    money_saved: Decimal | None
+
+
+@dataclass(frozen=True)
+class FinalReview:
+    """The end-of-run summary: text (with who may be pinged), full grid and final chart."""
+
+    job_id: int
+    notice: Notice
+    grid: RenderedImage | None
+    chart_png: bytes | None
+    best: Standing | None
+
+
+def _patience(job: Job) -> int | None:
+    if job.early_stop_patience is not None:
+        return job.early_stop_patience
+    value = job.params.get("early_stop_patience")
+    return int(value) if isinstance(value, int | str) and str(value).isdigit() else None
+
+
+class ReviewService:
+    """Scores, renders and summarises; persists scores on ``Sample``/``Checkpoint`` rows."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        blobs: BlobStore,
+        votes: VoteService,
+        scorer_for: ScorerFactory | None = None,
+        *,
+        row_cell_px: int = 384,
+        grid_cell_px: int = 256,
+    ) -> None:
+        self._sessions = sessions
+        self._blobs = blobs
+        self.votes = votes
+        self._scorer_for = scorer_for
+        self._scorers: dict[int, SampleScorer | None] = {}
+        self._row_cell_px = row_cell_px
+        self._grid_cell_px = grid_cell_px
+
+    async def _scorer(self, job: Job) -> SampleScorer | None:
+        # One reference per job: building it means analysing the dataset's faces.
+        if job.id not in self._scorers:
+            scorer = None
+            if self._scorer_for is not None:
+                try:
+                    scorer = await self._scorer_for(job)
+                except Exception:
+                    log.exception("job %s: no identity reference; samples stay unscored", job.id)
+            self._scorers[job.id] = scorer
+        return self._scorers[job.id]
+
+    def forget(self, job_id: int) -> None:
+        """Drop the cached reference of a finished job."""
+        self._scorers.pop(job_id, None)
+
+    async def _read(self, sha256: str) -> bytes | None:
+        try:
+            return await asyncio.to_thread(self._blobs.get, sha256)
+        except (BlobNotFoundError, ValueError):
+            return None
+
+    async def review_checkpoint(
+        self, job: Job, checkpoint: Checkpoint, samples: Sequence[Sample]
+    ) -> CheckpointReview:
+        """Score, store, render the row and chart, and decide on early stop for one checkpoint."""
+        ordered = sorted(samples, key=lambda s: s.prompt_index)
+        images = list(await asyncio.gather(*(self._read(s.blob_sha256) for s in ordered)))
+        scorer = await self._scorer(job)
+        scores: list[SampleScore | None] = [None] * len(ordered)
+        summary: CheckpointScore | None = None
+        if scorer is not None:
+            present = [i for i, data in enumerate(images) if data is not None]
+            found = await scorer.score_many([data for data in images if data is not None])
+            for i, score in zip(present, found, strict=True):
+                scores[i] = score
+            scored = [
+                (sample, score) for sample, score in zip(ordered, scores, strict=True) if score is not None
+            ]
+            async with unit_of_work(self._sessions) as session:
+                row = await session.get(Checkpoint, checkpoint.id)
+                rows = {
+                    s.id: s
+                    for s in (
+                        await session.scalars(
+                            select(Sample).where(Sample.id.in_([sample.id for sample, _ in scored]))
+                        )
+                    ).all()
+                }
+                assert row is not None
+                summary = record_scores(
+                    row, [rows[sample.id] for sample, _ in scored], [s for _, s in scored]
+                )
+                session.add(
+                    JobEvent(
+                        job_id=job.id,
+                        kind=SCORED_EVENT,
+                        payload={
+                            "step": checkpoint.step,
+                            "loss": job.loss,
+                            "mean": summary.mean,
+                            "max": summary.max,
+                            "face_share": summary.face_share,
+                            "engine": summary.engine,
+                            "ceiling": scorer.ceiling,
+                        },
+                    )
+                )
+        ceiling = scorer.ceiling if scorer is not None else None
+        engine = scorer.engine if scorer is not None else None
+        cells = [
+            GridCell(image=data, step=checkpoint.step, prompt_index=sample.prompt_index, score=score)
+            for sample, data, score in zip(ordered, images, scores, strict=True)
+        ]
+        row_image = await asyncio.to_thread(render_row, cells, cell_px=self._row_cell_px) if cells else None
+        history = await self._history(job.id)
+        chart_png = await asyncio.to_thread(self._draw_chart, history, ceiling, engine, job.total_steps)
+        decision = early_stop([(step, data.get("mean")) for step, data in history.items()], _patience(job))
+        saved = (
+            money_saved(job.total_steps - checkpoint.step, job.rate, job.price_per_hour)
+            if decision.stop
+            else None
+        )
+        if decision.stop:
+            await self._note_early_stop(job.id, decision, saved)
+        caption = checkpoint_caption(
+            step=checkpoint.step,
+            total_steps=job.total_steps,
+            score_mean=summary.mean if summary else None,
+            score_max=summary.max if summary else None,
+            face_share=summary.face_share if summary else None,
+            ceiling=ceiling,
+            engine=engine,
+            prompts=[s.prompt for s in ordered],
+        )
+        if row_image is None:
+            row_image = await asyncio.to_thread(
+                render_row,
+                [GridCell(image=None, step=checkpoint.step, prompt_index=0)],
+                cell_px=self._row_cell_px,
+            )
+        return CheckpointReview(
+            job_id=job.id,
+            step=checkpoint.step,
+            total_steps=job.total_steps,
+            summary=summary,
+            scores=scores,
+            ceiling=ceiling,
+            engine=engine,
+            row=row_image,
+            chart_png=chart_png,
+            caption=caption,
+            early_stop=decision,
+            money_saved=saved,
+        )
+
+    async def _note_early_stop(self, job_id: int, decision: EarlyStopDecision, saved: Decimal | None) -> None:
+        async with unit_of_work(self._sessions) as session:
+            existing = await session.scalar(
+                select(JobEvent.id).where(JobEvent.job_id == job_id, JobEvent.kind == EARLY_STOP_EVENT)
+            )
+            if existing is None:
+                session.add(
+                    JobEvent(
+                        job_id=job_id,
+                        kind=EARLY_STOP_EVENT,
+                        payload={
+                            "reason": decision.reason,
+                            "best_step": decision.best_step,
+                            "saved_usd": str(saved) if saved is not None else None,
+                        },
+                    )
+                )
+
+    async def _history(self, job_id: int) -> dict[int, dict[str, Any]]:
+        """The latest ``checkpoint_scored`` payload per step."""
+        async with self._sessions() as session:
+            events = (
+                await session.scalars(
+                    select(JobEvent)
+                    .where(JobEvent.job_id == job_id, JobEvent.kind == SCORED_EVENT)
+                    .order_by(JobEvent.id)
+                )
+            ).all()
+        return {int(e.payload["step"]): dict(e.payload) for e in events if "step" in e.payload}
+
+    @staticmethod
+    def _draw_chart(
+        history: Mapping[int, Mapping[str, Any]], ceiling: float | None, engine: str | None, total_steps: int
+    ) -> bytes:
+        points = [
+            ChartPoint(step, data.get("mean"), data.get("max")) for step, data in sorted(history.items())
+        ]
+        loss = [
+            (step, float(data["loss"]))
+            for step, data in sorted(history.items())
+            if data.get("loss") is not None
+        ]
+        return render_chart(
+            points, ceiling=ceiling, loss=loss, engine=engine, total_steps=total_steps or None
+        )
+
+    async def chart(self, job_id: int) -> bytes:
+        """The chart as it stands (e.g. for ``/train status``)."""
+        history = await self._history(job_id)
+        ceiling = next((d.get("ceiling") for d in reversed(list(history.values())) if d.get("ceiling")), None)
+        engine = next((d.get("engine") for d in history.values() if d.get("engine")), None)
+        async with self._sessions() as session:
+            job = await session.get(Job, job_id)
+            if job is None:
+                raise NotFoundError(f"There is no job #{job_id}.")
+        return await asyncio.to_thread(self._draw_chart, history, ceiling, engine, job.total_steps)
+
+    async def final_review(
+        self,
+        job_id: int,
+        *,
+        reviewer_role_id: int | None = None,
+        cancelled_by: int | None = None,
+        approvals_required: int | None = None,
+    ) -> FinalReview:
+        """The summary text, full grid (checkpoints × prompts, best row outlined) and final chart."""
+        async with self._sessions() as session:
+            job = await session.get(Job, job_id)
+            if job is None:
+                raise NotFoundError(f"There is no job #{job_id}.")
+            dataset = await session.get(Dataset, job.dataset_id)
+            assert dataset is not None
+            checkpoints = (
+                await session.scalars(
+                    select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step)
+                )
+            ).all()
+            samples = (await session.scalars(select(Sample).where(Sample.job_id == job_id))).all()
+            early = await session.scalar(
+                select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.kind == EARLY_STOP_EVENT)
+            )
+        history = await self._history(job_id)
+        ceiling = next((d.get("ceiling") for d in reversed(list(history.values())) if d.get("ceiling")), None)
+        standings = await self.votes.standings(job_id)
+        best = best_of(standings)
+        required = approvals_required or await self.votes.approvals_required(job.guild_id)
+
+        grid = None
+        if checkpoints and samples:
+            grid = await self._full_grid(checkpoints, samples, ceiling, best.step if best else None)
+        chart_png = (
+            (
+                await asyncio.to_thread(
+                    self._draw_chart,
+                    history,
+                    ceiling,
+                    checkpoints[0].engine if checkpoints else None,
+                    job.total_steps,
+                )
+            )
+            if history
+            else None
+        )
+
+        elapsed = None
+        if job.finished_at is not None:
+            elapsed = job.finished_at - (job.pod_created_at or job.created_at)
+        saved = early.payload.get("saved_usd") if early is not None else None
+        report = JobReport(
+            job_id=job.id,
+            state=JobState(job.state),
+            dataset_name=dataset.name,
+            trigger_word=dataset.trigger_word,
+            preset=job.preset,
+            requester_id=job.requested_by,
+            cost_usd=job.cost_usd,
+            budget_usd=job.budget_usd,
+            step=job.step,
+            total_steps=job.total_steps,
+            elapsed=elapsed,
+            gpu_type=job.gpu_type,
+            engine=next((c.engine for c in checkpoints if c.engine), None),
+            ceiling=ceiling,
+            best=BestCheckpoint(
+                best.step,
+                best.score_mean,
+                pct_of_ceiling(best.score_mean, ceiling),
+                best.face_share,
+                best.net_votes,
+            )
+            if best is not None and best.score_mean is not None
+            else None,
+            checkpoints=len(checkpoints),
+            error=job.error,
+            last_log=[str(line) for line in job.last_log or []],
+            reviewer_role_id=reviewer_role_id,
+            approvals_required=required,
+            early_stop_reason=early.payload.get("reason") if early is not None else None,
+            money_saved=Decimal(saved) if saved else None,
+            cancelled_by=cancelled_by,
+        )
+        return FinalReview(
+            job_id=job_id, notice=job_summary(report), grid=grid, chart_png=chart_png, best=best
+        )
+
+    async def _full_grid(
+        self,
+        checkpoints: Sequence[Checkpoint],
+        samples: Sequence[Sample],
+        ceiling: float | None,
+        best_step: int | None,
+    ) -> RenderedImage:
+        columns = max(s.prompt_index for s in samples) + 1
+        by_key = {(s.step, s.prompt_index): s for s in samples}
+        wanted = [by_key.get((c.step, p)) for c in checkpoints for p in range(columns)]
+        blobs = await asyncio.gather(*(self._read(s.blob_sha256) if s else _none() for s in wanted))
+        rows: list[GridRow] = []
+        for r, checkpoint in enumerate(checkpoints):
+            cells: list[GridCell | None] = []
+            scores: list[SampleScore] = []
+            for p in range(columns):
+                sample, data = wanted[r * columns + p], blobs[r * columns + p]
+                score = _stored_score(sample) if sample is not None else None
+                if score is not None:
+                    scores.append(score)
+                cells.append(GridCell(image=data, step=checkpoint.step, prompt_index=p, score=score))
+            rows.append(
+                GridRow(
+                    step=checkpoint.step,
+                    cells=cells,
+                    summary=aggregate(scores) if scores else None,
+                    ceiling=ceiling,
+                )
+            )
+        return await asyncio.to_thread(render_grid, rows, cell_px=self._grid_cell_px, best_step=best_step)
+
+
+async def _none() -> None:
+    return None
+
+
+def _stored_score(sample: Sample) -> SampleScore | None:
+    if sample.engine is None or sample.face_found is None:
+        return None
+    return SampleScore(
+        sample.engine, bool(sample.face_found), sample.face_similarity, sample.ceiling_pct, None
+    )
+
+
+class ReviewPublisher(Protocol):
+    """What the cog implements to post reviews."""
+
+    async def checkpoint_reviewed(self, job: Job, review: CheckpointReview) -> None: ...
+
+    async def job_reviewed(self, job: Job, review: FinalReview) -> None: ...
+
+    def reviewer_role_id(self, guild_id: int) -> int | None: ...
+
+
+class ReviewListener(JobListener):
+    """Bridges the training orchestrator to the review service and the cog's publisher."""
+
+    def __init__(self, review: ReviewService, publisher: ReviewPublisher) -> None:
+        self._review = review
+        self._publisher = publisher
+
+    async def on_checkpoint(self, job: Job, checkpoint: Checkpoint, samples: Sequence[Sample]) -> None:
+        result = await self._review.review_checkpoint(job, checkpoint, samples)
+        await self._publisher.checkpoint_reviewed(job, result)
+
+    async def on_state(self, job: Job, old: JobState, new: JobState, payload: Mapping[str, Any]) -> None:
+        if not new.is_terminal:
+            return
+        result = await self._review.final_review(
+            job.id, reviewer_role_id=self._publisher.reviewer_role_id(job.guild_id)
+        )
+        self._review.forget(job.id)
+        await self._publisher.job_reviewed(job, result)

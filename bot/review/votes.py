@@ -1,0 +1,302 @@
+"""Review by reactions (DESIGN §2 step 7): 👍/👎 on grid rows, ✅ on the summary, promote by a trainer.
+
+- 👍/👎 on a checkpoint's row message (``Checkpoint.row_message_id``) are that checkpoint's votes. Only
+  reviewers' reactions count (the cog says whether the user is one); removing the reaction removes the
+  vote. Every vote is a ``Vote`` row, unique per (message, user, emoji), so replayed gateway events are
+  harmless (idempotent).
+- ✅ on the summary message (``Job.summary_message_id``) from ``approvals_required`` distinct reviewers
+  approves the job's best checkpoint (ranking by face similarity, votes breaking ties). The approval is
+  made exactly once, by a conditional update, so two ✅ arriving together cannot approve twice; the
+  reaction that crossed the threshold gets ``approved_step`` back and its caller starts the delivery.
+  Removing a ✅ later does not withdraw an approval already delivered.
+- ``promote(job, step)`` approves another checkpoint (trainer or admin).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.errors import NotFoundError
+from bot.review.ranking import Standing, best, rank
+from bot.roles import Member, Role, RoleNames, require_role
+from storage.db import unit_of_work
+from storage.models import Checkpoint, GuildSettings, Job, Vote
+from storage.types import utcnow
+
+UP = "👍"
+DOWN = "👎"
+APPROVE = "✅"
+VOTE_EMOJIS = frozenset({UP, DOWN})
+
+# Discord sends some emoji with a variation selector (U+FE0F); a vote is the same vote either way.
+_VARIATION_SELECTOR = "\ufe0f"
+
+
+def normalise_emoji(emoji: str) -> str:
+    """The emoji as stored: without variation selectors or skin-tone modifiers (a 👍🏽 is a 👍)."""
+    return "".join(ch for ch in emoji if ch != _VARIATION_SELECTOR and not 0x1F3FB <= ord(ch) <= 0x1F3FF)
+
+
+class Outcome(StrEnum):
+    COUNTED = "counted"  # a vote or approval row was added
+    REMOVED = "removed"  # a row was removed
+    UNCHANGED = "unchanged"  # already recorded / nothing to remove
+    NOT_REVIEWER = "not_reviewer"
+    IGNORED = "ignored"  # not a review message, or an emoji that means nothing there
+
+
+@dataclass(frozen=True, slots=True)
+class ReactionResult:
+    """What a reaction did. ``approved_step`` is set only on the reaction that approved a checkpoint."""
+
+    outcome: Outcome
+    job_id: int | None = None
+    checkpoint_id: int | None = None
+    step: int | None = None
+    approvals: int = 0
+    approvals_required: int = 0
+    approved_step: int | None = None
+    approvers: tuple[int, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    job_id: int
+    checkpoint_id: int
+    step: int
+    approved_by: tuple[int, ...]
+    newly_approved: bool
+
+
+class VoteService:
+    """Votes, approvals and promotion, persisted as ``Vote`` rows and ``Checkpoint.approved``."""
+
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], *, default_approvals_required: int = 1
+    ) -> None:
+        self._sessions = sessions
+        self._default_required = max(1, default_approvals_required)
+
+    # --- message bookkeeping (the cog calls these after posting) ----------------------------------------
+
+    async def attach_row_message(self, job_id: int, step: int, message_id: int) -> None:
+        """Remember which message shows checkpoint ``step``'s grid row (reactions on it are its votes)."""
+        async with unit_of_work(self._sessions) as session:
+            checkpoint = await self._checkpoint(session, job_id, step)
+            checkpoint.row_message_id = message_id
+
+    async def attach_summary_message(self, job_id: int, message_id: int) -> None:
+        """Remember the summary message (✅ on it approves the best checkpoint)."""
+        async with unit_of_work(self._sessions) as session:
+            job = await session.get(Job, job_id)
+            if job is None:
+                raise NotFoundError(f"There is no job #{job_id}.")
+            job.summary_message_id = message_id
+
+    # --- reactions ---------------------------------------------------------------------------------------
+
+    async def reaction_added(
+        self, message_id: int, user_id: int, emoji: str, *, is_reviewer: bool
+    ) -> ReactionResult:
+        """Count a reaction if it is a reviewer's 👍/👎 on a row or ✅ on a summary; idempotent."""
+        emoji = normalise_emoji(emoji)
+        async with unit_of_work(self._sessions) as session:
+            target = await self._target(session, message_id, emoji)
+            if target is None:
+                return ReactionResult(Outcome.IGNORED)
+            job, checkpoint = target
+            base = {
+                "job_id": job.id,
+                "checkpoint_id": checkpoint.id if checkpoint else None,
+                "step": checkpoint.step if checkpoint else None,
+            }
+            if not is_reviewer:
+                return ReactionResult(Outcome.NOT_REVIEWER, **base)
+            added = await self._insert_vote(session, message_id, user_id, emoji, job.id, checkpoint)
+        outcome = Outcome.COUNTED if added else Outcome.UNCHANGED
+        if emoji != APPROVE:
+            return ReactionResult(outcome, **base)
+        return await self._maybe_approve(job.id, job.guild_id, message_id, outcome)
+
+    async def reaction_removed(self, message_id: int, user_id: int, emoji: str) -> ReactionResult:
+        """Remove the vote that reaction made (whoever the user is now: no vote outlives its reaction)."""
+        emoji = normalise_emoji(emoji)
+        async with unit_of_work(self._sessions) as session:
+            result = await session.execute(
+                delete(Vote)
+                .where(Vote.message_id == message_id, Vote.user_id == user_id, Vote.emoji == emoji)
+                .returning(Vote.job_id, Vote.checkpoint_id)
+            )
+            rows = result.all()
+        if not rows:
+            return ReactionResult(Outcome.UNCHANGED)
+        job_id, checkpoint_id = rows[0]
+        return ReactionResult(Outcome.REMOVED, job_id=job_id, checkpoint_id=checkpoint_id)
+
+    async def _target(
+        self, session: AsyncSession, message_id: int, emoji: str
+    ) -> tuple[Job, Checkpoint | None] | None:
+        if emoji in VOTE_EMOJIS:
+            checkpoint = await session.scalar(
+                select(Checkpoint).where(Checkpoint.row_message_id == message_id)
+            )
+            if checkpoint is None:
+                return None
+            job = await session.get(Job, checkpoint.job_id)
+            return (job, checkpoint) if job is not None else None
+        if emoji == APPROVE:
+            job = await session.scalar(select(Job).where(Job.summary_message_id == message_id))
+            return (job, None) if job is not None else None
+        return None
+
+    async def _insert_vote(
+        self,
+        session: AsyncSession,
+        message_id: int,
+        user_id: int,
+        emoji: str,
+        job_id: int,
+        checkpoint: Checkpoint | None,
+    ) -> bool:
+        exists = await session.scalar(
+            select(Vote.id).where(Vote.message_id == message_id, Vote.user_id == user_id, Vote.emoji == emoji)
+        )
+        if exists is not None:
+            return False
+        try:
+            # A savepoint: a concurrent duplicate (unique constraint) leaves the outer transaction usable.
+            async with session.begin_nested():
+                session.add(
+                    Vote(
+                        message_id=message_id,
+                        user_id=user_id,
+                        emoji=emoji,
+                        job_id=job_id,
+                        checkpoint_id=checkpoint.id if checkpoint else None,
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    async def _maybe_approve(
+        self, job_id: int, guild_id: int, message_id: int, outcome: Outcome
+    ) -> ReactionResult:
+        required = await self.approvals_required(guild_id)
+        async with unit_of_work(self._sessions) as session:
+            approvers = tuple(
+                (
+                    await session.scalars(
+                        select(Vote.user_id)
+                        .where(Vote.message_id == message_id, Vote.emoji == APPROVE)
+                        .order_by(Vote.id)
+                    )
+                ).all()
+            )
+            already = await session.scalar(
+                select(func.count())
+                .select_from(Checkpoint)
+                .where(Checkpoint.job_id == job_id, Checkpoint.approved)
+            )
+            common = {
+                "job_id": job_id,
+                "approvals": len(approvers),
+                "approvals_required": required,
+                "approvers": approvers,
+            }
+            if already or len(approvers) < required:
+                return ReactionResult(outcome, **common)
+            top = best(await self._standings(session, job_id))
+            if top is None or top.checkpoint_id is None:
+                return ReactionResult(outcome, **common)
+            won = await self._approve(session, top.checkpoint_id, list(approvers))
+        if not won:
+            return ReactionResult(outcome, **common)
+        return ReactionResult(
+            outcome, checkpoint_id=top.checkpoint_id, step=top.step, approved_step=top.step, **common
+        )
+
+    async def _approve(self, session: AsyncSession, checkpoint_id: int, approvers: list[int]) -> bool:
+        # Conditional: of two racing approvers only one sees rowcount 1, so delivery starts once.
+        result = await session.execute(
+            update(Checkpoint)
+            .where(Checkpoint.id == checkpoint_id, Checkpoint.approved.is_(False))
+            .values(approved=True, approved_at=utcnow(), approved_by=approvers)
+        )
+        return (getattr(result, "rowcount", 0) or 0) == 1
+
+    # --- promotion -----------------------------------------------------------------------------------------
+
+    async def promote(self, job_id: int, step: int, *, member: Member, roles: RoleNames) -> Approval:
+        """Approve checkpoint ``step`` of a job (trainer or admin). Re-approving changes nothing."""
+        require_role(member, Role.TRAINER, roles)
+        async with unit_of_work(self._sessions) as session:
+            checkpoint = await self._checkpoint(session, job_id, step)
+            if checkpoint.approved:
+                return Approval(
+                    job_id, checkpoint.id, step, tuple(checkpoint.approved_by), newly_approved=False
+                )
+            won = await self._approve(session, checkpoint.id, [member.user_id])
+        return Approval(job_id, checkpoint.id, step, (member.user_id,), newly_approved=won)
+
+    # --- reading -----------------------------------------------------------------------------------------
+
+    async def approvals_required(self, guild_id: int) -> int:
+        """The guild's setting, else the default from the environment."""
+        async with self._sessions() as session:
+            value = await session.scalar(
+                select(GuildSettings.approvals_required).where(GuildSettings.guild_id == guild_id)
+            )
+        return max(1, value) if value else self._default_required
+
+    async def standings(self, job_id: int) -> list[Standing]:
+        """Every checkpoint of the job with its scores and reviewers' 👍/👎 counts, by step."""
+        async with self._sessions() as session:
+            return await self._standings(session, job_id)
+
+    async def ranking(self, job_id: int) -> list[Standing]:
+        """Checkpoints with a face, best first."""
+        return rank(await self.standings(job_id))
+
+    async def best(self, job_id: int) -> Standing | None:
+        return best(await self.standings(job_id))
+
+    async def _standings(self, session: AsyncSession, job_id: int) -> list[Standing]:
+        counts: dict[tuple[int, str], int] = {}
+        rows = await session.execute(
+            select(Vote.checkpoint_id, Vote.emoji, func.count())
+            .where(Vote.job_id == job_id, Vote.checkpoint_id.is_not(None), Vote.emoji.in_(VOTE_EMOJIS))
+            .group_by(Vote.checkpoint_id, Vote.emoji)
+        )
+        for checkpoint_id, emoji, count in rows.all():
+            counts[(checkpoint_id, emoji)] = count
+        checkpoints = (
+            await session.scalars(
+                select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step)
+            )
+        ).all()
+        return [
+            Standing(
+                step=c.step,
+                score_mean=c.score_mean,
+                score_max=c.score_max,
+                face_share=c.face_share,
+                up=counts.get((c.id, UP), 0),
+                down=counts.get((c.id, DOWN), 0),
+                checkpoint_id=c.id,
+            )
+            for c in checkpoints
+        ]
+
+    async def _checkpoint(self, session: AsyncSession, job_id: int, step: int) -> Checkpoint:
+        checkpoint = await session.scalar(
+            select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step == step)
+        )
+        if checkpoint is None:
+            raise NotFoundError(f"Job #{job_id} has no checkpoint at step {step}.")
+        return checkpoint
