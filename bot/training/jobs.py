@@ -1,0 +1,546 @@
+"""The training service the ``/train`` commands call: estimate, start, confirm, cancel, status, list_jobs.
+
+``start`` freezes the plan (snapshot, rendered configs, GPU order, estimate) into a ``pending`` job
+and returns a :class:`Quote` for the user to confirm; ``confirm`` commits ``pending → provisioning``
+(the announcement that a pod is about to be rented) and hands the job to the orchestrator. Refusals
+(over budget, too many live jobs) are :class:`~bot.errors.UserError` subclasses with a message the
+cog shows as is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any, Protocol
+
+import aiohttp
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.background import TaskGroup
+from bot.clients.runpod import RunPodError
+from bot.config import Settings
+from bot.errors import (
+    BudgetExceededError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    ServiceUnavailableError,
+)
+from bot.training.estimate import (
+    DEADLINE_FACTOR,
+    DEADLINE_SLACK_S,
+    Estimate,
+    NoSuitableGpuError,
+    SpeedProfile,
+    estimate_run,
+)
+from bot.training.money import Money, usd
+from bot.training.orchestrator import Listeners, Orchestrator, TrainingContext, pod_name_for
+from bot.training.progress import ProgressView
+from bot.training.reconciler import Reconciler
+from bot.training.states import transition
+from storage.blobs import BlobStore
+from storage.db import unit_of_work
+from storage.models import LIVE_STATES, Caption, Dataset, FaceAnalysis, Image, Job, JobEvent, JobState
+from worker.protocol import BaseModelSource
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything a run needs, frozen before it starts (a job trains a snapshot, never a moving set).
+
+    ``archive_sha256`` names the snapshot zip in the blob store; the worker checks it on upload.
+    """
+
+    dataset_id: int
+    snapshot_id: int | None
+    archive_sha256: str
+    profile: SpeedProfile
+    model_family: str
+    base_model: BaseModelSource
+    config_toml: str
+    dataset_toml: str
+    prompts_txt: str
+    total_steps: int
+    container_disk_in_gb: int = 60
+    volume_in_gb: int = 0
+    notes: tuple[str, ...] = ()
+
+    def spec_json(self) -> dict[str, Any]:
+        """The JobSpec fields that do not depend on the job id or the deadline."""
+        from dataclasses import asdict
+
+        return {
+            "model_family": self.model_family,
+            "base_model": asdict(self.base_model),
+            "config_toml": self.config_toml,
+            "dataset_toml": self.dataset_toml,
+            "prompts_txt": self.prompts_txt,
+            "total_steps": self.total_steps,
+            "dataset_sha256": self.archive_sha256,
+        }
+
+
+class RunPlanner(Protocol):
+    """Turns (guild, dataset name, preset, overrides) into a :class:`RunPlan` (snapshot + configs)."""
+
+    async def plan(
+        self, *, guild_id: int, dataset: str, preset: str, params: Mapping[str, Any], user_id: int
+    ) -> RunPlan: ...
+
+
+@dataclass(frozen=True)
+class Quote:
+    """What ``/train estimate`` and ``/train start`` show. ``problems`` empty means it may start."""
+
+    dataset: str
+    preset: str
+    estimate: Estimate
+    budget_usd: Decimal
+    month_spent: Decimal
+    month_budget: Decimal
+    live_jobs: int
+    max_live_jobs: int
+    problems: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    job_id: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def render(self) -> str:
+        est = self.estimate
+        lines = [
+            f"**{self.dataset}** · preset `{self.preset}`",
+            f"GPU: {est.summary()}",
+        ]
+        if len(est.options) > 1:
+            fallbacks = ", ".join(o.display_name for o in est.options[1:4])
+            lines.append(f"If it has no capacity: {fallbacks}")
+        lines.append(
+            f"Budget: {usd(self.budget_usd)} for this job · this month {usd(self.month_spent)} "
+            f"of {usd(self.month_budget)} spent"
+        )
+        lines.extend(f"Note: {note}" for note in (*self.notes, *est.notes))
+        lines.extend(f"⛔ {problem}" for problem in self.problems)
+        if self.job_id is not None and self.ok:
+            lines.append(f"Job #{self.job_id} is waiting for confirmation.")
+        return "\n".join(lines)
+
+
+@dataclass
+class JobService:
+    """The domain API of training jobs. One per process, built at start-up."""
+
+    ctx: TrainingContext
+    orchestrator: Orchestrator
+    planner: RunPlanner
+    confirm_within: timedelta = field(default=timedelta(minutes=15))
+
+    # -- queries ----------------------------------------------------------------------------------
+
+    async def live_job_count(
+        self, guild_id: int, *, exclude: int | None = None, started_only: bool = False
+    ) -> int:
+        states = [s.value for s in LIVE_STATES if not (started_only and s == JobState.PENDING)]
+        query = select(func.count(Job.id)).where(Job.guild_id == guild_id, Job.state.in_(states))
+        if exclude is not None:
+            query = query.where(Job.id != exclude)
+        async with self.ctx.sessions() as session:
+            return int(await session.scalar(query) or 0)
+
+    async def get(self, job_id: int, *, guild_id: int | None = None) -> Job:
+        async with self.ctx.sessions() as session:
+            job = await session.get(Job, job_id)
+        if job is None or (guild_id is not None and job.guild_id != guild_id):
+            raise NotFoundError(f"there is no job #{job_id} here")
+        return job
+
+    async def status(self, job_id: int, *, guild_id: int | None = None) -> ProgressView:
+        return ProgressView.from_job(await self.get(job_id, guild_id=guild_id))
+
+    async def list_jobs(
+        self, guild_id: int, *, live_only: bool = False, limit: int = 20
+    ) -> list[ProgressView]:
+        """Newest first."""
+        query = select(Job).where(Job.guild_id == guild_id).order_by(Job.id.desc()).limit(limit)
+        if live_only:
+            query = query.where(Job.state.in_([s.value for s in LIVE_STATES]))
+        async with self.ctx.sessions() as session:
+            jobs = (await session.scalars(query)).all()
+        return [ProgressView.from_job(job) for job in jobs]
+
+    async def events(self, job_id: int) -> Sequence[JobEvent]:
+        async with self.ctx.sessions() as session:
+            return (
+                await session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id))
+            ).all()
+
+    # -- estimate / start / confirm ------------------------------------------------------------------
+
+    async def _budget_for(self, guild_id: int, budget_usd: Decimal | None) -> Decimal:
+        if budget_usd is not None:
+            if budget_usd <= 0:
+                raise BudgetExceededError("a job budget must be more than $0")
+            return budget_usd
+        return await self.ctx.money.default_job_budget(guild_id)
+
+    async def _quote(
+        self, *, guild_id: int, dataset: str, preset: str, plan: RunPlan, budget_usd: Decimal | None
+    ) -> Quote:
+        try:
+            gpus = await self.ctx.runpod.list_gpu_types()  # type: ignore[attr-defined]
+        except RunPodError as exc:
+            raise ServiceUnavailableError(f"RunPod did not answer the GPU list: {exc}") from exc
+        try:
+            estimate = await estimate_run(
+                self.ctx.sessions,
+                gpus,
+                plan.profile,
+                plan.total_steps,
+                cloud=self.ctx.settings.runpod_cloud_type,
+            )
+        except NoSuitableGpuError as exc:
+            raise ServiceUnavailableError(str(exc)) from exc
+        budget = await self._budget_for(guild_id, budget_usd)
+        spent = await self.ctx.money.month_spent(guild_id)
+        month_budget = await self.ctx.money.month_budget(guild_id)
+        live = await self.live_job_count(guild_id)
+        limit = self.ctx.settings.max_live_jobs_per_guild
+        problems: list[str] = []
+        if estimate.cost_usd > budget:
+            problems.append(
+                f"the estimate ({usd(estimate.cost_usd)}) is more than the job budget ({usd(budget)}): "
+                "ask an admin for a larger budget, or use fewer steps or a lighter preset"
+            )
+        if spent + estimate.cost_usd > month_budget:
+            problems.append(
+                f"the estimate ({usd(estimate.cost_usd)}) would take this month past its budget: "
+                f"{usd(spent)} of {usd(month_budget)} already spent"
+            )
+        if live >= limit:
+            problems.append(
+                f"this server already has {live} live training job(s), the most allowed is {limit}"
+            )
+        return Quote(
+            dataset=dataset,
+            preset=preset,
+            estimate=estimate,
+            budget_usd=budget,
+            month_spent=spent,
+            month_budget=month_budget,
+            live_jobs=live,
+            max_live_jobs=limit,
+            problems=tuple(problems),
+            notes=plan.notes,
+        )
+
+    async def estimate(
+        self,
+        *,
+        guild_id: int,
+        dataset: str,
+        preset: str,
+        user_id: int,
+        budget_usd: Decimal | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> Quote:
+        """GPU, time and cost for a run, and whether it may start (``Quote.problems``)."""
+        plan = await self.planner.plan(
+            guild_id=guild_id, dataset=dataset, preset=preset, params=dict(params or {}), user_id=user_id
+        )
+        return await self._quote(
+            guild_id=guild_id, dataset=dataset, preset=preset, plan=plan, budget_usd=budget_usd
+        )
+
+    async def start(
+        self,
+        *,
+        guild_id: int,
+        dataset: str,
+        preset: str,
+        user_id: int,
+        channel_id: int | None = None,
+        budget_usd: Decimal | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> Quote:
+        """Create a ``pending`` job from a fresh plan; nothing is rented until :meth:`confirm`.
+
+        Raises :class:`BudgetExceededError` when the estimate alone exceeds the job's or the month's
+        budget and :class:`ConflictError` when the server has too many live jobs.
+        """
+        overrides = dict(params or {})
+        plan = await self.planner.plan(
+            guild_id=guild_id, dataset=dataset, preset=preset, params=overrides, user_id=user_id
+        )
+        quote = await self._quote(
+            guild_id=guild_id, dataset=dataset, preset=preset, plan=plan, budget_usd=budget_usd
+        )
+        if quote.problems:
+            error = (
+                ConflictError
+                if quote.live_jobs >= quote.max_live_jobs and len(quote.problems) == 1
+                else (BudgetExceededError)
+            )
+            raise error("Cannot start: " + "; ".join(quote.problems))
+        now = self.ctx.now()
+        async with unit_of_work(self.ctx.sessions) as session:
+            job = Job(
+                guild_id=guild_id,
+                dataset_id=plan.dataset_id,
+                snapshot_id=plan.snapshot_id,
+                preset=preset,
+                params={
+                    "overrides": overrides,
+                    "spec": plan.spec_json(),
+                    "pod": {
+                        "container_disk_in_gb": plan.container_disk_in_gb,
+                        "volume_in_gb": plan.volume_in_gb,
+                    },
+                },
+                state=JobState.PENDING.value,
+                gpu_type=quote.estimate.pick.gpu_type_id,
+                worker_token=secrets.token_urlsafe(32),
+                budget_usd=quote.budget_usd,
+                estimate=quote.estimate.to_json(),
+                total_steps=plan.total_steps,
+                channel_id=channel_id,
+                requested_by=user_id,
+                created_at=now,
+            )
+            session.add(job)
+            await session.flush()
+            # The pod name carries the job id and is committed before any pod exists.
+            job.pod_name = pod_name_for(job.id)
+            session.add(
+                JobEvent(
+                    job_id=job.id,
+                    at=now,
+                    kind="state",
+                    from_state=None,
+                    to_state=JobState.PENDING.value,
+                    payload={"by": user_id, "estimate_usd": str(quote.estimate.cost_usd)},
+                )
+            )
+        return replace(quote, job_id=job.id)
+
+    async def confirm(self, job_id: int, *, user_id: int, guild_id: int | None = None) -> Job:
+        """A trainer confirmed: commit ``pending → provisioning`` and start driving the job."""
+        job = await self.get(job_id, guild_id=guild_id)
+        state = JobState(job.state)
+        if state != JobState.PENDING:
+            if state in LIVE_STATES:
+                return job  # a second ✅ on a running job: nothing to do
+            raise ConflictError(f"job #{job_id} has already ended ({state.value})")
+        now = self.ctx.now()
+        if job.created_at + self.confirm_within < now:
+            await self.orchestrator.stop(job_id, JobState.CANCELLED, "not confirmed in time")
+            raise ConflictError(
+                f"job #{job_id} was not confirmed within {self.confirm_within}; start it again"
+            )
+        limit = self.ctx.settings.max_live_jobs_per_guild
+        running = await self.live_job_count(job.guild_id, exclude=job_id, started_only=True)
+        if running >= limit:
+            raise ConflictError(
+                f"this server already has {running} running training job(s), the most allowed is {limit}"
+            )
+        spent = await self.ctx.money.month_spent(job.guild_id)
+        month_budget = await self.ctx.money.month_budget(job.guild_id)
+        estimated = Decimal(str(job.estimate.get("cost_usd", "0")))
+        if spent + estimated > month_budget:
+            raise BudgetExceededError(
+                f"the estimate ({usd(estimated)}) would take this month past its budget: "
+                f"{usd(spent)} of {usd(month_budget)} already spent"
+            )
+        deadline = now + timedelta(seconds=DEADLINE_FACTOR * _slowest_s(job.estimate) + DEADLINE_SLACK_S)
+
+        def _set_deadline(row: Job) -> None:
+            row.deadline_at = deadline
+
+        result = await transition(
+            self.ctx.sessions,
+            job_id,
+            JobState.PROVISIONING,
+            payload={"confirmed_by": user_id, "deadline": deadline.isoformat()},
+            update=_set_deadline,
+            now=now,
+        )
+        if result.changed:
+            await self.ctx.listeners.state(result.job, result.old, result.new, result.payload)
+        self.orchestrator.ensure_driving(job_id)
+        return result.job
+
+    async def cancel(
+        self, job_id: int, *, user_id: int, guild_id: int | None = None, reason: str | None = None
+    ) -> Job:
+        """Cancel a live job: committed first, then the pod is terminated."""
+        job = await self.get(job_id, guild_id=guild_id)
+        state = JobState(job.state)
+        if state not in LIVE_STATES:
+            raise ConflictError(f"job #{job_id} has already ended ({state.value})")
+        cause = reason or "cancelled on request"
+        return await self.orchestrator.stop(job_id, JobState.CANCELLED, cause, payload={"by": user_id})
+
+    async def set_progress_message(self, job_id: int, *, channel_id: int, message_id: int) -> None:
+        """Remember where the progress message lives, so a restarted bot edits the same one."""
+        async with unit_of_work(self.ctx.sessions) as session:
+            job = await session.get(Job, job_id)
+            if job is None:
+                raise NotFoundError(f"there is no job #{job_id}")
+            job.channel_id = channel_id
+            job.progress_message_id = message_id
+
+
+CONTAINER_DISK_GB_BY_FAMILY = {"sd15": 40, "sdxl": 60, "flux": 120}
+
+
+@dataclass
+class DatasetRunPlanner:
+    """The production :class:`RunPlanner`: dataset rows → render → frozen snapshot (zip in the blob store).
+
+    Uses the dataset's non-excluded images (bytes from the blob store), their captions (else
+    ``trigger class``) and the main face box of any face analysis (for face-weighted loss). ``params``
+    are preset overrides as ``section.key → value`` (``train.max_train_steps = 1200``).
+    """
+
+    sessions: async_sessionmaker[AsyncSession]
+    blobs: BlobStore
+
+    async def plan(
+        self, *, guild_id: int, dataset: str, preset: str, params: Mapping[str, Any], user_id: int
+    ) -> RunPlan:
+        from bot.training.estimate import speed_profile
+        from bot.training.render import TrainingImage, base_model_source, render
+        from bot.training.snapshots import create_snapshot
+
+        async with self.sessions() as session:
+            row = await session.scalar(
+                select(Dataset).where(Dataset.guild_id == guild_id, Dataset.name == dataset)
+            )
+            if row is None:
+                raise NotFoundError(f"there is no dataset named {dataset!r} here")
+            images = (
+                await session.scalars(
+                    select(Image)
+                    .where(Image.dataset_id == row.id, Image.excluded.is_(False))
+                    .order_by(Image.position)
+                )
+            ).all()
+            image_ids = [image.id for image in images]
+            captions = {
+                c.image_id: c.text
+                for c in (await session.scalars(select(Caption).where(Caption.image_id.in_(image_ids)))).all()
+            }
+            boxes: dict[int, tuple[float, float, float, float]] = {}
+            for analysis in (
+                await session.scalars(select(FaceAnalysis).where(FaceAnalysis.image_id.in_(image_ids)))
+            ).all():
+                if analysis.bbox and len(analysis.bbox) == 4 and analysis.face_count == 1:
+                    x0, y0, x1, y1 = (float(v) for v in analysis.bbox)
+                    boxes.setdefault(analysis.image_id, (x0, y0, x1, y1))
+        if not images:
+            raise InvalidInputError(f"dataset {dataset!r} has no images to train on")
+        default_caption = f"{row.trigger_word} {row.class_word}"
+        training = [
+            TrainingImage(
+                source=self.blobs.path_for(image.sha256),
+                caption=captions.get(image.id) or default_caption,
+                subset=image.subset,
+                face_bbox=boxes.get(image.id),
+                name=f"{image.position:04d}",
+                sha256=image.sha256,
+            )
+            for image in images
+        ]
+        overrides = {str(key): str(value) for key, value in params.items()}
+        result = await asyncio.to_thread(
+            render,
+            training,
+            preset=preset,
+            trigger=row.trigger_word,
+            class_word=row.class_word,
+            overrides=overrides,
+        )
+        snapshot = await create_snapshot(
+            self.sessions, self.blobs, dataset_id=row.id, created_by=user_id, result=result
+        )
+        assert snapshot.archive_sha256 is not None
+        family = result.preset.family
+        return RunPlan(
+            dataset_id=row.id,
+            snapshot_id=snapshot.id,
+            archive_sha256=snapshot.archive_sha256,
+            profile=speed_profile(result.preset),
+            model_family=family,
+            base_model=base_model_source(result.preset),
+            config_toml=result.config_toml,
+            dataset_toml=result.dataset_toml,
+            prompts_txt=result.prompts_txt,
+            total_steps=result.total_steps,
+            container_disk_in_gb=CONTAINER_DISK_GB_BY_FAMILY.get(family, 80),
+            notes=tuple(result.warnings),
+        )
+
+
+def _slowest_s(estimate: Mapping[str, Any]) -> float:
+    options = estimate.get("options") or []
+    totals = [float(option.get("total_s", 0)) for option in options]
+    return max(totals, default=float(estimate.get("total_s", 3600)))
+
+
+@dataclass
+class Training:
+    """The training domain wired together: what ``bot/services.py`` keeps and the cog calls."""
+
+    ctx: TrainingContext
+    orchestrator: Orchestrator
+    service: JobService
+    reconciler: Reconciler
+
+    @property
+    def listeners(self) -> Listeners:
+        """Subscribe the cog here: ``training.listeners.add(MyListener())``."""
+        return self.ctx.listeners
+
+    def start_background(self, tasks: TaskGroup, *, interval_s: float = 60.0) -> None:
+        """Reconcile now (resumes live jobs after a restart) and then every ``interval_s`` seconds."""
+        tasks.spawn(self.reconciler.run(interval_s), name="training-reconciler")
+
+    async def close(self) -> None:
+        """Stop driving jobs (they go on in RunPod; the next start resumes them)."""
+        await self.orchestrator.close()
+
+
+def build_training(
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    http: aiohttp.ClientSession,
+    blobs: BlobStore,
+    money: Money,
+    *,
+    runpod: Any | None = None,
+) -> Training | None:
+    """Wire the training domain, or ``None`` when RunPod is not configured (no RUNPOD_API_KEY)."""
+    if runpod is None:
+        if settings.runpod_api_key is None or not settings.runpod_api_key.get_secret_value():
+            return None
+        from bot.clients.runpod import RunPodClient
+
+        runpod = RunPodClient.from_settings(settings)
+    ctx = TrainingContext(
+        sessions=sessions, settings=settings, runpod=runpod, blobs=blobs, http=http, money=money
+    )
+    orchestrator = Orchestrator(ctx)
+    service = JobService(ctx, orchestrator, DatasetRunPlanner(sessions, blobs))
+    return Training(
+        ctx, orchestrator, service, Reconciler(orchestrator, confirm_within=service.confirm_within)
+    )

@@ -1,0 +1,216 @@
+"""The reconciler (DESIGN §5): at start-up and on a timer, make the world agree with the database.
+
+- live jobs get a driver in this process again (after a crash or restart: the same job, the same pod);
+- a live job whose pod no longer exists is failed, with that cause;
+- deadlines and budgets are enforced (terminate, then say why);
+- jobs that ended but whose pod was never confirmed terminated get their pod terminated now;
+- pods named ``loraops-*`` that no live job owns are terminated (a pod must never run unowned);
+- pending jobs nobody confirmed in time are cancelled;
+- cost is accrued for every job that has a pod.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from bot.clients.runpod import RunPodError
+from bot.training.orchestrator import POD_PREFIX, Orchestrator, job_id_from_pod_name
+from bot.training.states import record_event
+from storage.models import LIVE_STATES, Job, JobState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReconcileReport:
+    """What one pass did (job ids, pod ids)."""
+
+    resumed: list[int] = field(default_factory=list)
+    vanished: list[int] = field(default_factory=list)
+    deadlines: list[int] = field(default_factory=list)
+    budget_stopped: list[int] = field(default_factory=list)
+    expired: list[int] = field(default_factory=list)
+    finalized: list[int] = field(default_factory=list)
+    orphans: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+class Reconciler:
+    """One per process. ``reconcile_once`` is safe to run at any time and any number of times."""
+
+    def __init__(
+        self, orchestrator: Orchestrator, *, confirm_within: timedelta = timedelta(minutes=15)
+    ) -> None:
+        self.orchestrator = orchestrator
+        self.ctx = orchestrator.ctx
+        self.confirm_within = confirm_within
+
+    async def reconcile_once(self) -> ReconcileReport:
+        report = ReconcileReport()
+        terminated_before = set(self.orchestrator.terminated_pods)
+        try:
+            pods: list[Any] | None = list(await self.ctx.runpod.list_pods())
+        except RunPodError as exc:
+            # Without the pod list we cannot judge vanished pods or orphans; the rest still runs.
+            report.errors.append(f"list_pods: {exc}")
+            pods = None
+        pod_ids = {pod.id for pod in pods} if pods is not None else set()
+
+        async with self.ctx.sessions() as session:
+            live = (
+                await session.scalars(
+                    select(Job).where(Job.state.in_([s.value for s in LIVE_STATES])).order_by(Job.id)
+                )
+            ).all()
+            unfinished = (
+                await session.scalars(
+                    select(Job).where(
+                        Job.state.not_in([s.value for s in LIVE_STATES]),
+                        Job.pod_id.is_not(None),
+                        Job.pod_terminated_at.is_(None),
+                    )
+                )
+            ).all()
+
+        for job in live:
+            try:
+                await self._reconcile_live(job, pods, pod_ids, report)
+            except Exception as exc:  # one bad job must not stop the sweep
+                log.exception("reconciler: job %s", job.id)
+                report.errors.append(f"job {job.id}: {exc}")
+
+        for job in unfinished:
+            try:
+                finished = await self.orchestrator.finalize(job.id)
+                if finished.pod_terminated_at is not None:
+                    report.finalized.append(job.id)
+            except Exception as exc:
+                log.exception("reconciler: finalizing job %s", job.id)
+                report.errors.append(f"job {job.id}: {exc}")
+
+        if pods is not None:
+            # Pods this pass terminated itself are still in the (earlier) list: not orphans.
+            gone = set(self.orchestrator.terminated_pods) - terminated_before
+            await self._terminate_orphans(pods, report, gone)
+        return report
+
+    async def _reconcile_live(
+        self, job: Job, pods: list[Any] | None, pod_ids: set[str], report: ReconcileReport
+    ) -> None:
+        now = self.ctx.now()
+        state = JobState(job.state)
+        if state == JobState.PENDING:
+            if job.created_at + self.confirm_within < now:
+                await self.orchestrator.stop(
+                    job.id, JobState.CANCELLED, "not confirmed in time", payload={"reason": "unconfirmed"}
+                )
+                report.expired.append(job.id)
+            return
+        if job.deadline_at is not None and now >= job.deadline_at:
+            await self.orchestrator.stop(
+                job.id,
+                JobState.FAILED,
+                f"deadline passed ({job.deadline_at:%Y-%m-%d %H:%M} UTC): the pod was stopped",
+                payload={"reason": "deadline"},
+            )
+            report.deadlines.append(job.id)
+            return
+        # A pod missing from the list is double-checked: it may have been created after we listed.
+        # In ``collecting`` a pod that terminated itself after our acknowledgement is expected; the
+        # orchestrator settles that case.
+        if (
+            job.pod_id
+            and pods is not None
+            and job.pod_id not in pod_ids
+            and state != JobState.COLLECTING
+            and await self.ctx.runpod.get_pod(job.pod_id) is None
+        ):
+            await self.orchestrator.stop(
+                job.id,
+                JobState.FAILED,
+                "the pod disappeared (terminated outside loraops?)",
+                payload={"reason": "pod_vanished"},
+            )
+            report.vanished.append(job.id)
+            return
+        if job.pod_id:
+            await self.ctx.money.accrue(job.id)
+            verdict = await self.ctx.money.budget_stop(job.id)
+            if verdict is not None:
+                await self.orchestrator.stop(
+                    job.id,
+                    JobState.BUDGET_STOPPED,
+                    verdict.message,
+                    payload={
+                        "scope": verdict.scope,
+                        "spent": str(verdict.spent),
+                        "budget": str(verdict.budget),
+                    },
+                )
+                report.budget_stopped.append(job.id)
+                return
+        if not self.orchestrator.is_driving(job.id):
+            self.orchestrator.ensure_driving(job.id)
+            report.resumed.append(job.id)
+
+    async def _terminate_orphans(self, pods: list[Any], report: ReconcileReport, gone: set[str]) -> None:
+        # Read ownership again: the live pass above may have stopped jobs (their pods are now orphans
+        # unless already terminated) and drivers may have stored new pod ids meanwhile.
+        async with self.ctx.sessions() as session:
+            owners = (
+                await session.execute(
+                    select(Job.id, Job.pod_id, Job.pod_name).where(
+                        Job.state.in_([s.value for s in LIVE_STATES])
+                    )
+                )
+            ).all()
+        owned_ids = {row.pod_id for row in owners if row.pod_id}
+        owned_names = {row.pod_name for row in owners if row.pod_name}
+        for pod in pods:
+            name = pod.name or ""
+            if (
+                not name.startswith(POD_PREFIX)
+                or pod.id in owned_ids
+                or name in owned_names
+                or pod.id in gone
+            ):
+                continue
+            try:
+                await self.ctx.runpod.terminate_pod(pod.id)
+            except RunPodError as exc:
+                report.errors.append(f"terminate orphan {pod.id}: {exc}")
+                continue
+            log.warning("reconciler: terminated orphan pod %s (%s)", pod.id, name)
+            report.orphans.append(pod.id)
+            job_id = job_id_from_pod_name(name)
+            if job_id is not None:
+                job = await self._maybe_job(job_id)
+                if job is not None:
+                    payload = {"pod_id": pod.id, "pod_name": name}
+                    await record_event(
+                        self.ctx.sessions, job_id, "orphan_terminated", payload, now=self.ctx.now()
+                    )
+                    await self.ctx.listeners.event(job, "orphan_terminated", payload)
+
+    async def _maybe_job(self, job_id: int) -> Job | None:
+        async with self.ctx.sessions() as session:
+            return await session.get(Job, job_id)
+
+    async def run(self, interval_s: float = 60.0) -> None:
+        """Reconcile now and then every ``interval_s`` seconds, until cancelled."""
+        while True:
+            try:
+                report = await self.reconcile_once()
+                if report.errors:
+                    log.warning("reconciler: %d problem(s): %s", len(report.errors), "; ".join(report.errors))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reconciler pass failed")
+            await asyncio.sleep(interval_s)

@@ -1,0 +1,443 @@
+"""The orchestrator against a fake RunPod and a fake worker that speaks the real protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import select
+
+from bot.errors import BudgetExceededError, ConflictError, InvalidInputError, NotFoundError
+from bot.training.orchestrator import build_spec
+from bot.training.progress import ProgressView, render_progress
+from storage.db import unit_of_work
+from storage.models import Checkpoint, GuildSettings, Job, JobEvent, JobState, Sample, SpendEntry
+from worker.protocol import ENV_JOB_SPEC, ENV_WORKER_TOKEN, JobSpec
+
+from .conftest import GUILD, USER, Harness
+
+HAPPY = [
+    JobState.PROVISIONING,
+    JobState.UPLOADING,
+    JobState.TRAINING,
+    JobState.COLLECTING,
+    JobState.SUCCEEDED,
+]
+
+
+async def _finish(h: Harness, job_id: int, timeout: float = 20) -> JobState | None:
+    return await asyncio.wait_for(h.orchestrator.wait(job_id), timeout)
+
+
+async def _events(h: Harness, job_id: int) -> list[JobEvent]:
+    async with h.sessions() as session:
+        return list(
+            (
+                await session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id))
+            ).all()
+        )
+
+
+async def _wait_step(h: Harness, job_id: int, step: int, timeout: float = 10) -> None:
+    async def poll() -> None:
+        while (await h.job(job_id)).step < step:
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
+async def test_happy_path(harness: Harness) -> None:
+    h = harness
+    job_id = await h.start_and_confirm()
+    assert await _finish(h, job_id) == JobState.SUCCEEDED
+    job = await h.job(job_id)
+    assert h.listener.new_states() == HAPPY
+    # One pod, named after the job, with the spec and token in its environment; then terminated.
+    (created,) = h.runpod.created()
+    assert created["name"] == f"loraops-{job_id}" == job.pod_name
+    assert created["gpu_type_id"] == "NVIDIA RTX A5000" and created["ports"] == "8000/http"
+    spec = JobSpec.from_env(created["env"][ENV_JOB_SPEC])
+    assert (
+        spec.job_id == job_id and spec.total_steps == 10 and spec.dataset_sha256 == h.planner.archive_sha256
+    )
+    assert job.deadline_at is not None and spec.deadline_unix == job.deadline_at.timestamp()
+    assert created["env"][ENV_WORKER_TOKEN] == job.worker_token and len(job.worker_token or "") >= 32
+    assert h.runpod.terminated == [job.pod_id] and job.pod_terminated_at is not None
+    # Checkpoints and samples are in the blob store and verified, with rows.
+    async with h.sessions() as session:
+        checkpoints = (await session.scalars(select(Checkpoint).order_by(Checkpoint.step))).all()
+        samples = (await session.scalars(select(Sample).order_by(Sample.step, Sample.prompt_index))).all()
+        ledger = (await session.scalars(select(SpendEntry).where(SpendEntry.job_id == job_id))).all()
+    assert [(c.step, c.file_name, c.collected) for c in checkpoints] == [
+        (4, "lora-000004.safetensors", True),
+        (8, "lora-000008.safetensors", True),
+        (10, "lora.safetensors", True),
+    ]
+    for checkpoint in checkpoints:
+        assert h.blobs.verify(checkpoint.sha256) and checkpoint.size_bytes == 150_000
+    assert len(samples) == 6 and all(h.blobs.verify(s.blob_sha256) for s in samples)
+    assert [(s.prompt, s.seed) for s in samples[:2]] == [
+        ("ohwx woman, portrait --d 42", 42),
+        ("ohwx woman, smiling --d 7", 7),
+    ]
+    # Each checkpoint announced once, with its step's samples.
+    assert [(c.step, [s.prompt_index for s in ss]) for c, ss in h.listener.checkpoints] == [
+        (4, [0, 1]),
+        (8, [0, 1]),
+        (10, [0, 1]),
+    ]
+    # The worker got the dataset once and the acknowledgement.
+    assert [r for r in h.farm.requests if r[2] == "/dataset"] == [(job.pod_id, "PUT", "/dataset")]
+    assert ("POST", "/ack") in [(m, p) for _, m, p in h.farm.requests]
+    # Money: price from the pod, cost = ledger.
+    assert job.price_per_hour == Decimal("0.27")
+    assert job.cost_usd > 0 and job.cost_usd == sum(e.amount_usd for e in ledger)
+    assert job.step == 10 and job.finished_at is not None
+    # Order on the timeline: the transition to provisioning and the pod request before the pod exists.
+    kinds = [(e.kind, e.to_state) for e in await _events(h, job_id)]
+    assert (
+        kinds.index(("state", "provisioning"))
+        < kinds.index(("pod_requested", None))
+        < kinds.index(("pod_created", None))
+        < kinds.index(("state", "uploading"))
+    )
+    assert (
+        kinds.index(("acked", None))
+        < kinds.index(("pod_terminated", None))
+        < kinds.index(("state", "succeeded"))
+    )
+    (final,) = [p for _, _, new, p in h.listener.states if new == JobState.SUCCEEDED]
+    assert final["checkpoints"] == 3 and final["cost_usd"] == str(job.cost_usd)
+    assert h.listener.progress and h.listener.progress[-1].state == JobState.SUCCEEDED
+
+
+async def test_nan_fails_with_worker_error_and_log(harness: Harness) -> None:
+    h = harness
+    h.runpod.worker_options = {"nan_at": 6}
+    job_id = await h.start_and_confirm()
+    assert await _finish(h, job_id) == JobState.FAILED
+    job = await h.job(job_id)
+    assert job.error == "loss is NaN at step 6"
+    assert "avr_loss=nan" in job.last_log
+    assert h.runpod.terminated == [job.pod_id]
+    (stop,) = [p for _, _, new, p in h.listener.states if new == JobState.FAILED]
+    assert stop["cause"] == "loss is NaN at step 6" and "avr_loss=nan" in stop["log_tail"]
+    # The checkpoint saved before the failure was still collected.
+    async with h.sessions() as session:
+        steps = (await session.scalars(select(Checkpoint.step).where(Checkpoint.collected.is_(True)))).all()
+    assert list(steps) == [4]
+
+
+async def test_no_capacity_tries_the_next_gpu(harness: Harness) -> None:
+    h = harness
+    h.runpod.no_capacity = {"NVIDIA RTX A5000"}
+    job_id = await h.start_and_confirm()
+    assert await _finish(h, job_id) == JobState.SUCCEEDED
+    job = await h.job(job_id)
+    order = [o["gpu_type_id"] for o in job.estimate["options"]]
+    assert order[0] == "NVIDIA RTX A5000" and order[1] == "NVIDIA A40"  # next cheapest run
+    attempts = [c["gpu_type_id"] for c in h.runpod.created()]
+    assert attempts == order[:2]
+    assert job.gpu_type == "NVIDIA A40" and job.price_per_hour == Decimal("0.44")
+    (event,) = [e for e in await _events(h, job_id) if e.kind == "no_capacity"]
+    assert event.payload == {"gpu_type": "NVIDIA RTX A5000", "next": "NVIDIA A40"}
+    assert (job_id, "no_capacity", event.payload) in h.listener.events
+
+
+async def test_no_capacity_anywhere_fails(harness: Harness) -> None:
+    h = harness
+    h.runpod.no_capacity = {g.id for g in h.runpod.gpus}
+    job_id = await h.start_and_confirm()
+    assert await _finish(h, job_id) == JobState.FAILED
+    job = await h.job(job_id)
+    assert job.error is not None and job.error.startswith("no GPU available")
+    assert job.pod_id is None and h.runpod.pods == {} and len(h.runpod.created()) == 4
+
+
+async def test_cancel_mid_training(harness: Harness) -> None:
+    h = harness
+    h.runpod.worker_options = {"steps_per_poll": 1}
+    h.planner.total_steps = 200
+    job_id = await h.start_and_confirm()
+    await _wait_step(h, job_id, 3)
+    job = await h.service.cancel(job_id, user_id=USER)
+    assert job.state == JobState.CANCELLED.value and job.pod_terminated_at is not None
+    assert await _finish(h, job_id) == JobState.CANCELLED
+    assert h.runpod.pods == {} and h.runpod.terminated == [job.pod_id]
+    with pytest.raises(ConflictError):
+        await h.service.cancel(job_id, user_id=USER)
+    (event,) = [e for e in await _events(h, job_id) if e.to_state == "cancelled"]
+    assert event.payload["by"] == USER
+
+
+async def test_budget_crossed_mid_run_stops_the_pod(harness: Harness) -> None:
+    h = harness
+    h.planner.total_steps = 200
+    h.runpod.worker_options = {
+        "steps_per_poll": 1,
+        "on_step": lambda w: h.clock.advance(minutes=15) if w.step == 5 else None,
+    }
+    quote = await h.service.start(
+        guild_id=GUILD, dataset="elena", preset="p", user_id=USER, budget_usd=Decimal("0.05")
+    )
+    assert quote.job_id is not None and quote.estimate.cost_usd < Decimal("0.05")
+    job_id = quote.job_id
+    await h.service.confirm(job_id, user_id=USER)
+    assert await _finish(h, job_id) == JobState.BUDGET_STOPPED
+    job = await h.job(job_id)
+    assert job.cost_usd >= job.budget_usd == Decimal("0.05")
+    assert job.step < 200 and h.runpod.pods == {}
+    (stop,) = [p for _, _, new, p in h.listener.states if new == JobState.BUDGET_STOPPED]
+    assert stop["scope"] == "job" and "job budget $0.05 reached" in stop["cause"]
+
+
+async def test_restart_resumes_same_pod(harness: Harness) -> None:
+    h = harness
+    h.planner.total_steps = 16
+    h.runpod.worker_options = {"steps_per_poll": 1}
+    job_id = await h.start_and_confirm()
+    await _wait_step(h, job_id, 5)
+    await h.orchestrator.close()  # the bot process dies
+    orchestrator, service, reconciler = h.fresh_services()
+    h.orchestrator = orchestrator
+    report = await reconciler.reconcile_once()
+    assert report.resumed == [job_id] and report.orphans == []
+    assert (await reconciler.reconcile_once()).resumed == []  # already driven: not twice
+    assert await _finish(h, job_id) == JobState.SUCCEEDED
+    assert len(h.runpod.created()) == 1
+    assert (await service.status(job_id)).step == 16
+
+
+async def test_crash_between_create_and_store_adopts_the_pod(harness: Harness) -> None:
+    h = harness
+    quote = await h.service.start(guild_id=GUILD, dataset="elena", preset="test-sdxl", user_id=USER)
+    assert quote.job_id is not None
+    job_id = quote.job_id
+    await h.orchestrator.close()  # nothing drives; we play the crashed process by hand
+    orchestrator, service, reconciler = h.fresh_services()
+    h.orchestrator = orchestrator
+    orchestrator._closed = True  # confirm must not drive yet
+    await service.confirm(job_id, user_id=USER)
+    job = await h.job(job_id)
+    # RunPod created the pod, then the process died before storing its id.
+    await h.runpod.create_pod(
+        name=job.pod_name,
+        gpu_type_id="NVIDIA RTX A5000",
+        image="x",
+        env={ENV_JOB_SPEC: build_spec(job).to_env(), ENV_WORKER_TOKEN: job.worker_token},
+        cloud_type="SECURE",
+        volume_in_gb=0,
+        container_disk_in_gb=60,
+        ports="8000/http",
+    )
+    orchestrator._closed = False
+    report = await reconciler.reconcile_once()
+    assert report.resumed == [job_id] and report.orphans == []  # owned by name, not an orphan
+    assert await _finish(h, job_id) == JobState.SUCCEEDED
+    assert len(h.runpod.created()) == 1
+    assert [e.kind for e in await _events(h, job_id)].count("pod_adopted") == 1
+
+
+async def test_wrong_token_fails_the_job(harness: Harness) -> None:
+    h = harness
+    job_id = await h.start_and_confirm()
+    await h.orchestrator.wait(job_id)
+    h.runpod.worker_options = {}
+    # A second job whose stored token no longer matches the pod's.
+    quote = await h.service.start(guild_id=GUILD, dataset="elena", preset="test-sdxl", user_id=USER)
+    assert quote.job_id is not None
+    async with unit_of_work(h.sessions) as session:
+        job = await session.get(Job, quote.job_id)
+        assert job is not None
+
+    original = h.runpod.create_pod
+
+    async def tamper(**kwargs):  # type: ignore[no-untyped-def]
+        pod = await original(**kwargs)
+        h.farm.workers[pod.id].token = "something-else"
+        return pod
+
+    h.runpod.create_pod = tamper  # type: ignore[method-assign]
+    await h.service.confirm(quote.job_id, user_id=USER)
+    assert await _finish(h, quote.job_id) == JobState.FAILED
+    assert (await h.job(quote.job_id)).error == "the worker refused this job's token"
+    assert h.farm.unauthorized and h.runpod.pods == {}
+
+
+async def test_start_refusals(harness: Harness) -> None:
+    h = harness
+    with pytest.raises(BudgetExceededError, match="more than the job budget"):
+        await h.service.start(
+            guild_id=GUILD,
+            dataset="elena",
+            preset="p",
+            user_id=USER,
+            budget_usd=Decimal("0.01"),
+            params={"steps": 20000},
+        )
+    quote = await h.service.estimate(
+        guild_id=GUILD,
+        dataset="elena",
+        preset="p",
+        user_id=USER,
+        budget_usd=Decimal("0.01"),
+        params={"steps": 20000},
+    )
+    assert not quote.ok and "more than the job budget" in quote.render()
+    async with unit_of_work(h.sessions) as session:
+        session.add(GuildSettings(guild_id=GUILD, monthly_budget_usd=Decimal("0.02")))
+    with pytest.raises(BudgetExceededError, match="past its budget"):
+        await h.service.start(guild_id=GUILD, dataset="elena", preset="p", user_id=USER)
+    async with unit_of_work(h.sessions) as session:
+        guild = await session.get(GuildSettings, GUILD)
+        assert guild is not None
+        guild.monthly_budget_usd = Decimal(100)
+    first = await h.service.start(guild_id=GUILD, dataset="elena", preset="p", user_id=USER)
+    second = await h.service.start(guild_id=GUILD, dataset="elena", preset="p", user_id=USER)
+    assert first.ok and second.ok and first.job_id != second.job_id
+    with pytest.raises(ConflictError, match="most allowed is 2"):
+        await h.service.start(guild_id=GUILD, dataset="elena", preset="p", user_id=USER)
+    assert h.runpod.created() == []  # nothing rented before confirmation
+    assert [v.job_id for v in await h.service.list_jobs(GUILD)] == [second.job_id, first.job_id]
+
+
+async def test_progress_view_renders() -> None:
+    view = ProgressView(
+        job_id=7,
+        guild_id=1,
+        state=JobState.TRAINING,
+        preset="sdxl-face",
+        gpu_type="RTX A5000",
+        step=600,
+        total_steps=1500,
+        loss=0.0912,
+        rate=1.52,
+        eta_s=592,
+        cost_usd=Decimal("0.061"),
+        budget_usd=Decimal(5),
+        price_per_hour=Decimal("0.27"),
+        channel_id=None,
+        progress_message_id=None,
+    )
+    text = render_progress(view)
+    assert "Job #7 · sdxl-face · training on RTX A5000" in text
+    assert "600/1500 (40%)" in text and "████████░░░░" in text
+    assert "loss 0.0912 · 1.52 it/s · ETA 9m 52s" in text
+    assert "$0.06 of $5.00 budget ($0.27/h)" in text
+    assert hashlib.sha256(text.encode()).hexdigest()  # plain str
+
+
+async def test_dataset_planner_freezes_a_snapshot_and_quotes_it(harness: Harness) -> None:
+    """The production planner: dataset rows → rendered sdxl-face configs → snapshot zip → a quote."""
+    from pathlib import Path
+
+    from PIL import Image as PILImage
+
+    from bot.training.jobs import DatasetRunPlanner, JobService
+    from storage.models import Caption, DatasetSnapshot, Image
+
+    h = harness
+    faces = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "faces" / "obama"
+    async with unit_of_work(h.sessions) as session:
+        for position, photo in enumerate(sorted(faces.glob("*.jpg"))[:3], start=1):
+            sha = h.blobs.put(photo.read_bytes())
+            with PILImage.open(photo) as picture:
+                width, height = picture.size
+            image = Image(
+                dataset_id=h.planner.dataset_id,
+                position=position,
+                sha256=sha,
+                width=width,
+                height=height,
+                format="JPEG",
+                byte_size=photo.stat().st_size,
+                source_kind="attachment",
+                added_by=USER,
+            )
+            session.add(image)
+            await session.flush()
+            session.add(Caption(image_id=image.id, text="ohwx woman, portrait"))
+    service = JobService(h.ctx, h.orchestrator, DatasetRunPlanner(h.sessions, h.blobs))
+    quote = await service.start(guild_id=GUILD, dataset="elena", preset="sdxl-face", user_id=USER)
+    assert quote.ok and quote.job_id is not None
+    job = await h.job(quote.job_id)
+    async with h.sessions() as session:
+        snapshot = await session.get(DatasetSnapshot, job.snapshot_id)
+    assert snapshot is not None and snapshot.archive_sha256 == job.params["spec"]["dataset_sha256"]
+    assert h.blobs.verify(snapshot.archive_sha256)
+    assert job.params["spec"]["model_family"] == "sdxl" and job.total_steps > 0
+    a5000 = next(o for o in quote.estimate.options if o.gpu_type_id == "NVIDIA RTX A5000")
+    assert a5000.its == pytest.approx(1 / 1.1) and a5000.speed_source == "preset"
+    assert all(o.memory_gb >= 24 for o in quote.estimate.options)
+    with pytest.raises(NotFoundError, match="no dataset named"):
+        await service.estimate(guild_id=GUILD, dataset="nobody", preset="sdxl-face", user_id=USER)
+
+
+async def test_worker_client_ranges_and_verification(harness: Harness) -> None:
+    from bot.training.worker_client import IntegrityError, WorkerAuthError, WorkerClient
+    from worker.protocol import BaseModelSource, FileInfo
+
+    from .fakes import FakeWorker
+
+    h = harness
+    spec = JobSpec(
+        job_id=1,
+        model_family="sd15",
+        base_model=BaseModelSource(kind="url", url="http://x"),
+        config_toml="",
+        dataset_toml="",
+        prompts_txt="",
+        total_steps=4,
+        dataset_sha256="0" * 64,
+        deadline_unix=0.0,
+    )
+    worker = FakeWorker(token="right-token", spec=spec)
+    worker._add("checkpoints", "a.safetensors", 4, 10_000)
+    h.farm.workers["podx"] = worker
+    base = f"{h.farm.url}/pod/podx"
+    client = WorkerClient(h.http, base, "right-token", chunk_size=4096)
+    info = worker.checkpoints[0]
+    assert await client.download("checkpoints", info, h.blobs) == info.sha256
+    assert h.blobs.verify(info.sha256)
+    ranges = [r for r in h.farm.requests if r[2] == "/files/checkpoints/a.safetensors"]
+    assert len(ranges) == 3  # 10 000 bytes in 4 096-byte ranges
+    wrong = FileInfo(name="a.safetensors", step=4, size=10_000, sha256="f" * 64)
+    with pytest.raises(IntegrityError):
+        await client.download("checkpoints", wrong, h.blobs)
+    assert not h.blobs.exists("f" * 64)
+    with pytest.raises(IntegrityError):  # announced size larger than the file
+        await client.download("checkpoints", FileInfo("a.safetensors", 4, 12_000, "e" * 64), h.blobs)
+    with pytest.raises(WorkerAuthError):
+        await WorkerClient(h.http, base, "wrong").status()
+    assert await WorkerClient(h.http, base, "wrong").health()  # /health needs no token
+    assert "right-token" not in repr(client)
+
+
+async def test_build_training_wiring(harness: Harness) -> None:
+    from bot.training.jobs import build_training
+
+    h = harness
+    assert build_training(h.settings, h.sessions, h.http, h.blobs, h.ctx.money) is None  # no RunPod key
+    training = build_training(h.settings, h.sessions, h.http, h.blobs, h.ctx.money, runpod=h.runpod)
+    assert training is not None
+    training.listeners.add(h.listener)
+    assert h.listener in training.listeners._listeners
+    # The real planner is wired in: it reads the dataset (which has no images here).
+    with pytest.raises(InvalidInputError, match="no images"):
+        await training.service.start(guild_id=GUILD, dataset="elena", preset="sdxl-face", user_id=USER)
+    await training.close()
+
+
+async def test_pod_created_but_not_read_back_is_kept(harness: Harness) -> None:
+    h = harness
+    h.runpod.unreadable_next = True
+    h.runpod.price_override = Decimal("0.31")  # what RunPod really charges differs from the listing
+    job_id = await h.start_and_confirm()
+    assert await _finish(h, job_id) == JobState.SUCCEEDED
+    job = await h.job(job_id)
+    assert len(h.runpod.created()) == 1 and h.runpod.terminated == [job.pod_id]
+    assert job.price_per_hour == Decimal("0.31")  # corrected from the pod once it could be read
+    (created,) = [e for e in await _events(h, job_id) if e.kind == "pod_created"]
+    assert created.payload["read_back"] is False and created.payload["pod_id"] == job.pod_id

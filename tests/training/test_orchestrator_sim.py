@@ -1,0 +1,335 @@
+"""End to end: JobService → RunPodClient → RunPod simulator → real worker → sd-scripts stand-in.
+
+Nothing here is faked on the bot's side: the real SDK talks GraphQL to the simulator, the simulator
+boots a pod that runs the real worker (``python -m worker``) with the pod's environment, and the
+worker runs the stand-in trainer. The stand-in's step time is tiny and polling is every 0.1 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import sys
+import zipfile
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from pydantic import SecretStr
+from sqlalchemy import select
+
+from bot.clients.runpod import RunPodClient
+from bot.config import Settings
+from bot.training.jobs import JobService
+from bot.training.money import Money
+from bot.training.orchestrator import Listeners, Orchestrator, TrainingContext
+from bot.training.reconciler import Reconciler
+from bot.training.worker_client import WorkerAuthError, WorkerClient
+from sim.runpod import RunPodSim, worker_launcher
+from storage.blobs import BlobStore
+from storage.db import make_engine, make_sessionmaker
+from storage.migrate import upgrade_to_head
+from storage.models import Checkpoint, JobEvent, JobState, Sample, SpendEntry
+from worker.protocol import BaseModelSource
+
+from .conftest import GUILD, PROFILE, USER, FakePlanner, RecordingListener, ShiftableClock, make_dataset
+
+pytestmark = pytest.mark.slow
+
+KEY = "rpa_TRAININGE2EKEY0123456789"
+FACES = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "faces"
+BASE_MODEL = b"not really a checkpoint\n" * 256
+
+CONFIG_TOML = """\
+[model_arguments]
+pretrained_model_name_or_path = "models/base.safetensors"
+[additional_network_arguments]
+network_module = "networks.lora"
+network_dim = 8
+network_alpha = 4.0
+[training_arguments]
+output_dir = "output"
+output_name = "elena"
+max_train_steps = {steps}
+save_every_n_steps = 4
+sample_every_n_steps = 4
+sample_prompts = "prompts.txt"
+mixed_precision = "bf16"
+save_precision = "fp16"
+seed = 42
+"""
+DATASET_TOML = """\
+[general]
+caption_extension = ".txt"
+[[datasets]]
+resolution = 512
+batch_size = 1
+  [[datasets.subsets]]
+  image_dir = "dataset/img"
+  num_repeats = 2
+"""
+PROMPTS = "ohwx man, portrait --w 128 --h 128 --d 1\nohwx man, beach --w 128 --h 128 --d 2\n"
+
+
+def snapshot_zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for index, photo in enumerate(sorted((FACES / "obama").glob("*.jpg"))[:3]):
+            archive.write(photo, f"img/{index:03d}.jpg")
+            archive.writestr(f"img/{index:03d}.txt", "ohwx man, photo")
+    return buffer.getvalue()
+
+
+@dataclass
+class E2E:
+    sim: RunPodSim
+    settings: Settings
+    sessions: Any
+    blobs: BlobStore
+    client: RunPodClient
+    http: aiohttp.ClientSession
+    clock: ShiftableClock
+    listener: RecordingListener
+    planner: FakePlanner
+    orchestrator: Orchestrator
+    service: JobService
+    reconciler: Reconciler
+
+    def new_process(self) -> None:
+        """A fresh set of services over the same database and RunPod account (after a restart)."""
+        ctx = TrainingContext(
+            sessions=self.sessions,
+            settings=self.settings,
+            runpod=self.client,
+            blobs=self.blobs,
+            http=self.http,
+            money=Money(self.sessions, self.settings, clock=self.clock),
+            listeners=Listeners([self.listener]),
+            clock=self.clock,
+        )
+        self.orchestrator = Orchestrator(ctx)
+        self.service = JobService(ctx, self.orchestrator, self.planner)
+        self.reconciler = Reconciler(self.orchestrator)
+
+    async def start(
+        self,
+        *,
+        steps: int = 8,
+        budget: Decimal | None = None,
+        before_confirm: Callable[[], None] | None = None,
+    ) -> int:
+        self.planner.total_steps = steps
+        self.planner.config_toml = CONFIG_TOML.format(steps=steps)
+        quote = await self.service.start(
+            guild_id=GUILD,
+            dataset="obama",
+            preset=PROFILE.preset,
+            user_id=USER,
+            channel_id=1,
+            budget_usd=budget,
+        )
+        assert quote.job_id is not None
+        if before_confirm is not None:
+            before_confirm()
+        await self.service.confirm(quote.job_id, user_id=USER)
+        return quote.job_id
+
+    async def finish(self, job_id: int, timeout: float = 90) -> JobState | None:
+        return await asyncio.wait_for(self.orchestrator.wait(job_id), timeout)
+
+    async def wait_step(self, job_id: int, step: int, timeout: float = 60) -> None:
+        async def poll() -> None:
+            while (await self.service.status(job_id)).step < step:
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(poll(), timeout)
+
+
+@pytest.fixture
+async def model_url() -> AsyncIterator[str]:
+    async def serve(_request: web.Request) -> web.Response:
+        return web.Response(body=BASE_MODEL)
+
+    app = web.Application()
+    app.router.add_get("/base.safetensors", serve)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}/base.safetensors"
+    await runner.cleanup()
+
+
+def make_e2e_fixture(**standin_env: str) -> Any:
+    @pytest.fixture
+    async def fixture(tmp_path: Path, model_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[E2E]:
+        monkeypatch.delenv("RUNPOD_API_BASE_URL", raising=False)
+        env = {"SDSTANDIN_STEP_SECONDS": "0.02", "LORAOPS_SCAN_SECONDS": "0.1", **standin_env}
+        launcher = worker_launcher(
+            trainer_cmd=f"{sys.executable} -m sim.sdscripts accelerate launch",
+            extra_env=env,
+            stop_grace_s=2.0,
+        )
+        sim = RunPodSim(api_key=KEY, data_dir=tmp_path / "rp", launcher=launcher)
+        await sim.start()
+        settings = Settings(
+            _env_file=None,  # type: ignore[call-arg]
+            database_url=f"sqlite+aiosqlite:///{tmp_path / 'loraops.db'}",
+            data_dir=tmp_path / "data",
+            poll_interval_s=0.1,
+            progress_edit_interval_s=1.0,
+            runpod_api_key=SecretStr(KEY),
+            runpod_api_base_url=sim.base_url,
+            runpod_proxy_url_template=sim.proxy_url_template,
+        )
+        upgrade_to_head(settings.database_url)
+        engine = make_engine(settings.database_url)
+        sessions = make_sessionmaker(engine)
+        blobs = BlobStore(settings.blob_dir)
+        archive = blobs.put(snapshot_zip())
+        dataset_id = await make_dataset(sessions)
+        planner = FakePlanner(
+            dataset_id=dataset_id,
+            archive_sha256=archive,
+            model_family="sd15",
+            prompts_txt=PROMPTS,
+            dataset_toml=DATASET_TOML,
+            base_model=BaseModelSource(
+                kind="url", url=model_url, sha256=hashlib.sha256(BASE_MODEL).hexdigest()
+            ),
+        )
+        async with aiohttp.ClientSession() as http:
+            e2e = E2E(
+                sim,
+                settings,
+                sessions,
+                blobs,
+                RunPodClient.from_settings(settings),
+                http,
+                ShiftableClock(),
+                RecordingListener(),
+                planner,
+                None,
+                None,
+                None,
+            )  # type: ignore[arg-type]
+            e2e.new_process()
+            try:
+                yield e2e
+            finally:
+                await e2e.orchestrator.close()
+                await sim.close()
+        await engine.dispose()
+
+    return fixture
+
+
+e2e = make_e2e_fixture()
+e2e_nan = make_e2e_fixture(SDSTANDIN_NAN_AT_STEP="6")
+e2e_slow = make_e2e_fixture(SDSTANDIN_STEP_SECONDS="0.15")
+
+
+async def test_trains_collects_and_terminates(e2e: E2E) -> None:
+    stray = await e2e.client.create_pod(
+        name="loraops-999",
+        gpu_type_id="NVIDIA RTX A5000",
+        image="ghcr.io/loraops/worker:0.1.0",
+        env={},
+        cloud_type="SECURE",
+    )
+    job_id = await e2e.start(steps=8)
+    # While it runs: the public proxy refuses a wrong token; the reconciler kills the orphan only.
+    await e2e.wait_step(job_id, 1)
+    job = await e2e.service.get(job_id)
+    assert job.pod_id is not None
+    with pytest.raises(WorkerAuthError):
+        await WorkerClient(e2e.http, e2e.client.worker_base_url(job.pod_id), "wrong-token").status()
+    report = await e2e.reconciler.reconcile_once()
+    assert report.orphans == [stray.id] and report.resumed == []
+
+    assert await e2e.finish(job_id) == JobState.SUCCEEDED
+    job = await e2e.service.get(job_id)
+    assert e2e.listener.new_states() == [
+        JobState.PROVISIONING,
+        JobState.UPLOADING,
+        JobState.TRAINING,
+        JobState.COLLECTING,
+        JobState.SUCCEEDED,
+    ]
+    pod = e2e.sim.pods[job.pod_id]  # type: ignore[index]
+    assert pod.name == f"loraops-{job_id}" and pod.phase == "terminated"
+    assert await e2e.client.get_pod(job.pod_id) is None  # type: ignore[arg-type]
+    async with e2e.sessions() as session:
+        checkpoints = (await session.scalars(select(Checkpoint).order_by(Checkpoint.step))).all()
+        samples = (await session.scalars(select(Sample))).all()
+        ledger = (await session.scalars(select(SpendEntry))).all()
+    assert [c.step for c in checkpoints] == [4, 8] and all(c.collected for c in checkpoints)
+    for checkpoint in checkpoints:
+        data = e2e.blobs.get(checkpoint.sha256)
+        assert hashlib.sha256(data).hexdigest() == checkpoint.sha256 and len(data) == checkpoint.size_bytes
+    assert {(s.step, s.prompt_index) for s in samples} >= {(4, 0), (4, 1), (8, 0), (8, 1)}
+    assert all(e2e.blobs.verify(s.blob_sha256) for s in samples)
+    assert [c.step for c, _ in e2e.listener.checkpoints] == [4, 8]
+    assert job.price_per_hour == Decimal("0.27") and job.cost_usd > 0
+    assert job.cost_usd == sum(e.amount_usd for e in ledger) and job.pod_terminated_at is not None
+    # The bot sent one create for its pod (plus the stray) and the dataset once through the proxy.
+    assert len(e2e.sim.calls_for("podFindAndDeployOnDemand")) == 2
+    uploads = [c for c in e2e.sim.proxy_calls if c.method == "PUT" and c.path.endswith("/dataset")]
+    assert len(uploads) == 1
+
+
+async def test_nan_is_failed_and_reported(e2e_nan: E2E) -> None:
+    job_id = await e2e_nan.start(steps=12)
+    assert await e2e_nan.finish(job_id) == JobState.FAILED
+    job = await e2e_nan.service.get(job_id)
+    assert job.error is not None and "nan" in job.error.lower()
+    assert job.last_log
+    assert e2e_nan.sim.pods[job.pod_id].phase == "terminated"  # type: ignore[index]
+    ((_, _, _, payload),) = [s for s in e2e_nan.listener.states if s[2] == JobState.FAILED]
+    assert payload["cause"] == job.error and payload["log_tail"]
+
+
+async def test_no_capacity_on_first_gpu_uses_the_next(e2e: E2E) -> None:
+    job_id = await e2e.start(steps=4, before_confirm=lambda: e2e.sim.set_capacity("NVIDIA RTX A5000", 0))
+    assert await e2e.finish(job_id) == JobState.SUCCEEDED
+    job = await e2e.service.get(job_id)
+    second = job.estimate["options"][1]["gpu_type_id"]
+    assert job.gpu_type == second and job.price_per_hour == Decimal(
+        job.estimate["options"][1]["price_per_hour"]
+    )
+    async with e2e.sessions() as session:
+        kinds = (await session.scalars(select(JobEvent.kind).where(JobEvent.job_id == job_id))).all()
+    assert kinds.count("no_capacity") == 1 and kinds.count("pod_created") == 1
+
+
+async def test_restart_mid_training_resumes_without_a_second_pod(e2e_slow: E2E) -> None:
+    e = e2e_slow
+    job_id = await e.start(steps=24)
+    await e.wait_step(job_id, 3)
+    await e.orchestrator.close()  # the bot dies; the pod keeps training
+    e.new_process()
+    report = await e.reconciler.reconcile_once()
+    assert report.resumed == [job_id] and report.orphans == []
+    assert await e.finish(job_id) == JobState.SUCCEEDED
+    assert len(e.sim.calls_for("podFindAndDeployOnDemand")) == 1
+    job = await e.service.get(job_id)
+    assert job.step == 24 and job.pod_terminated_at is not None
+
+
+async def test_budget_crossed_mid_run_terminates_the_pod(e2e_slow: E2E) -> None:
+    e = e2e_slow
+    job_id = await e.start(steps=200, budget=Decimal("0.05"))
+    await e.wait_step(job_id, 2)
+    e.clock.advance(minutes=15)  # 15 min at $0.27/h = $0.0675 > $0.05
+    assert await e.finish(job_id) == JobState.BUDGET_STOPPED
+    job = await e.service.get(job_id)
+    assert job.step < 200 and job.cost_usd >= Decimal("0.05")
+    await e.sim.wait_for(lambda: e.sim.pods[job.pod_id].phase == "terminated", within=10)  # type: ignore[index]
+    ((_, _, _, payload),) = [s for s in e.listener.states if s[2] == JobState.BUDGET_STOPPED]
+    assert payload["scope"] == "job" and "budget" in payload["cause"]
