@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from .intake import DatasetRejected, HashingWriter, unpack
+from .intake import DatasetRejected, HashingWriter, check_dataset, unpack
 from .job import TERMINAL_STATES, Job
 from .protocol import PROTOCOL_VERSION, SHA256_HEADER
 
@@ -83,6 +83,7 @@ async def put_dataset(request: web.Request) -> web.Response:
         target = job.dataset_dir
         try:
             count = await asyncio.to_thread(unpack, zip_path, target)
+            images = await asyncio.to_thread(check_dataset, job.spec.dataset_toml, work)
         except DatasetRejected as exc:
             await asyncio.to_thread(shutil.rmtree, target, ignore_errors=True)
             job.note(f"[worker] dataset upload rejected: {exc}")
@@ -91,7 +92,7 @@ async def put_dataset(request: web.Request) -> web.Response:
             await asyncio.to_thread(zip_path.unlink, missing_ok=True)
         job.dataset_received = True
         job.dataset_ready.set()
-        job.note(f"[worker] dataset received and verified: {count} files")
+        job.note(f"[worker] dataset received and verified: {count} files, {images} images")
         return web.json_response({"ok": True, "files": count, "sha256": digest}, status=201)
 
 

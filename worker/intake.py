@@ -1,15 +1,21 @@
-"""Dataset intake: the snapshot zip streamed to disk, sha256-verified, unpacked safely."""
+"""Dataset intake: the snapshot zip streamed to disk, sha256-verified, unpacked safely into
+``dataset/``, then checked against the job's dataset.toml (see ``worker.protocol``'s layout)."""
 
 from __future__ import annotations
 
 import hashlib
 import shutil
 import stat
+import tomllib
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from .protocol import WORK_DATASET_DIR
+
 MAX_MEMBERS = 20_000
 MAX_UNPACKED_BYTES = 20 * 1024**3
+# What sd-scripts picks up from an image_dir (non-recursive; upper case too).
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
 
 
 class DatasetRejected(Exception):
@@ -76,3 +82,48 @@ def unpack(zip_path: Path, target: Path) -> int:
         except (zipfile.BadZipFile, OSError, EOFError) as exc:
             raise DatasetRejected(f"corrupt zip: {exc}") from exc
     return count
+
+
+def check_dataset(dataset_toml: str, work_dir: Path) -> int:
+    """The number of images in dataset.toml's subsets, once unpacked (blocking).
+
+    sd-scripts only warns about a missing ``image_dir`` and exits 0 without training when it finds no
+    image, so a zip laid out differently from what dataset.toml says (e.g. ``dataset/dataset/full``)
+    would cost a whole pod start for nothing: it is refused here, at upload, naming what is missing.
+    """
+    try:
+        document = tomllib.loads(dataset_toml)
+    except tomllib.TOMLDecodeError as exc:
+        raise DatasetRejected(f"the job's dataset.toml is not valid TOML: {exc}") from None
+    root = work_dir.resolve()
+    problems: list[str] = []
+    total = 0
+    subsets = [
+        subset
+        for dataset in document.get("datasets", [])
+        if isinstance(dataset, dict)
+        for subset in dataset.get("subsets", [])
+        if isinstance(subset, dict)
+    ]
+    for subset in subsets:
+        for key in ("image_dir", "conditioning_data_dir"):
+            value = subset.get(key)
+            if not isinstance(value, str):
+                continue
+            folder = (root / value).resolve()
+            if not folder.is_dir():
+                problems.append(f"{key} {value!r} is not in the uploaded dataset")
+            elif key == "image_dir":
+                total += sum(
+                    1 for item in folder.iterdir() if item.suffix.lower() in IMAGE_SUFFIXES and item.is_file()
+                )
+    if problems:
+        unpacked = root / WORK_DATASET_DIR
+        present = sorted(f"{WORK_DATASET_DIR}/{item.name}" for item in unpacked.glob("*") if item.is_dir())
+        raise DatasetRejected(
+            "; ".join(problems)
+            + f" (the zip unpacks into {WORK_DATASET_DIR}/; folders there: {', '.join(present) or 'none'})"
+        )
+    if subsets and total == 0:
+        raise DatasetRejected("the uploaded dataset has no images in dataset.toml's image_dir folders")
+    return total

@@ -39,7 +39,17 @@ from .progress import (
     parse_progress,
     parse_signal,
 )
-from .protocol import WORK_DATASET_DIR, WORK_MODELS_DIR, WORK_PROMPTS_FILE, WorkerState, WorkerStatus
+from .protocol import (
+    MODEL_PATH_KEYS,
+    WORK_CONFIG_FILE,
+    WORK_DATASET_CONFIG_FILE,
+    WORK_DATASET_DIR,
+    WORK_MODELS_DIR,
+    WORK_PROMPTS_FILE,
+    JobSpec,
+    WorkerState,
+    WorkerStatus,
+)
 from .settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -157,8 +167,17 @@ class Job:
             raise JobFailed(f"config.toml in the job spec is not valid TOML: {exc}") from None
         if not config.get("output_dir"):
             raise JobFailed("config.toml has no output_dir: sd-scripts would crash at its first save")
-        (work / "config.toml").write_text(self.spec.config_toml, encoding="utf-8")
-        (work / "dataset.toml").write_text(self.spec.dataset_toml, encoding="utf-8")
+        try:
+            tomllib.loads(self.spec.dataset_toml)
+        except tomllib.TOMLDecodeError as exc:
+            raise JobFailed(f"dataset.toml in the job spec is not valid TOML: {exc}") from None
+        problems = layout_problems(self.spec, config)
+        if problems:
+            # Before any download: a config that names files the worker will not put there would
+            # only fail after the base model (gigabytes) has been fetched.
+            raise JobFailed("the job spec does not match the work directory: " + "; ".join(problems))
+        (work / WORK_CONFIG_FILE).write_text(self.spec.config_toml, encoding="utf-8")
+        (work / WORK_DATASET_CONFIG_FILE).write_text(self.spec.dataset_toml, encoding="utf-8")
         (work / WORK_PROMPTS_FILE).write_text(self.spec.prompts_txt, encoding="utf-8")
         (work / WORK_MODELS_DIR).mkdir(exist_ok=True)
 
@@ -234,9 +253,9 @@ class Job:
             *self.settings.trainer_cmd,
             script,
             "--config_file",
-            "config.toml",
+            WORK_CONFIG_FILE,
             "--dataset_config",
-            "dataset.toml",
+            WORK_DATASET_CONFIG_FILE,
             "--console_log_simple",
         ]
 
@@ -440,3 +459,67 @@ class Job:
 
 class JobFailed(Exception):
     """A failure with a message for users."""
+
+
+def _in_work_dir(value: str) -> str | None:
+    """``value`` as a normalised work-dir-relative POSIX path, or None when it is absolute/escapes."""
+    value = value.replace("\\", "/")
+    if value.startswith("/"):
+        return None
+    parts: list[str] = []
+    for part in value.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not parts:
+                return None
+            parts.pop()
+            continue
+        parts.append(part)
+    return "/".join(parts)
+
+
+def layout_problems(spec: JobSpec, config: dict[str, Any]) -> list[str]:
+    """Where config.toml disagrees with the work-dir layout (``worker.protocol``), as user messages.
+
+    A base-model path under ``models/`` must be the file this worker fetches for that key
+    (``models/<local_name>`` of the base model, then of each ``extra`` in ``MODEL_PATH_KEYS`` order),
+    and sampling must read the prompts file the worker writes from the spec. Paths elsewhere
+    (absolute, or not under ``models/``) are the spec author's business and are left alone.
+    """
+    problems: list[str] = []
+    sources = spec.base_model.files()
+    names = [source.local_name for source in sources]
+    if len(set(names)) != len(names):
+        problems.append(f"base-model files share a name and would overwrite each other: {', '.join(names)}")
+    fetched = [source.work_path for source in sources]
+    keys = MODEL_PATH_KEYS.get(spec.model_family, ("pretrained_model_name_or_path",))
+    for index, key in enumerate(keys):
+        value = config.get(key)
+        if not isinstance(value, str) or not value:
+            continue
+        relative = _in_work_dir(value)
+        if relative is None or relative.split("/", 1)[0] != WORK_MODELS_DIR:
+            continue
+        if index < len(fetched) and relative != fetched[index]:
+            problems.append(
+                f"config.toml's {key} = {value!r}, but the worker puts that file at {fetched[index]!r}"
+            )
+        elif index >= len(fetched) and relative not in fetched:
+            problems.append(
+                f"config.toml's {key} = {value!r} is not a file the worker fetches "
+                f"(it fetches {', '.join(fetched)})"
+            )
+    sampling = any(
+        isinstance(config.get(key), int) and config[key] > 0
+        for key in ("sample_every_n_steps", "sample_every_n_epochs")
+    )
+    prompts = config.get("sample_prompts")
+    if (sampling or config.get("sample_at_first") is True) and (
+        not isinstance(prompts, str) or _in_work_dir(prompts) != WORK_PROMPTS_FILE
+    ):
+        problems.append(
+            f"config.toml's sample_prompts = {prompts!r}: the worker writes the spec's prompts to "
+            f"{WORK_PROMPTS_FILE!r}, so sampling would find no prompts"
+        )
+    return problems

@@ -15,6 +15,26 @@ HTTP API of the worker (port ``WORKER_PORT``; every route but ``/health`` needs
 - ``POST /cancel``                    stops training; state becomes ``cancelled``
 - ``POST /ack``                       the bot has collected everything; the worker exits and the pod
                                         terminates itself
+
+Work directory (the worker's ``--work-dir``, the cwd of sd-scripts). Every path in config.toml and
+dataset.toml is relative to it, and each input has exactly one source:
+
+- ``config.toml``, ``dataset.toml``, ``prompts.txt`` (``WORK_CONFIG_FILE``, ``WORK_DATASET_CONFIG_FILE``,
+  ``WORK_PROMPTS_FILE``): written by the worker from the job spec's ``config_toml``, ``dataset_toml``
+  and ``prompts_txt``. The spec is the only source of these three; the zip never carries them.
+- ``models/<local_name>`` (``WORK_MODELS_DIR``): one file per ``BaseModelSource`` (the base model and,
+  for Flux, each of ``extra`` in the order clip_l, t5xxl, ae), named by ``BaseModelSource.local_name``
+  (the HF filename's last segment, or the URL's last path segment) and linked from the model cache.
+  config.toml names them so: ``pretrained_model_name_or_path = "models/<base.local_name>"`` and, for
+  Flux, ``clip_l``/``t5xxl``/``ae = "models/<extra[i].local_name>"``. The worker refuses a spec whose
+  config names a ``models/`` file it will not fetch (before downloading anything).
+- ``dataset/`` (``WORK_DATASET_DIR``): the snapshot zip (``PUT /dataset``) is unpacked *into* this
+  folder, so the zip's entries are relative to it: ``full/0001.png`` + ``full/0001.txt`` (images,
+  captions, masks-in-alpha), ``face_crops/...``; dataset.toml's ``image_dir = "dataset/full"``. An
+  upload that leaves an ``image_dir`` of dataset.toml missing, or no image at all, is refused (400).
+- ``output/`` (``WORK_OUTPUT_DIR``; config.toml's ``output_dir``, required): checkpoints, and
+  ``output/sample/`` for samples, listed in ``/status`` and served by ``/files``;
+  ``logs/`` (``WORK_LOGGING_DIR``; ``logging_dir``): sd-scripts' TensorBoard logs, not collected.
 """
 
 from __future__ import annotations
@@ -40,12 +60,21 @@ WorkerState = Literal[
     "cancelled",
     "acknowledged",  # the bot collected everything; the worker is exiting
 ]
-# Layout of the worker's work directory (the cwd of sd-scripts), so config.toml/dataset.toml can use
-# relative paths: the base model files are at ``models/<local_name>``, the dataset zip is unpacked
-# into ``dataset/``, the prompts are ``prompts.txt``. (Added compatibly: protocol version unchanged.)
+# Layout of the worker's work directory (see the module docstring). Added compatibly: the protocol
+# version is unchanged.
 WORK_MODELS_DIR = "models"
 WORK_DATASET_DIR = "dataset"
 WORK_PROMPTS_FILE = "prompts.txt"
+WORK_CONFIG_FILE = "config.toml"
+WORK_DATASET_CONFIG_FILE = "dataset.toml"
+WORK_OUTPUT_DIR = "output"
+WORK_LOGGING_DIR = "logs"
+# config.toml keys that name base-model files, in the order of [base_model, *base_model.extra].
+MODEL_PATH_KEYS: dict[str, tuple[str, ...]] = {
+    "sd15": ("pretrained_model_name_or_path",),
+    "sdxl": ("pretrained_model_name_or_path",),
+    "flux": ("pretrained_model_name_or_path", "clip_l", "t5xxl", "ae"),
+}
 TRAIN_SCRIPTS: dict[str, str] = {
     "sd15": "train_network.py",
     "sdxl": "sdxl_train_network.py",
@@ -70,7 +99,16 @@ class BaseModelSource:
         """The file name under ``models/`` in the work dir (the HF filename, or the URL's last segment)."""
         if self.kind == "hf":
             return self.filename.rsplit("/", 1)[-1]
-        return self.url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+        return self.url.split("?", 1)[0].split("#", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def work_path(self) -> str:
+        """Where this file is in the work dir, as config.toml names it: ``models/<local_name>``."""
+        return f"{WORK_MODELS_DIR}/{self.local_name}"
+
+    def files(self) -> tuple[BaseModelSource, ...]:
+        """This source and its extras, in the order the worker fetches them."""
+        return (self, *self.extra)
 
 
 @dataclass(frozen=True)

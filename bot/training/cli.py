@@ -4,8 +4,10 @@
 ``dataset.toml``, ``config.toml``, ``prompts.txt``) from a folder of images. A caption file beside an
 image (``<stem>.txt``) is kept, with the trigger and class put first when missing; an image without one
 gets ``{trigger} {class}``. Face crops (``--crops DIR``) form the second subset when the preset uses it.
-The base model is not copied: config.toml points at ``models/base.safetensors`` inside the output
-directory, where you put (or link) the preset's base model before running::
+The base model is not copied: config.toml points at ``models/<file name>`` inside the output directory
+(the preset's Hugging Face file name, e.g. ``models/sd_xl_base_1.0.safetensors``; Flux also its CLIP-L,
+T5-XXL and autoencoder files), the same place the pod's worker puts them. The command prints each file's
+source and path; put (or link) them there before running::
 
     cd OUT && accelerate launch --num_cpu_threads_per_process 1 <script> \\
         --config_file config.toml --dataset_config dataset.toml
@@ -75,7 +77,7 @@ def _collect(folder: Path, subset: str, trigger: str, class_word: str, notes: li
 def _render_config(args: argparse.Namespace) -> int:
     from bot.errors import UserError
     from bot.training.presets import parse_override_strings
-    from bot.training.render import BASE_MODEL_PATH, render
+    from bot.training.render import describe_source, render
     from bot.training.triggers import check_trigger
 
     notes: list[str] = []
@@ -111,12 +113,11 @@ def _render_config(args: argparse.Namespace) -> int:
             "(the bot's /dataset export includes them)",
             file=sys.stderr,
         )
-    base = result.preset.base_model
     print(f"wrote {args.out}: {len(result.images)} images, {result.script}, {result.total_steps} steps")
-    print(
-        f"put the base model ({base.get('repo', '')}/{base.get('filename', '')}) at "
-        f"{args.out / BASE_MODEL_PATH}, then in {args.out}:"
-    )
+    print("put (or link) the base model files where config.toml names them:")
+    for (key, path), source in zip(result.model_paths.items(), result.base_model.files(), strict=True):
+        print(f"  {key}: {describe_source(source)} -> {args.out / path}")
+    print(f"then in {args.out}:")
     print(
         f"  accelerate launch --num_cpu_threads_per_process 1 {result.script} "
         "--config_file config.toml --dataset_config dataset.toml"

@@ -1,7 +1,8 @@
 """Render dataset + preset into what sd-scripts reads: kohya folder, dataset.toml, config.toml, prompts.txt.
 
-Work-directory contract (shared with the worker): the snapshot zip unpacks into one directory, the
-worker ``cd``s there and runs::
+Work-directory contract (shared with the worker, see ``worker.protocol``): the worker builds one
+directory (the spec's three files, the base model, the zip unpacked into ``dataset/``), ``cd``s there
+and runs::
 
     accelerate launch ... <script> --config_file config.toml --dataset_config dataset.toml \\
         --console_log_simple
@@ -11,10 +12,17 @@ so every path in config.toml and dataset.toml is *relative to that directory*:
 - ``dataset/full/<name>.<ext>`` + ``<name>.txt``  — the images and their captions (one ``.txt`` each);
 - ``dataset/face_crops/...``                         — the face-crop subset, when the preset uses it;
 - ``config.toml``, ``dataset.toml``, ``prompts.txt``;
-- ``models/base.safetensors`` (:data:`BASE_MODEL_PATH`) — NOT in the zip: the worker's base-model fetch
-  writes the preset's base model there (Flux also ``models/clip_l.safetensors``, ``models/t5xxl.safetensors``,
-  ``models/ae.safetensors``: :data:`FLUX_COMPONENT_PATHS`, in the order of ``BaseModelSource.extra``);
+- ``models/<local_name>`` — NOT in the zip: the worker fetches each file of :func:`base_model_source`
+  and names it by its ``BaseModelSource.local_name`` (the HF filename, or the URL's last segment), so
+  config.toml says ``pretrained_model_name_or_path = "models/<base.local_name>"`` and, for Flux,
+  ``clip_l``/``t5xxl``/``ae`` = ``models/<extra[i].local_name>`` (extra in the order clip_l, t5xxl, ae);
 - ``output/`` (checkpoints, ``output/sample/``) and ``logs/`` — written by sd-scripts.
+
+The same layout is ``worker.protocol``'s (its module docstring is the contract), and each input has one
+source: the job spec carries config.toml, dataset.toml and prompts.txt as text, and the snapshot zip
+(:meth:`RenderResult.dataset_files`) carries only what goes *inside* ``dataset/`` — entries named
+``full/...`` and ``face_crops/...``, because the worker unpacks the zip into ``dataset/``.
+:meth:`RenderResult.write` lays out the whole directory for local runs (``loraops render-config``).
 
 Face-weighted loss: sd-scripts offers two mask routes. ``--masked_loss`` with ``conditioning_data_dir``
 needs controlnet-style subsets (one mask image per image, red channel); a subset with ``alpha_mask = true``
@@ -51,20 +59,24 @@ from bot.training import captions as captions_mod
 from bot.training import sdscripts_schema as schema
 from bot.training.presets import Preset, apply_overrides, load_preset
 from bot.training.triggers import check_trigger
-from worker.protocol import BaseModelSource
+from worker.protocol import (
+    MODEL_PATH_KEYS,
+    WORK_CONFIG_FILE,
+    WORK_DATASET_CONFIG_FILE,
+    WORK_DATASET_DIR,
+    WORK_LOGGING_DIR,
+    WORK_OUTPUT_DIR,
+    WORK_PROMPTS_FILE,
+    BaseModelSource,
+)
 
-BASE_MODEL_PATH = "models/base.safetensors"
-FLUX_COMPONENT_PATHS: dict[str, str] = {
-    "clip_l": "models/clip_l.safetensors",
-    "t5xxl": "models/t5xxl.safetensors",
-    "ae": "models/ae.safetensors",
-}
-DATASET_DIR = "dataset"
-CONFIG_FILE = "config.toml"
-DATASET_CONFIG_FILE = "dataset.toml"
-PROMPTS_FILE = "prompts.txt"
-OUTPUT_DIR = "output"
-LOGGING_DIR = "logs"
+FLUX_COMPONENT_ROLES = ("clip_l", "t5xxl", "ae")  # the order of BaseModelSource.extra for Flux
+DATASET_DIR = WORK_DATASET_DIR
+CONFIG_FILE = WORK_CONFIG_FILE
+DATASET_CONFIG_FILE = WORK_DATASET_CONFIG_FILE
+PROMPTS_FILE = WORK_PROMPTS_FILE
+OUTPUT_DIR = WORK_OUTPUT_DIR
+LOGGING_DIR = WORK_LOGGING_DIR
 CAPTION_EXTENSION = ".txt"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")  # what sd-scripts picks up (lower case)
 SUBSETS = ("full", "face_crops")
@@ -171,6 +183,7 @@ class RenderResult:
     files: tuple[RenderedFile, ...]  # images (or masked PNGs) and captions under dataset/
     images: tuple[dict[str, Any], ...]  # per image: subset, file, source sha256, caption, masked
     total_steps: int
+    base_model: BaseModelSource  # what the worker fetches; config.toml names its files (model_paths)
     warnings: tuple[str, ...] = field(default=())
 
     @property
@@ -181,8 +194,21 @@ class RenderResult:
     def script(self) -> str:
         return schema.script_for(self.family)
 
+    @property
+    def model_paths(self) -> dict[str, str]:
+        """config.toml key → base-model file in the work dir (``models/<local_name>``), fetch order."""
+        return model_paths(self.base_model, self.family)
+
+    def dataset_files(self) -> Iterator[RenderedFile]:
+        """The snapshot zip's entries: the files under ``dataset/``, named relative to it, sorted."""
+        prefix = f"{DATASET_DIR}/"
+        for item in sorted(self.files, key=lambda f: f.path):
+            if not item.path.startswith(prefix):
+                raise RenderError(f"{item.path} is outside {DATASET_DIR}/ and cannot go in the snapshot")
+            yield RenderedFile(item.path.removeprefix(prefix), item.data, item.source)
+
     def all_files(self) -> Iterator[RenderedFile]:
-        """Every file of the work directory, sorted by path (the zip's order)."""
+        """Every file of the work directory but the base model, sorted by path (local runs)."""
         extra = [
             RenderedFile(CONFIG_FILE, self.config_toml.encode()),
             RenderedFile(DATASET_CONFIG_FILE, self.dataset_toml.encode()),
@@ -453,10 +479,11 @@ def render(
         dataset_table["resolution"] = list(resolution)
     dataset_doc = {"general": general, "datasets": [{**dataset_table, "subsets": subsets_toml}]}
 
+    source = base_model_source(chosen)
     train = chosen.train
     train.update(
         {
-            "pretrained_model_name_or_path": BASE_MODEL_PATH,
+            **model_paths(source, family),
             "output_dir": OUTPUT_DIR,
             "output_name": output_name,
             "logging_dir": LOGGING_DIR,
@@ -466,8 +493,6 @@ def render(
             "training_comment": f"loraops preset {chosen.name}",
         }
     )
-    if family == "flux":
-        train.update(FLUX_COMPONENT_PATHS)
     if "train_batch_size" in train and "batch_size" in dataset_table:
         # dataset.toml's batch_size wins over config.toml's; keep one source of truth
         train["train_batch_size"] = dataset_table["batch_size"]
@@ -511,6 +536,7 @@ def render(
         files=tuple(files),
         images=tuple(manifest),
         total_steps=total_steps,
+        base_model=source,
         warnings=tuple(warnings),
     )
 
@@ -531,23 +557,42 @@ def _total_steps(flat: Mapping[str, Any], dataset_doc: Mapping[str, Any], counts
     return int(epochs) * ceil(batches / int(flat.get("gradient_accumulation_steps", 1)))
 
 
+def model_paths(source: BaseModelSource, family: schema.Family) -> dict[str, str]:
+    """config.toml's model keys for ``source``: ``models/<local_name>`` of the base model and, for Flux,
+    of each extra (clip_l, t5xxl, ae) — exactly where the worker puts the files it fetches."""
+    keys = MODEL_PATH_KEYS[family]
+    files = source.files()
+    if len(files) != len(keys):
+        raise RenderError(
+            f"{family} needs {len(keys)} base-model files ({', '.join(keys)}), the preset names {len(files)}"
+        )
+    return {key: item.work_path for key, item in zip(keys, files, strict=True)}
+
+
+def describe_source(source: BaseModelSource) -> str:
+    """Where a base-model file comes from, for people: its download URL (Hugging Face or plain)."""
+    if source.kind == "hf":
+        return f"https://huggingface.co/{source.repo}/resolve/main/{source.filename}"
+    return source.url
+
+
 def base_model_source(preset: Preset) -> BaseModelSource:
     """The worker's :class:`~worker.protocol.BaseModelSource` for ``preset``.
 
-    The main file goes to :data:`BASE_MODEL_PATH`; for Flux, ``extra`` holds CLIP-L, T5-XXL and the
-    autoencoder in the order of :data:`FLUX_COMPONENT_PATHS` (clip_l, t5xxl, ae), which is where the
-    worker must write them.
+    For Flux, ``extra`` holds CLIP-L, T5-XXL and the autoencoder in the order of
+    :data:`FLUX_COMPONENT_ROLES`. Each file lands at ``models/<local_name>`` (:func:`model_paths`), so
+    the local names must be distinct.
     """
     data = preset.base_model
     extras = {item["role"]: item for item in data.get("extra", [])}
     ordered: list[BaseModelSource] = []
     if preset.family == "flux":
-        missing = [role for role in FLUX_COMPONENT_PATHS if role not in extras]
+        missing = [role for role in FLUX_COMPONENT_ROLES if role not in extras]
         if missing:
             raise RenderError(f"preset {preset.name} lacks base_model.extra for {', '.join(missing)}")
-        ordered = [_source(extras[role]) for role in FLUX_COMPONENT_PATHS]
+        ordered = [_source(extras[role]) for role in FLUX_COMPONENT_ROLES]
     main = _source(data)
-    return BaseModelSource(
+    source = BaseModelSource(
         kind=main.kind,
         repo=main.repo,
         filename=main.filename,
@@ -555,16 +600,28 @@ def base_model_source(preset: Preset) -> BaseModelSource:
         sha256=main.sha256,
         extra=tuple(ordered),
     )
+    names = [item.local_name for item in source.files()]
+    if len(set(names)) != len(names):
+        raise RenderError(
+            f"preset {preset.name}: base-model files would overwrite each other in models/ "
+            f"({', '.join(names)})"
+        )
+    return source
 
 
 def _source(item: Mapping[str, Any]) -> BaseModelSource:
     kind = item.get("kind", "hf")
     if kind not in ("hf", "url"):
         raise RenderError(f"base model kind must be hf or url, not {kind!r}")
-    return BaseModelSource(
+    source = BaseModelSource(
         kind=kind,
         repo=str(item.get("repo", "")),
         filename=str(item.get("filename", "")),
         url=str(item.get("url", "")),
         sha256=item.get("sha256"),
     )
+    if kind == "hf" and not (source.repo and source.filename):
+        raise RenderError("a base model from Hugging Face needs repo and filename")
+    if not source.local_name or source.local_name in (".", ".."):
+        raise RenderError(f"base model {source.url or source.filename!r} has no file name")
+    return source

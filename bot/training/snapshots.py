@@ -7,6 +7,11 @@ give the same hash, and any change gives another. The zip's bytes are determinis
 by path, fixed timestamp (1980-01-01, the zip epoch), fixed permissions, stored uncompressed (images
 are compressed already, and no zlib version can change the bytes).
 
+What goes where (``worker.protocol``'s work-directory contract): the zip holds only the contents of
+the work dir's ``dataset/`` folder (``full/<name>.<ext>``, ``full/<name>.txt``, ``face_crops/...``),
+because the worker unpacks it into ``dataset/``; config.toml, dataset.toml and prompts.txt travel in
+the job spec (:func:`build_job_spec`), never in the zip.
+
 :func:`create_snapshot` stores the zip in the blob store and the ``DatasetSnapshot`` row in one unit of
 work; freezing the same content twice returns the existing row.
 """
@@ -18,7 +23,7 @@ import hashlib
 import io
 import json
 import zipfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -29,9 +34,13 @@ from bot.training.render import RenderResult
 from storage.blobs import BlobStore
 from storage.db import unit_of_work
 from storage.models import DatasetSnapshot
+from worker.protocol import JobSpec
 
 ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)
 ZIP_FILE_MODE = 0o100644
+# Bumped when the zip's layout changes, so a snapshot row frozen with an older layout (same images and
+# configs) is never reused for a new job: its zip would not unpack where the configs point.
+ZIP_LAYOUT = 2  # 2: entries relative to dataset/, no config files in the zip
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,7 @@ def content_hash(result: RenderResult) -> str:
     )
     canonical = json.dumps(
         {
+            "layout": ZIP_LAYOUT,
             "images": images,
             "config_toml": result.config_toml,
             "dataset_toml": result.dataset_toml,
@@ -63,10 +73,10 @@ def content_hash(result: RenderResult) -> str:
 
 
 def build_zip(result: RenderResult) -> bytes:
-    """The work-directory zip with deterministic bytes (same content → same sha256)."""
+    """The dataset zip (contents of the work dir's ``dataset/``) with deterministic bytes."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
-        for item in result.all_files():
+        for item in result.dataset_files():
             info = zipfile.ZipInfo(item.path, date_time=ZIP_DATE_TIME)
             info.external_attr = ZIP_FILE_MODE << 16
             info.create_system = 3  # unix, whatever machine builds it
@@ -94,6 +104,9 @@ def manifest_for(result: RenderResult, *, digest: str, archive_sha256: str) -> d
         "checkpoint_every_n_steps": preset.checkpoint_every_n_steps,
         "sample_every_n_steps": preset.sample_every_n_steps,
         "base_model": preset.base_model,
+        "base_model_source": asdict(result.base_model),
+        "model_paths": result.model_paths,
+        "zip_layout": ZIP_LAYOUT,
         "prompts": [{"kind": p.kind, "seed": p.seed} for p in preset.prompts],
         "images": [dict(row) for row in result.images],
         "config_toml": result.config_toml,
@@ -101,6 +114,42 @@ def manifest_for(result: RenderResult, *, digest: str, archive_sha256: str) -> d
         "prompts_txt": result.prompts_txt,
         "warnings": list(result.warnings),
     }
+
+
+def spec_fields(result: RenderResult, *, dataset_sha256: str) -> dict[str, Any]:
+    """The :class:`~worker.protocol.JobSpec` fields that depend on neither the job id nor the deadline
+    (JSON-ready: ``base_model`` as a dict), e.g. to store on the job row before it has an id."""
+    return {
+        "model_family": result.family,
+        "base_model": asdict(result.base_model),
+        "config_toml": result.config_toml,
+        "dataset_toml": result.dataset_toml,
+        "prompts_txt": result.prompts_txt,
+        "total_steps": result.total_steps,
+        "dataset_sha256": dataset_sha256,
+    }
+
+
+def build_job_spec(
+    result: RenderResult, *, dataset_sha256: str, job_id: int, deadline_unix: float
+) -> JobSpec:
+    """The worker's job spec for ``result`` whose snapshot zip has ``dataset_sha256``
+    (:attr:`FrozenSnapshot.archive_sha256`, or ``DatasetSnapshot.archive_sha256``).
+
+    The spec is the one source of config.toml, dataset.toml and prompts.txt; its base model is the one
+    config.toml's ``models/...`` paths were rendered from (``result.base_model``).
+    """
+    return JobSpec(
+        job_id=job_id,
+        model_family=result.family,
+        base_model=result.base_model,
+        config_toml=result.config_toml,
+        dataset_toml=result.dataset_toml,
+        prompts_txt=result.prompts_txt,
+        total_steps=result.total_steps,
+        dataset_sha256=dataset_sha256,
+        deadline_unix=deadline_unix,
+    )
 
 
 def freeze(result: RenderResult) -> FrozenSnapshot:

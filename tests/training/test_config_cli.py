@@ -55,7 +55,15 @@ def test_render_config_on_a_faces_folder(tmp_path: Path, capsys: pytest.CaptureF
     assert (out / "dataset/full/obama_2.txt").read_text().strip() == "ohwx man"
     assert len(list((out / "dataset/full").glob("*.jpg"))) == 5
     assert (out / "prompts.txt").is_file() and (out / "dataset.toml").is_file()
-    assert "train_network.py" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "train_network.py" in printed
+    # Where to put the base model: the path config.toml names, from the file the preset names.
+    model = config["model_arguments"]["pretrained_model_name_or_path"]
+    assert model == "models/v1-5-pruned-emaonly.safetensors"
+    assert (
+        "https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5/resolve/main/"
+        f"v1-5-pruned-emaonly.safetensors -> {out / model}"
+    ) in printed
 
 
 def test_render_config_refuses_bad_values(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

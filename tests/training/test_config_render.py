@@ -9,14 +9,16 @@ import pytest
 from PIL import Image
 
 from bot.training import sdscripts_schema as schema
-from bot.training.presets import load_preset, preset_names
+from bot.training.presets import Preset, load_preset, preset_names
 from bot.training.render import (
-    BASE_MODEL_PATH,
-    FLUX_COMPONENT_PATHS,
+    FLUX_COMPONENT_ROLES,
+    RenderError,
     TrainingImage,
     base_model_source,
+    model_paths,
     render,
 )
+from worker.protocol import BaseModelSource
 
 TRIGGER, CLASS = "ohwx", "man"
 # In CI a copy of shared/ sits beside the clone.
@@ -59,11 +61,21 @@ def test_every_preset_renders_and_parses_back(name: str, images: list[TrainingIm
     assert flat["network_alpha"] == float(preset.train["network_alpha"])  # always explicit
     assert isinstance(flat["network_alpha"], float)
     assert flat["mixed_precision"] in ("fp16", "bf16")  # the script's own flag, never left at "no"
-    assert flat["pretrained_model_name_or_path"] == BASE_MODEL_PATH
+    # Each base-model file where the worker puts it: models/<local_name>, in fetch order.
+    source = base_model_source(preset)
+    assert result.base_model == source
+    assert flat["pretrained_model_name_or_path"] == f"models/{preset.base_model['filename']}"
+    assert flat["pretrained_model_name_or_path"] == f"models/{source.local_name}"
     assert flat["sample_prompts"] == "prompts.txt" and flat["output_dir"] == "output"
+    assert flat["logging_dir"] == "logs"
     if preset.family == "flux":
-        assert {k: flat[k] for k in FLUX_COMPONENT_PATHS} == FLUX_COMPONENT_PATHS
+        extras = {item["role"]: item["filename"] for item in preset.base_model["extra"]}
+        assert {k: flat[k] for k in FLUX_COMPONENT_ROLES} == {
+            role: f"models/{extras[role]}" for role in FLUX_COMPONENT_ROLES
+        }
+        assert [flat[k] for k in FLUX_COMPONENT_ROLES] == [f"models/{e.local_name}" for e in source.extra]
         assert flat["guidance_scale"] == 1.0
+    assert result.model_paths == {k: flat[k] for k in result.model_paths}
 
     dataset = tomllib.loads((out / "dataset.toml").read_text())
     schema.validate_dataset_config(dataset, preset.family, training=flat)
@@ -169,3 +181,23 @@ def test_captions_without_trigger_are_refused(images: list[TrainingImage]) -> No
 def test_unused_crops_are_reported(images: list[TrainingImage]) -> None:
     result = render(images, preset="sdxl-v4", trigger=TRIGGER, class_word=CLASS)
     assert any("face crops not used" in w for w in result.warnings)
+
+
+def test_model_paths_follow_the_workers_local_names() -> None:
+    source = BaseModelSource(
+        kind="url",
+        url="https://example.test/files/my-sdxl.safetensors?download=true",
+    )
+    assert model_paths(source, "sdxl") == {"pretrained_model_name_or_path": "models/my-sdxl.safetensors"}
+    nested = BaseModelSource(kind="hf", repo="org/repo", filename="split_files/unet/model.safetensors")
+    assert model_paths(nested, "sd15") == {"pretrained_model_name_or_path": "models/model.safetensors"}
+    with pytest.raises(RenderError, match="flux needs 4"):
+        model_paths(source, "flux")
+
+
+def test_base_model_files_with_one_name_are_refused() -> None:
+    data = load_preset("flux-dev-face").data  # a fresh copy
+    for item in data["base_model"]["extra"]:
+        item["filename"] = "same.safetensors"  # three files, one models/ name
+    with pytest.raises(RenderError, match="overwrite each other"):
+        base_model_source(Preset(data))

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import time
+import zipfile
 from dataclasses import replace
 
-from worker_harness import HF_TOKEN, POD_ID, RUNPOD_KEY, TOKEN, Stubs, dataset_zip, make_spec
+from worker_harness import FACES, HF_TOKEN, POD_ID, RUNPOD_KEY, TOKEN, Stubs, dataset_zip, make_spec
 
 from sim.sdscripts import safetensors_io
 from worker.protocol import SHA256_HEADER, WorkerStatus
@@ -183,12 +185,72 @@ async def test_exit_zero_without_output_is_a_failure(start_worker):
 
 
 async def test_no_images_is_exit_zero_without_output(start_worker):
-    zipped = dataset_zip(with_images=False)
-    worker = await start_worker(make_spec(zip_bytes=zipped))
+    # The images are there (the upload check passes) but sd-scripts finds none, as it does when
+    # every file is filtered out: it prints "No data found" and exits 0 with nothing written.
+    zipped = dataset_zip()
+    worker = await start_worker(make_spec(zip_bytes=zipped), {"SDSTANDIN_NO_IMAGES": "1"})
     assert (await worker.upload(zipped)).status == 201
     status = await worker.wait_state("finished", "failed")
     assert status["state"] == "failed"
     assert "exited 0 without output" in status["error"] and "No data found" in status["error"]
+
+
+async def test_a_zip_without_images_is_refused_at_upload(start_worker):
+    zipped = dataset_zip(with_images=False)
+    worker = await start_worker(make_spec(zip_bytes=zipped))
+    async with worker.session.put(
+        f"{worker.url}/dataset",
+        data=zipped,
+        headers={**worker.auth, SHA256_HEADER: worker.spec.dataset_sha256},
+    ) as response:
+        assert response.status == 400
+        error = (await response.json())["error"]
+    assert "image_dir 'dataset/img' is not in the uploaded dataset" in error
+    assert not (worker.work_dir / "dataset").exists()
+    assert (await worker.status())["state"] in ("starting", "waiting_dataset")
+
+
+async def test_a_zip_laid_out_from_the_work_dir_is_refused_at_upload(start_worker):
+    # Entries named dataset/img/... would unpack to dataset/dataset/img: dataset.toml's image_dir
+    # would be missing, and sd-scripts would exit 0 without training. Refused, with what is there.
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for index, photo in enumerate(sorted((FACES / "obama").glob("*.jpg"))[:2]):
+            archive.write(photo, f"dataset/img/{index:03d}.jpg")
+            archive.writestr(f"dataset/img/{index:03d}.txt", "ohwx man, photo")
+        archive.writestr("config.toml", "[x]\n")
+    zipped = buffer.getvalue()
+    worker = await start_worker(make_spec(zip_bytes=zipped))
+    async with worker.session.put(
+        f"{worker.url}/dataset",
+        data=zipped,
+        headers={**worker.auth, SHA256_HEADER: worker.spec.dataset_sha256},
+    ) as response:
+        assert response.status == 400
+        error = (await response.json())["error"]
+    assert "'dataset/img' is not in the uploaded dataset" in error and "dataset/dataset" in error
+
+
+async def test_config_naming_models_the_worker_does_not_fetch_fails_before_downloading(
+    start_worker, stubs: Stubs
+):
+    zipped = dataset_zip()
+    spec = make_spec(zip_bytes=zipped)
+    wrong = replace(
+        spec,
+        config_toml=spec.config_toml.replace("models/base.safetensors", "models/other.safetensors").replace(
+            'sample_prompts = "prompts.txt"', 'sample_prompts = "dataset/prompts.txt"'
+        ),
+    )
+    worker = await start_worker(wrong)
+    status = await worker.wait_state("failed", "waiting_dataset")
+    assert status["state"] == "failed"
+    assert (
+        "pretrained_model_name_or_path = 'models/other.safetensors', but the worker puts that file at "
+        "'models/base.safetensors'"
+    ) in status["error"]
+    assert "sample_prompts = 'dataset/prompts.txt'" in status["error"]
+    assert stubs.hf_requests == []  # nothing downloaded
 
 
 async def test_killed_trainer_is_reported_with_the_signal(start_worker):
