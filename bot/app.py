@@ -81,6 +81,7 @@ class LoraBot(commands.Bot):
         )
         self.services = services
         self.sync_on_start = True
+        self.run_background = True  # off for one-shot commands such as `loraops sync`
 
     async def setup_hook(self) -> None:
         from cogs import EXTENSIONS
@@ -93,6 +94,10 @@ class LoraBot(commands.Bot):
             self.tree.copy_global_to(guild=discord.Object(guild_id))
         if self.sync_on_start:
             await sync_commands_if_changed(self)
+        training = self.services.training
+        if training is not None and self.run_background:
+            # Reconcile at once (resumes live jobs after a restart, stops orphan pods), then on a timer.
+            training.start_background(self.services.tasks)
 
 
 def command_fingerprints(bot: LoraBot) -> dict[str, str]:

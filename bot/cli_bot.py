@@ -113,6 +113,7 @@ def _sync(_args: argparse.Namespace) -> int:
 
         app = await build_application(settings)
         app.bot.sync_on_start = False
+        app.bot.run_background = False
         try:
             await app.bot.login(token)
             await app.bot.setup_hook()

@@ -12,10 +12,16 @@ import aiohttp
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.background import TaskGroup
+from bot.clients.fetch import SafeFetcher
 from bot.config import Settings
+from bot.datasets.captioning import CaptionService
+from bot.datasets.export import ExportService
+from bot.datasets.gather import DatasetGatherService
 from bot.datasets.manage import DatasetService
+from bot.errors import StartupError, UserError
 from bot.guilds import GuildConfigService
 from bot.roles import RoleNames
+from bot.training.jobs import Training, build_training
 from bot.training.money import Money
 from storage.blobs import BlobStore
 
@@ -31,10 +37,19 @@ class Services:
     datasets: DatasetService
     guilds: GuildConfigService
     money: Money
+    gather: DatasetGatherService
+    # None when RunPod is not configured: /train explains what to set instead of failing.
+    training: Training | None
+    captions: CaptionService
+    exports: ExportService
 
     async def close(self) -> None:
         """Stop background work; the start-up function closes the HTTP session and engine."""
+        if self.training is not None:
+            await self.training.close()
         await self.tasks.close()
+        # The fetcher owns its own HTTP session (its resolver refuses private addresses).
+        await self.gather.fetcher.close()
 
 
 def build_services(
@@ -42,6 +57,15 @@ def build_services(
 ) -> Services:
     blobs = BlobStore(settings.blob_dir)
     tasks = TaskGroup()
+    fetcher = SafeFetcher.from_settings(settings)
+    try:
+        gather = DatasetGatherService.from_settings(settings, sessions, blobs, fetcher=fetcher)
+    except UserError as exc:  # a malformed CLOUDINARY_URL: one clear line at start-up
+        raise StartupError(str(exc)) from None
+    # Few ledger rows: accrue at most once a minute; budget checks look ahead to cover the gap.
+    money = Money(sessions, settings, min_period_s=60)
+    training = build_training(settings, sessions, http, blobs, money)
+    captions = CaptionService(sessions, blobs)
     return Services(
         settings=settings,
         sessions=sessions,
@@ -51,5 +75,9 @@ def build_services(
         roles=RoleNames(settings.trainer_role, settings.reviewer_role, settings.admin_role),
         datasets=DatasetService(sessions),
         guilds=GuildConfigService(sessions, settings),
-        money=Money(sessions, settings),
+        money=money,
+        gather=gather,
+        training=training,
+        captions=captions,
+        exports=ExportService(sessions, blobs, captions, settings.data_dir),
     )

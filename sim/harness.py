@@ -8,23 +8,52 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.app import Application, build_application
 from bot.config import Settings
+from sim.cloudinary import CloudinarySim
 from sim.discord import BOT_KWARGS, DiscordSimulator, SimUser
+
+if TYPE_CHECKING:
+    from sim.huggingface import HuggingFaceSim
+    from sim.runpod import RunPodSim
+
+HARNESS_RUNPOD_KEY = "rpa_HARNESSRUNPODKEY0123456789"
+HARNESS_HF_TOKEN = "hf_harnessToken0123456789"
+# Quick stand-in steps and output scans; a test may override any of them with ``standin_env``.
+STANDIN_DEFAULTS = {"SDSTANDIN_STEP_SECONDS": "0.05", "LORAOPS_SCAN_SECONDS": "0.1"}
 
 
 @dataclass
 class BotHarness:
-    """Start with ``async with BotHarness(tmp_path) as h:``; ``h.sim`` drives Discord."""
+    """Start with ``async with BotHarness(tmp_path) as h:``; ``h.sim`` drives Discord.
+
+    ``with_cloudinary=True`` (or passing an unstarted ``cloudinary``) also starts a Cloudinary
+    simulator, points ``cloudinary_url`` at it (unless ``settings_overrides`` names one) and closes it
+    with the harness; seed it through ``h.cloudinary``.
+
+    ``with_training=True`` also starts the RunPod simulator (``h.runpod``: pods run the real worker with
+    the sd-scripts stand-in, tuned by ``standin_env``) and a Hugging Face file server (``h.hub``) the
+    worker fetches base models from with ``HF_TOKEN``; the bot's settings point at both.
+    ``await h.restart_bot()`` kills only the bot (jobs go on in RunPod) and starts a new one over the
+    same data directory and simulators.
+    """
 
     data_dir: Path
     settings_overrides: dict[str, Any] = field(default_factory=dict)
     sim: DiscordSimulator = field(default_factory=DiscordSimulator)
+    with_cloudinary: bool = False
+    cloudinary: CloudinarySim | None = None
+    with_training: bool = False
+    standin_env: dict[str, str] = field(default_factory=dict)
+    runpod: RunPodSim | None = None
+    hub: HuggingFaceSim | None = None
+    settings: Settings | None = None
     app: Application | None = None
     trainer: SimUser | None = None
     reviewer: SimUser | None = None
@@ -56,9 +85,23 @@ class BotHarness:
             "progress_edit_interval_s": 1.0,
             "poll_interval_s": 0.2,
         }
+        if self.with_cloudinary or self.cloudinary is not None:
+            if self.cloudinary is None:
+                self.cloudinary = CloudinarySim()
+            await self.cloudinary.start()
+            overrides["cloudinary_url"] = self.cloudinary.cloudinary_url
+        if self.with_training:
+            overrides.update(await self._start_training_sims())
         overrides.update(self.settings_overrides)
-        settings = Settings(_env_file=None, **overrides)  # type: ignore[call-arg]
-        self.app = await build_application(settings, **BOT_KWARGS)
+        self.settings = Settings(_env_file=None, **overrides)  # type: ignore[call-arg]
+        await self._start_bot()
+        # setup_hook synced the commands before the gateway connected.
+        await self.sim.wait_until(lambda: self.sim.commands(self.sim.guild))
+        return self
+
+    async def _start_bot(self) -> None:
+        assert self.settings is not None
+        self.app = await build_application(self.settings, **BOT_KWARGS)
         token = self.sim.bot_token
         self._task = asyncio.create_task(self.app.bot.start(token), name="harness-bot")
         ready = asyncio.create_task(self.app.bot.wait_until_ready())
@@ -68,9 +111,46 @@ class BotHarness:
             if self._task in done:
                 self._task.result()  # raises the bot's start-up error
             raise TimeoutError("the bot did not become ready against the simulator")
-        # setup_hook synced the commands before the gateway connected.
-        await self.sim.wait_until(lambda: self.sim.commands(self.sim.guild))
-        return self
+
+    async def _start_training_sims(self) -> dict[str, Any]:
+        from pydantic import SecretStr
+
+        from sim.huggingface import HuggingFaceSim
+        from sim.runpod import RunPodSim, worker_launcher
+
+        self.hub = HuggingFaceSim(token=HARNESS_HF_TOKEN)
+        await self.hub.start()
+        env = {**STANDIN_DEFAULTS, "LORAOPS_HF_BASE_URL": self.hub.base_url, **self.standin_env}
+        launcher = worker_launcher(
+            trainer_cmd=f"{sys.executable} -m sim.sdscripts accelerate launch",
+            extra_env=env,
+            stop_grace_s=2.0,
+        )
+        self.runpod = RunPodSim(
+            api_key=HARNESS_RUNPOD_KEY, data_dir=self.data_dir / "runpod", launcher=launcher
+        )
+        await self.runpod.start()
+        return {
+            "runpod_api_key": SecretStr(HARNESS_RUNPOD_KEY),
+            "runpod_api_base_url": self.runpod.base_url,
+            "runpod_proxy_url_template": self.runpod.proxy_url_template,
+            "hf_token": SecretStr(HARNESS_HF_TOKEN),
+        }
+
+    async def restart_bot(self) -> None:
+        """The bot process dies and starts again: same data directory, same simulators.
+
+        Its driving tasks are cancelled without touching the jobs (pods go on training in RunPod), then
+        the whole application is closed and a new one is built, as a restarted process would.
+        """
+        app = self.bot_app
+        if app.services.training is not None:
+            await app.services.training.close()  # stop polling first: nothing is cancelled in RunPod
+        await app.close()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._task, 10)
+        await self._start_bot()
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
@@ -82,6 +162,12 @@ class BotHarness:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(self._task, 10)
         await self.sim.close()
+        if self.cloudinary is not None:
+            await self.cloudinary.close()
+        if self.runpod is not None:
+            await self.runpod.close()
+        if self.hub is not None:
+            await self.hub.close()
         if self._restore is not None:
             self._restore()
             self._restore = None

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from discord.ext import commands
 
+from cogs.dataset.caption import CaptionCommands
+from cogs.dataset.gather import GatherCommands
 from cogs.dataset.manage import ManageCommands
 
 
 class DatasetCog(
-    ManageCommands, commands.GroupCog, group_name="dataset", group_description="Datasets of photos"
+    ManageCommands,
+    GatherCommands,
+    CaptionCommands,
+    commands.GroupCog,
+    group_name="dataset",
+    group_description="Datasets of photos",
 ):
     """Gather, curate and caption the photos of one person."""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+from collections.abc import Sequence
 from typing import Any
 
 import discord
@@ -11,6 +13,10 @@ from discord.ext import commands
 from bot.datasets.manage import DatasetInfo
 from bot.roles import Role
 from cogs._shared import guild_id_of, require, services_of
+
+# Discord: at most 10 files per message; keep one request's uploads well under its size cap.
+MAX_FILES_PER_MESSAGE = 10
+MAX_REQUEST_BYTES = 24 * 1024 * 1024
 
 
 async def dataset_name_autocomplete(
@@ -61,7 +67,10 @@ class ManageCommands(commands.Cog):
             f"Created dataset **{info.name}** (trigger `{info.trigger_word}`, class {info.class_word}). "
             "Add photos with `/dataset gather` or `/dataset add`."
         )
-        await interaction.response.send_message(text)
+        # The trigger advice only warns (creation has succeeded); it is added when the trigger is weak.
+        from cogs.dataset.caption import send_with_trigger_advice
+
+        await send_with_trigger_advice(interaction, text, info.trigger_word, seed=info.name)
 
     @app_commands.command(name="list", description="List this server's datasets.")
     async def list_(self, interaction: discord.Interaction[Any]) -> None:
@@ -82,11 +91,65 @@ class ManageCommands(commands.Cog):
     @app_commands.describe(name="The dataset")
     @app_commands.autocomplete(name=dataset_name_autocomplete)
     async def show(self, interaction: discord.Interaction[Any], name: str) -> None:
-        info = await services_of(interaction).datasets.get(guild_id=guild_id_of(interaction), name=name)
+        services = services_of(interaction)
+        info = await services.datasets.get(guild_id=guild_id_of(interaction), name=name)
         if info.image_count == 0:
             await interaction.response.send_message(
                 content="No images yet: add some with `/dataset gather` or `/dataset add`.",
                 embed=describe_dataset(info),
             )
             return
-        await interaction.response.send_message(embed=describe_dataset(info))
+        # Rendering thumbnails takes a while for big sets: answer "thinking" within the 3 s.
+        await interaction.response.defer(thinking=True)
+        pages = await services.gather.render_contact_sheets(info.id)
+        limit = max(interaction.filesize_limit, 1)
+        fitting = [(number, page) for number, page in enumerate(pages, 1) if len(page) < limit]
+        content = contact_sheet_caption(len(pages), len(pages) - len(fitting))
+        batches = sheet_batches(fitting, limit=limit)
+        if not batches:
+            await interaction.followup.send(content=content, embed=describe_dataset(info))
+            return
+        for index, batch in enumerate(batches):
+            files = [
+                discord.File(io.BytesIO(page), filename=f"{info.name}-sheet-{number:02d}.jpg")
+                for number, page in batch
+            ]
+            if index == 0:
+                await interaction.followup.send(content=content, embed=describe_dataset(info), files=files)
+            else:
+                await interaction.followup.send(files=files)
+
+
+def contact_sheet_caption(pages: int, too_large: int) -> str:
+    text = (
+        f"Contact sheet: {pages} page{'' if pages == 1 else 's'}. "
+        "The numbers are what `/dataset exclude` and `/dataset include` take."
+    )
+    if too_large:
+        text += f" ({too_large} page{'' if too_large == 1 else 's'} too large to post here.)"
+    return text
+
+
+def sheet_batches(
+    pages: Sequence[tuple[int, bytes]],
+    *,
+    limit: int,
+    max_files: int = MAX_FILES_PER_MESSAGE,
+    max_request_bytes: int = MAX_REQUEST_BYTES,
+) -> list[list[tuple[int, bytes]]]:
+    """Pages grouped for messages: at most ``max_files`` each, and (with room for the rest of the
+    request) at most ``max_request_bytes`` together. Pages of ``limit`` bytes or more are left out."""
+    batches: list[list[tuple[int, bytes]]] = []
+    current: list[tuple[int, bytes]] = []
+    size = 0
+    for number, page in pages:
+        if len(page) >= limit:
+            continue
+        if current and (len(current) >= max_files or size + len(page) > max_request_bytes):
+            batches.append(current)
+            current, size = [], 0
+        current.append((number, page))
+        size += len(page)
+    if current:
+        batches.append(current)
+    return batches
