@@ -1,0 +1,207 @@
+"""Per-image face analysis: what an engine sees in one picture, plus a few quality measures.
+
+Everything measured is in the coordinates of the original (EXIF-rotated) image, whatever size the
+engine was run at, so boxes can be used for crops and the report card directly.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from bot.faces.engines import DetectedFace, FaceEngine
+
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
+
+ImageSource = bytes | str | Path
+
+# Engines run on a copy whose longest side is at most this: HOG upsampled ×1 then finds faces down to
+# ~40 px, and SCRFD resizes to 640 anyway. Costs stay bounded on 24-megapixel phone photos.
+WORK_MAX_SIDE = 1024
+# Sharpness is measured on the face region scaled down to at most this many pixels a side, so a big
+# face and a small face of the same crispness score alike (variance of the Laplacian grows with
+# resolution otherwise). Small faces are never upscaled: their lack of detail is real.
+SHARPNESS_SIDE = 128
+# A face box that reaches this far (as a share of its own size) beyond the frame is cut by the frame.
+CUT_TOLERANCE = 0.05
+# Rough depth of the nose in front of the eye line, in inter-ocular distances, for the yaw estimate.
+_NOSE_DEPTH = 0.5
+DEFAULT_MAX_PIXELS = 80_000_000
+
+
+@dataclass
+class FaceInfo:
+    """One detected face with its measures (original image pixels)."""
+
+    bbox: tuple[float, float, float, float]  # x0, y0, x1, y1, may extend beyond the frame
+    det_score: float
+    embedding: np.ndarray  # float32, L2-normalised
+    landmarks: list[tuple[float, float]]
+    face_ratio: float  # area of the box inside the frame / frame area
+    sharpness: float  # variance of the Laplacian of the face region at <= SHARPNESS_SIDE px
+    brightness: float  # mean luma of the face region, 0..1
+    yaw: float  # degrees, rough, from eyes and nose; sign: + when the nose points to the image's right
+    cut: bool  # the box runs off the frame
+
+    @property
+    def area(self) -> float:
+        return max(0.0, self.bbox[2] - self.bbox[0]) * max(0.0, self.bbox[3] - self.bbox[1])
+
+    @property
+    def side(self) -> float:
+        return math.sqrt(self.area)
+
+
+@dataclass
+class ImageAnalysis:
+    """What one engine saw in one image. ``faces`` are largest first."""
+
+    source: str  # path or caller's label
+    engine: str
+    width: int
+    height: int
+    faces: list[FaceInfo] = field(default_factory=list)
+    phash: str | None = None  # imagehash.phash hex, for near-duplicate detection
+    error: str | None = None  # set when the image couldn't be read
+
+    @property
+    def face_count(self) -> int:
+        return len(self.faces)
+
+
+def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> PILImage.Image:
+    """Decode bytes or a file into an upright RGB image; refuse absurd pixel counts."""
+    from PIL import Image, ImageOps
+
+    fp: Any = io.BytesIO(source) if isinstance(source, bytes) else Path(source)
+    with Image.open(fp) as opened:
+        if opened.width * opened.height > max_pixels:
+            raise ValueError(f"image too large: {opened.width}×{opened.height} pixels")
+        upright = ImageOps.exif_transpose(opened)
+        return upright.convert("RGB")
+
+
+def _face_measures(grey: np.ndarray, bbox: tuple[float, float, float, float]) -> tuple[float, float]:
+    import cv2
+
+    h, w = grey.shape
+    x0, y0 = max(0, math.floor(bbox[0])), max(0, math.floor(bbox[1]))
+    x1, y1 = min(w, math.ceil(bbox[2])), min(h, math.ceil(bbox[3]))
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return 0.0, 0.0
+    region = grey[y0:y1, x0:x1]
+    longest = max(region.shape)
+    if longest > SHARPNESS_SIDE:
+        scale = SHARPNESS_SIDE / longest
+        size = (max(2, round(region.shape[1] * scale)), max(2, round(region.shape[0] * scale)))
+        region = cv2.resize(region, size, interpolation=cv2.INTER_AREA)
+    sharpness = float(cv2.Laplacian(region.astype(np.float32), cv2.CV_32F).var())
+    return sharpness, float(region.mean()) / 255.0
+
+
+def estimate_yaw(
+    eyes_and_nose: tuple[tuple[float, float], tuple[float, float], tuple[float, float]],
+) -> float:
+    """Rough head yaw in degrees from the two eye centres and the nose.
+
+    Model: eyes at ±d/2, nose ``_NOSE_DEPTH·d`` in front; turning by θ shifts the nose by
+    depth·sinθ while the eyes' distance shrinks by cosθ, so offset/d_projected = depth·tanθ.
+    """
+    (lx, ly), (rx, ry), (nx, _ny) = eyes_and_nose
+    eye_distance = math.hypot(rx - lx, ry - ly)
+    if eye_distance < 1e-6:
+        return 0.0
+    offset = (nx - (lx + rx) / 2) / eye_distance
+    return math.degrees(math.atan(offset / _NOSE_DEPTH))
+
+
+def _is_cut(bbox: tuple[float, float, float, float], width: int, height: int) -> bool:
+    bw, bh = bbox[2] - bbox[0], bbox[3] - bbox[1]
+    return (
+        bbox[0] < -CUT_TOLERANCE * bw
+        or bbox[1] < -CUT_TOLERANCE * bh
+        or bbox[2] > width + CUT_TOLERANCE * bw
+        or bbox[3] > height + CUT_TOLERANCE * bh
+    )
+
+
+def _to_original(face: DetectedFace, scale: float) -> DetectedFace:
+    if scale == 1.0:
+        return face
+    inv = 1.0 / scale
+    x0, y0, x1, y1 = face.bbox
+    return DetectedFace(
+        bbox=(x0 * inv, y0 * inv, x1 * inv, y1 * inv),
+        score=face.score,
+        landmarks=[(x * inv, y * inv) for x, y in face.landmarks],
+        embedding=face.embedding,
+        eyes_and_nose=(
+            (face.eyes_and_nose[0][0] * inv, face.eyes_and_nose[0][1] * inv),
+            (face.eyes_and_nose[1][0] * inv, face.eyes_and_nose[1][1] * inv),
+            (face.eyes_and_nose[2][0] * inv, face.eyes_and_nose[2][1] * inv),
+        ),
+    )
+
+
+def analyse_image(
+    engine: FaceEngine,
+    source: ImageSource,
+    *,
+    label: str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> ImageAnalysis:
+    """Run ``engine`` on one image and measure every face found. Never raises for a bad image:
+    the result's ``error`` says what went wrong."""
+    name = label if label is not None else (str(source) if not isinstance(source, bytes) else "<bytes>")
+    try:
+        image = load_image(source, max_pixels=max_pixels)
+    except Exception as exc:  # any decoder error: report it on the image, keep the batch going
+        return ImageAnalysis(
+            source=name, engine=engine.engine_id, width=0, height=0, error=f"unreadable: {exc}"
+        )
+    import imagehash
+    from PIL import Image
+
+    width, height = image.size
+    scale = min(1.0, WORK_MAX_SIDE / max(width, height))
+    work = (
+        image
+        if scale == 1.0
+        else image.resize(
+            (max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.LANCZOS
+        )
+    )
+    detected = [_to_original(face, scale) for face in engine.detect(np.asarray(work))]
+    grey = np.asarray(image.convert("L"))
+    faces: list[FaceInfo] = []
+    for face in detected:
+        x0, y0, x1, y1 = face.bbox
+        inside = max(0.0, min(x1, width) - max(x0, 0.0)) * max(0.0, min(y1, height) - max(y0, 0.0))
+        sharpness, brightness = _face_measures(grey, face.bbox)
+        faces.append(
+            FaceInfo(
+                bbox=face.bbox,
+                det_score=face.score,
+                embedding=face.embedding,
+                landmarks=face.landmarks,
+                face_ratio=inside / float(width * height),
+                sharpness=sharpness,
+                brightness=brightness,
+                yaw=estimate_yaw(face.eyes_and_nose),
+                cut=_is_cut(face.bbox, width, height),
+            )
+        )
+    return ImageAnalysis(
+        source=name,
+        engine=engine.engine_id,
+        width=width,
+        height=height,
+        faces=faces,
+        phash=str(imagehash.phash(image)),
+    )

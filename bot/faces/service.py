@@ -1,0 +1,270 @@
+"""Running face work: a process pool with one engine per process, an async facade and a sync path.
+
+Face engines are CPU-bound and (dlib) single-threaded, so the work runs in worker processes, each
+loading its engine once in the pool's initializer. The bot's wiring code creates a
+:class:`FaceService` at start-up and calls :meth:`FaceService.start`; nothing happens at import.
+The CLI uses :func:`analyse_sources`, the same pool without an event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import multiprocessing
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bot.faces.analysis import DEFAULT_MAX_PIXELS, ImageAnalysis, ImageSource, analyse_image
+from bot.faces.engines import EngineChoice, EngineSpec, FaceEngine, build_engine, resolve_engine
+from bot.faces.report import DatasetReport, IdentityReference, SampleScore, build_report
+
+if TYPE_CHECKING:
+    from bot.config import Settings
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+AsyncProgress = Callable[[int, int], Awaitable[None] | None]
+
+# The engine of this worker process, loaded once by the pool initializer.
+_engine: FaceEngine | None = None
+
+
+def _init_worker(spec: EngineSpec, nice: int = 0) -> None:
+    global _engine
+    if nice and hasattr(os, "nice"):
+        # Workers yield the CPU to the process running the event loop (Discord heartbeats, 3 s deadlines).
+        os.nice(nice)
+    _engine = build_engine(spec)
+
+
+def _analyse_in_worker(source: ImageSource, label: str | None, max_pixels: int) -> ImageAnalysis:
+    if _engine is None:  # pragma: no cover - the initializer always ran
+        raise RuntimeError("face worker has no engine")
+    return analyse_image(_engine, source, label=label, max_pixels=max_pixels)
+
+
+def _ready() -> str:
+    return _engine.engine_id if _engine is not None else ""
+
+
+def default_workers(jobs: int | None = None) -> int:
+    """One worker per usable core (dlib is single-threaded), never more than there are images."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    workers = max(1, min(cores, 8))
+    return max(1, min(workers, jobs)) if jobs else workers
+
+
+def _pool_spec(spec: EngineSpec, workers: int) -> EngineSpec:
+    if spec.family != "insightface" or spec.threads is not None:
+        return spec
+    # onnxruntime uses every core per session by default; N processes × N threads just thrash.
+    cores = os.cpu_count() or 1
+    return EngineSpec(spec.family, spec.models_dir, spec.providers, max(1, cores // workers))
+
+
+def make_pool(spec: EngineSpec, workers: int, *, nice: int = 0) -> ProcessPoolExecutor:
+    """A process pool whose workers each load ``spec``'s engine once. Spawned, not forked: the
+    parent may hold threads (event loop, onnxruntime) that must not be copied mid-state.
+    ``nice`` lowers the workers' CPU priority (Unix) so the parent stays responsive."""
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(_pool_spec(spec, workers), nice),
+    )
+
+
+def _label(source: ImageSource, label: str | None) -> str | None:
+    if label is not None:
+        return label
+    return None if isinstance(source, bytes) else str(source)
+
+
+def analyse_sources(
+    spec: EngineSpec,
+    sources: Sequence[ImageSource],
+    *,
+    labels: Sequence[str] | None = None,
+    workers: int | None = None,
+    progress: Progress | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> list[ImageAnalysis]:
+    """Synchronous path (CLI): analyse ``sources`` in order, in a process pool when it pays off."""
+    if labels is not None and len(labels) != len(sources):
+        raise ValueError("one label per source")
+    total = len(sources)
+    names = [_label(s, labels[i] if labels else None) for i, s in enumerate(sources)]
+    workers = workers if workers is not None else default_workers(total)
+    results: list[ImageAnalysis | None] = [None] * total
+    if workers <= 1 or total <= 1:
+        engine = build_engine(spec)
+        for index, source in enumerate(sources):
+            results[index] = analyse_image(engine, source, label=names[index], max_pixels=max_pixels)
+            if progress:
+                progress(index + 1, total)
+    else:
+        with make_pool(spec, min(workers, total)) as pool:
+            futures = {
+                pool.submit(_analyse_in_worker, source, names[i], max_pixels): i
+                for i, source in enumerate(sources)
+            }
+            for done, future in enumerate(as_completed(futures), start=1):
+                results[futures[future]] = future.result()
+                if progress:
+                    progress(done, total)
+    return [r for r in results if r is not None]
+
+
+class FaceService:
+    """Async facade over a pool of face workers; no call blocks the event loop.
+
+    Create it in the start-up wiring (``FaceService.from_settings(settings)`` then ``start()``) and
+    ``await close()`` at shutdown. Every result carries the engine id (``engine_id``).
+    """
+
+    def __init__(
+        self,
+        spec: EngineSpec,
+        *,
+        workers: int | None = None,
+        note: str = "",
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        phash_threshold: int = 4,
+        nice: int = 10,
+    ) -> None:
+        self.spec = spec
+        self.nice = nice
+        self.note = note
+        self.workers = workers or default_workers()
+        self.max_pixels = max_pixels
+        self.phash_threshold = phash_threshold
+        self._pool: Executor | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, engine: EngineChoice | None = None) -> FaceService:
+        """Resolve ``settings.face_engine`` (or ``engine``) against the models directory."""
+        spec, note = resolve_engine(engine or settings.face_engine, settings.face_models_dir)
+        log.info("faces: %s", note)
+        return cls(
+            spec,
+            note=note,
+            max_pixels=settings.max_image_pixels,
+            phash_threshold=settings.phash_threshold,
+        )
+
+    @property
+    def engine_id(self) -> str:
+        return self.spec.engine_id
+
+    def start(self) -> None:
+        """Create the worker pool (engines load in each worker on its first task)."""
+        if self._pool is None:
+            self._pool = make_pool(self.spec, self.workers, nice=self.nice)
+
+    async def warm_up(self) -> None:
+        """Load the engine in every worker now rather than on the first request."""
+        pool = self._require_pool()
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(loop.run_in_executor(pool, _ready) for _ in range(self.workers)))
+
+    def _require_pool(self) -> Executor:
+        if self._pool is None:
+            raise RuntimeError("FaceService.start() was not called")
+        return self._pool
+
+    async def analyse_many(
+        self,
+        images: Sequence[ImageSource],
+        *,
+        labels: Sequence[str] | None = None,
+        progress: AsyncProgress | None = None,
+    ) -> list[ImageAnalysis]:
+        """Analyse images (bytes or paths) in the pool; results in input order.
+
+        ``progress(done, total)`` is called on the event loop after each image (may be async).
+        """
+        if labels is not None and len(labels) != len(images):
+            raise ValueError("one label per image")
+        pool = self._require_pool()
+        loop = asyncio.get_running_loop()
+        total = len(images)
+        futures = [
+            loop.run_in_executor(
+                pool, _analyse_in_worker, image, _label(image, labels[i] if labels else None), self.max_pixels
+            )
+            for i, image in enumerate(images)
+        ]
+        if progress is not None:
+            done = 0
+            try:
+                for next_done in asyncio.as_completed(futures):
+                    await next_done
+                    done += 1
+                    outcome = progress(done, total)
+                    if inspect.isawaitable(outcome):
+                        await outcome
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+        return list(await asyncio.gather(*futures))
+
+    async def curate(
+        self,
+        images: Sequence[ImageSource],
+        *,
+        labels: Sequence[str] | None = None,
+        progress: AsyncProgress | None = None,
+    ) -> DatasetReport:
+        """Analyse a dataset and judge it (centroid, ceiling, flags, advice)."""
+        analyses = await self.analyse_many(images, labels=labels, progress=progress)
+        return await asyncio.to_thread(build_report, analyses, phash_threshold=self.phash_threshold)
+
+    async def score(self, reference: IdentityReference, images: Sequence[ImageSource]) -> list[SampleScore]:
+        """Similarity of each image's best face to ``reference`` (same engine only)."""
+        if reference.engine != self.engine_id:
+            raise ValueError(f"reference made by {reference.engine}, this service runs {self.engine_id}")
+        analyses = await self.analyse_many(images)
+        return [reference.score(a) for a in analyses]
+
+    async def render_report_card(
+        self, report: DatasetReport, sources: Sequence[ImageSource], **kw: object
+    ) -> bytes:
+        """The contact sheet as JPEG bytes, rendered off the event loop."""
+        from bot.faces.sheet import render_report_card
+
+        return await asyncio.to_thread(render_report_card, report, sources, **kw)  # type: ignore[arg-type]
+
+    async def close(self) -> None:
+        """Shut the pool down without blocking the loop."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+
+
+__all__ = ["FaceService", "analyse_sources", "default_workers", "make_pool"]
+
+
+def image_files(paths: Sequence[str | Path]) -> list[Path]:
+    """Files given directly plus image files found (recursively, sorted) in given folders."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found.extend(
+                sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            )
+        else:
+            found.append(path)
+    return found
+
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
