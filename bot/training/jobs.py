@@ -195,7 +195,14 @@ class JobService:
         return await self.ctx.money.default_job_budget(guild_id)
 
     async def _quote(
-        self, *, guild_id: int, dataset: str, preset: str, plan: RunPlan, budget_usd: Decimal | None
+        self,
+        *,
+        guild_id: int,
+        dataset: str,
+        preset: str,
+        plan: RunPlan,
+        budget_usd: Decimal | None,
+        gpu: str | None = None,
     ) -> Quote:
         try:
             gpus = await self.ctx.runpod.list_gpu_types()  # type: ignore[attr-defined]
@@ -211,6 +218,8 @@ class JobService:
             )
         except NoSuitableGpuError as exc:
             raise ServiceUnavailableError(str(exc)) from exc
+        if gpu:
+            estimate = prefer_gpu(estimate, gpu)
         budget = await self._budget_for(guild_id, budget_usd)
         spent = await self.ctx.money.month_spent(guild_id)
         month_budget = await self.ctx.money.month_budget(guild_id)
@@ -253,13 +262,17 @@ class JobService:
         user_id: int,
         budget_usd: Decimal | None = None,
         params: Mapping[str, Any] | None = None,
+        gpu: str | None = None,
     ) -> Quote:
-        """GPU, time and cost for a run, and whether it may start (``Quote.problems``)."""
+        """GPU, time and cost for a run, and whether it may start (``Quote.problems``).
+
+        ``gpu`` (a RunPod GPU type id or display name) is tried first; the others stay as fall-backs.
+        """
         plan = await self.planner.plan(
             guild_id=guild_id, dataset=dataset, preset=preset, params=dict(params or {}), user_id=user_id
         )
         return await self._quote(
-            guild_id=guild_id, dataset=dataset, preset=preset, plan=plan, budget_usd=budget_usd
+            guild_id=guild_id, dataset=dataset, preset=preset, plan=plan, budget_usd=budget_usd, gpu=gpu
         )
 
     async def start(
@@ -272,6 +285,7 @@ class JobService:
         channel_id: int | None = None,
         budget_usd: Decimal | None = None,
         params: Mapping[str, Any] | None = None,
+        gpu: str | None = None,
     ) -> Quote:
         """Create a ``pending`` job from a fresh plan; nothing is rented until :meth:`confirm`.
 
@@ -283,7 +297,7 @@ class JobService:
             guild_id=guild_id, dataset=dataset, preset=preset, params=overrides, user_id=user_id
         )
         quote = await self._quote(
-            guild_id=guild_id, dataset=dataset, preset=preset, plan=plan, budget_usd=budget_usd
+            guild_id=guild_id, dataset=dataset, preset=preset, plan=plan, budget_usd=budget_usd, gpu=gpu
         )
         if quote.problems:
             error = (
@@ -489,6 +503,17 @@ class DatasetRunPlanner:
             container_disk_in_gb=CONTAINER_DISK_GB_BY_FAMILY.get(family, 80),
             notes=tuple(result.warnings),
         )
+
+
+def prefer_gpu(estimate: Estimate, wanted: str) -> Estimate:
+    """``estimate`` with the GPU named ``wanted`` (type id or display name) tried first."""
+    key = wanted.strip().casefold()
+    for index, option in enumerate(estimate.options):
+        if key in (option.gpu_type_id.casefold(), option.display_name.casefold()):
+            rest = estimate.options[:index] + estimate.options[index + 1 :]
+            return replace(estimate, options=(option, *rest))
+    suitable = ", ".join(option.display_name for option in estimate.options[:8])
+    raise InvalidInputError(f"GPU {wanted!r} is not offered for this preset; suitable: {suitable}")
 
 
 def _slowest_s(estimate: Mapping[str, Any]) -> float:
