@@ -61,3 +61,20 @@ def test_secrets_are_hidden_and_lists_parse(monkeypatch: pytest.MonkeyPatch) -> 
         load_settings(_env_file=None)
     assert info.value.problems == [info.value.problems[0]]
     assert info.value.problems[0].startswith("DEFAULT_JOB_BUDGET_USD:")
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"CLOUDINARY_URL": "notaurl"}, "loraops: CLOUDINARY_URL must look like cloudinary://"),
+        ({"FACE_ENGINE": "insightface", "FACE_MODELS_DIR": "/nonexistent"}, "loraops: FACE_ENGINE: no insightface"),
+    ],
+)
+def test_unusable_service_settings_stop_start_up_in_one_line(
+    tmp_path: Path, env: dict[str, str], expected: str
+) -> None:
+    result = _loraops(["run"], tmp_path, DISCORD_TOKEN="not-a-real-token", PYTHONPATH=str(REPO), **env)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith(expected)
+    assert "Traceback" not in result.stderr
