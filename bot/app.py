@@ -181,10 +181,20 @@ async def build_application(settings: Settings, **bot_options: Any) -> Applicati
     """Wire everything in one place. Applies migrations first; raises on an unreachable database."""
     await upgrade_to_head_async(settings.database_url)
     engine = make_engine(settings.database_url)
-    await check_connection(engine)
+    try:
+        await check_connection(engine)
+    except BaseException:
+        await engine.dispose()
+        raise
     sessions = make_sessionmaker(engine)
     http = aiohttp.ClientSession(timeout=HTTP_TIMEOUT)
-    services = build_services(settings, sessions, http)
+    try:
+        services = build_services(settings, sessions, http)
+    except BaseException:
+        # A start-up error (e.g. a malformed CLOUDINARY_URL) must not leak the session and the pool.
+        await http.close()
+        await engine.dispose()
+        raise
     if settings.discord_api_base:
         point_discord_at(settings.discord_api_base, settings.discord_gateway_url)
     bot = LoraBot(services, **bot_options)
@@ -195,6 +205,9 @@ async def run(settings: Settings) -> None:
     """Run the bot until it is stopped."""
     assert settings.discord_token is not None, "checked by the caller"
     app = await build_application(settings)
+    # Load the face engine in its worker processes in the background, so the first /dataset curate
+    # doesn't wait for it; the bot connects meanwhile (the workers run at a lower CPU priority).
+    app.services.tasks.spawn(app.services.faces.warm_up(), name="faces-warm-up")
     try:
         await app.bot.start(settings.discord_token.get_secret_value())
     except discord.LoginFailure:

@@ -15,15 +15,22 @@ from bot.background import TaskGroup
 from bot.clients.fetch import SafeFetcher
 from bot.config import Settings
 from bot.datasets.captioning import CaptionService
+from bot.datasets.curation import CurationService
 from bot.datasets.export import ExportService
 from bot.datasets.gather import DatasetGatherService
 from bot.datasets.manage import DatasetService
 from bot.errors import StartupError, UserError
+from bot.faces import FaceService
 from bot.guilds import GuildConfigService
+from bot.review.delivery import DeliveryService
+from bot.review.scoring import PooledScorer, SampleScorer
+from bot.review.service import ReviewService, ScorerFactory
+from bot.review.votes import VoteService
 from bot.roles import RoleNames
 from bot.training.jobs import Training, build_training
 from bot.training.money import Money
 from storage.blobs import BlobStore
+from storage.models import Job
 
 
 @dataclass
@@ -42,12 +49,21 @@ class Services:
     training: Training | None
     captions: CaptionService
     exports: ExportService
+    # Face engine pool (worker processes spawn on first use or on the warm-up in bot.app.run).
+    faces: FaceService
+    curation: CurationService
+    # Review of training runs: votes and approvals, delivery of approved LoRAs, scores/grids/charts.
+    votes: VoteService
+    delivery: DeliveryService
+    review: ReviewService
 
     async def close(self) -> None:
         """Stop background work; the start-up function closes the HTTP session and engine."""
         if self.training is not None:
             await self.training.close()
         await self.tasks.close()
+        await self.curation.close()
+        await self.faces.close()
         # The fetcher owns its own HTTP session (its resolver refuses private addresses).
         await self.gather.fetcher.close()
 
@@ -66,6 +82,13 @@ def build_services(
     money = Money(sessions, settings, min_period_s=60)
     training = build_training(settings, sessions, http, blobs, money)
     captions = CaptionService(sessions, blobs)
+    try:
+        faces = FaceService.from_settings(settings)
+    except UserError as exc:  # FACE_ENGINE=insightface without its models: say so at start-up
+        raise StartupError(f"FACE_ENGINE: {exc}") from None
+    faces.start()  # creates the pool only: no process is spawned until the first task
+    curation = CurationService(sessions, blobs, faces, gather, models_dir=settings.face_models_dir)
+    votes = VoteService(sessions, default_approvals_required=settings.approvals_required)
     return Services(
         settings=settings,
         sessions=sessions,
@@ -80,4 +103,22 @@ def build_services(
         training=training,
         captions=captions,
         exports=ExportService(sessions, blobs, captions, settings.data_dir),
+        faces=faces,
+        curation=curation,
+        votes=votes,
+        # gather's Cloudinary client (None without CLOUDINARY_URL) also uploads approved LoRAs.
+        delivery=DeliveryService(
+            sessions, blobs, loras_dir=settings.comfyui_loras_dir, cloudinary=gather.cloudinary
+        ),
+        review=ReviewService(sessions, blobs, votes, review_scorer(faces, curation)),
     )
+
+
+def review_scorer(faces: FaceService, curation: CurationService) -> ScorerFactory:
+    """A job's samples are scored, in the face pool, against its dataset's identity reference."""
+
+    async def scorer_for(job: Job) -> SampleScorer | None:
+        reference = await curation.reference_for(job.dataset_id, faces.engine_id)
+        return PooledScorer(faces, reference)
+
+    return scorer_for

@@ -37,6 +37,7 @@ from bot.training.progress import ProgressView
 from cogs._progress import ProgressBoard
 from cogs._shared import guild_id_of, member_of, require, services_of
 from cogs.dataset.manage import dataset_name_autocomplete
+from cogs.review import post_samples, promote_checkpoint
 from storage.models import JobState
 
 if TYPE_CHECKING:
@@ -445,6 +446,21 @@ class TrainCog(commands.GroupCog, group_name="train", group_description="Train a
         )
         terminated = " and its pod terminated" if ended.pod_id else ""
         await interaction.followup.send(f"Job #{job} cancelled{terminated}.", ephemeral=True)
+
+    # -- review: /train samples, /train promote (their bodies live in cogs/review.py) -------------------
+
+    @app_commands.command(name="samples", description="Show a checkpoint's samples, or a job's whole grid.")
+    @app_commands.describe(job="Job number", step="Checkpoint step (leave out for every checkpoint)")
+    @app_commands.autocomplete(job=job_autocomplete)
+    async def samples(self, interaction: discord.Interaction[Any], job: int, step: int | None = None) -> None:
+        await post_samples(interaction, job, step)
+
+    @app_commands.command(name="promote", description="Approve a checkpoint of a job and deliver it.")
+    @app_commands.describe(job="Job number", step="The checkpoint step to approve")
+    @app_commands.autocomplete(job=job_autocomplete)
+    @require(Role.TRAINER)
+    async def promote(self, interaction: discord.Interaction[Any], job: int, step: int) -> None:
+        await promote_checkpoint(interaction, job, step)
 
     # -- ✅ on a quote ---------------------------------------------------------------------------------
 

@@ -278,7 +278,8 @@ def checkpoint_caption(
     engine_text = f" [{engine}]" if engine else ""
     lines = [f"**{where}**: {score}{share}{engine_text}. React 👍 / 👎 to vote."]
     for number, prompt in enumerate(prompts, start=1):
-        lines.append(f"{number}. {inline(prompt, 150)}")
+        # sd-scripts prompt lines end in options (" --n negative --w 512 --d 42"): show the prompt only.
+        lines.append(f"{number}. {inline(prompt.split(' --', 1)[0], 150)}")
     return clip("\n".join(lines))
 
 

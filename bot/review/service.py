@@ -280,6 +280,52 @@ class ReviewService:
                 raise NotFoundError(f"There is no job #{job_id}.")
         return await asyncio.to_thread(self._draw_chart, history, ceiling, engine, job.total_steps)
 
+    async def samples_view(self, job_id: int, step: int | None = None) -> tuple[RenderedImage, str]:
+        """The grid of a job in any state, from stored samples and scores (nothing is rescored): one
+        checkpoint's row when ``step`` is given, else every checkpoint × prompt with the best outlined.
+        Returns the image and its caption. For ``/train samples``."""
+        async with self._sessions() as session:
+            job = await session.get(Job, job_id)
+            if job is None:
+                raise NotFoundError(f"There is no job #{job_id}.")
+            query = select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step)
+            if step is not None:
+                query = query.where(Checkpoint.step == step)
+            checkpoints = (await session.scalars(query)).all()
+            samples_query = select(Sample).where(Sample.job_id == job_id)
+            if step is not None:
+                samples_query = samples_query.where(Sample.step == step)
+            samples = (await session.scalars(samples_query)).all()
+        if not checkpoints:
+            where = f" at step {step}" if step is not None else " yet"
+            raise NotFoundError(f"Job #{job_id} has no checkpoint{where}.")
+        if not samples:
+            raise NotFoundError(f"Job #{job_id} has no samples{' at that step' if step is not None else ''}.")
+        history = await self._history(job_id)
+        ceiling = next((d.get("ceiling") for d in reversed(list(history.values())) if d.get("ceiling")), None)
+        best = best_of(await self.votes.standings(job_id))
+        grid = await self._full_grid(checkpoints, samples, ceiling, best.step if best else None)
+        if step is not None:
+            checkpoint = checkpoints[0]
+            prompts = {s.prompt_index: s.prompt for s in samples}
+            caption = checkpoint_caption(
+                step=checkpoint.step,
+                total_steps=job.total_steps,
+                score_mean=checkpoint.score_mean,
+                score_max=checkpoint.score_max,
+                face_share=checkpoint.face_share,
+                ceiling=ceiling,
+                engine=checkpoint.engine,
+                prompts=[prompts[i] for i in sorted(prompts)],
+            )
+            return grid, f"Job #{job_id} · " + caption
+        best_text = f"; best: step {best.step}" if best is not None else ""
+        caption = (
+            f"Job #{job_id}: {len(checkpoints)} checkpoint(s) × prompts, face similarity on every image"
+            f"{best_text}."
+        )
+        return grid, caption
+
     async def final_review(
         self,
         job_id: int,

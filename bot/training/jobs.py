@@ -73,6 +73,7 @@ class RunPlan:
     container_disk_in_gb: int = 60
     volume_in_gb: int = 0
     notes: tuple[str, ...] = ()
+    early_stop_patience: int | None = None  # checkpoints without a better face score before stopping
 
     def spec_json(self) -> dict[str, Any]:
         """The JobSpec fields that do not depend on the job id or the deadline."""
@@ -327,6 +328,7 @@ class JobService:
                 budget_usd=quote.budget_usd,
                 estimate=quote.estimate.to_json(),
                 total_steps=plan.total_steps,
+                early_stop_patience=plan.early_stop_patience,
                 channel_id=channel_id,
                 requested_by=user_id,
                 created_at=now,
@@ -403,6 +405,14 @@ class JobService:
             raise ConflictError(f"job #{job_id} has already ended ({state.value})")
         cause = reason or "cancelled on request"
         return await self.orchestrator.stop(job_id, JobState.CANCELLED, cause, payload={"by": user_id})
+
+    async def stop_early(
+        self, job_id: int, reason: str, *, payload: Mapping[str, Any] | None = None
+    ) -> tuple[Job, bool]:
+        """Stop a training job now and keep its results (it ends ``succeeded`` with an ``early_stop``
+        event). Returns the job and whether this call stopped it; a job no longer training is left as is."""
+        await self.get(job_id)
+        return await self.orchestrator.stop_early(job_id, reason, payload=payload)
 
     async def set_progress_message(self, job_id: int, *, channel_id: int, message_id: int) -> None:
         """Remember where the progress message lives, so a restarted bot edits the same one."""
@@ -502,6 +512,7 @@ class DatasetRunPlanner:
             total_steps=result.total_steps,
             container_disk_in_gb=CONTAINER_DISK_GB_BY_FAMILY.get(family, 80),
             notes=tuple(result.warnings),
+            early_stop_patience=result.preset.early_stop_patience,
         )
 
 

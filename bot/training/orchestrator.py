@@ -52,6 +52,8 @@ POD_PREFIX = "loraops-"
 MAX_INTERNAL_ERRORS = 5
 # Consecutive failed downloads of the same file before the job gives up on collecting it.
 MAX_DOWNLOAD_FAILURES = 5
+# The job event that records a deliberate "stop early, keep results" (the review decides it).
+EARLY_STOP_EVENT = "early_stop"
 
 
 def pod_name_for(job_id: int) -> str:
@@ -339,6 +341,52 @@ class Orchestrator:
             await self.ctx.listeners.state(job, result.old, result.new, result.payload)
             await self._emit_progress(job, force=True)
         return job
+
+    async def stop_early(
+        self, job_id: int, reason: str, *, payload: Mapping[str, Any] | None = None
+    ) -> tuple[Job, bool]:
+        """Stop training now and keep what was made: the job goes on to ``collecting`` and ends as
+        ``succeeded`` with the checkpoints it has (an ``early_stop`` event says why).
+
+        Committed first (the event and ``training → collecting``), then the worker is told to stop the
+        trainer; collecting downloads what is there, acknowledges, and the pod is terminated. Returns
+        the job and whether this call stopped it (False when it was not training any more: idempotent).
+        """
+        job = await self.load(job_id)
+        if JobState(job.state) != JobState.TRAINING:
+            return job, False
+        async with unit_of_work(self.ctx.sessions) as session:
+            existing = await session.scalar(
+                select(JobEvent.id).where(JobEvent.job_id == job_id, JobEvent.kind == EARLY_STOP_EVENT)
+            )
+            if existing is None:  # the reviewer may have recorded its decision already
+                session.add(
+                    JobEvent(
+                        job_id=job_id,
+                        at=self.ctx.now(),
+                        kind=EARLY_STOP_EVENT,
+                        payload={"reason": reason, "step": job.step, **(payload or {})},
+                    )
+                )
+        if not await self._advance(job_id, JobState.COLLECTING, {"early_stop": True, "reason": reason}):
+            return await self.load(job_id), False
+        log.info("job %s stops early at step %s: %s", job_id, job.step, reason)
+        try:
+            await self.worker(job).cancel()
+        except (WorkerError, ValueError) as exc:
+            # Collecting acknowledges the worker, which stops the trainer too; the pod ends either way.
+            log.warning("job %s: could not tell the worker to stop early: %s", job_id, exc)
+        self.ensure_driving(job_id)
+        return await self.load(job_id), True
+
+    async def _early_stopped(self, job_id: int) -> bool:
+        async with self.ctx.sessions() as session:
+            found = await session.scalar(
+                select(JobEvent.id)
+                .where(JobEvent.job_id == job_id, JobEvent.kind == EARLY_STOP_EVENT)
+                .limit(1)
+            )
+        return found is not None
 
     async def finalize(self, job_id: int) -> Job:
         """Make sure the pod of a finishing job is terminated, stamp when, and bring cost up to date.
@@ -681,6 +729,9 @@ class Orchestrator:
             await self._failed(job, status.error, status.log_tail)
             return
         if status.state == "cancelled":
+            if await self._early_stopped(job.id):  # we stopped it on purpose: keep what was made
+                await self._advance(job.id, JobState.COLLECTING, {"step": status.step, "early_stop": True})
+                return
             await self.stop(job.id, JobState.CANCELLED, status.error or "the worker stopped training")
             return
         if status.state == "waiting_dataset":

@@ -5,6 +5,7 @@ from __future__ import annotations
 from discord.ext import commands
 
 from cogs.dataset.caption import CaptionCommands
+from cogs.dataset.curate import CurateCommands
 from cogs.dataset.gather import GatherCommands
 from cogs.dataset.manage import ManageCommands
 
@@ -13,6 +14,7 @@ class DatasetCog(
     ManageCommands,
     GatherCommands,
     CaptionCommands,
+    CurateCommands,
     commands.GroupCog,
     group_name="dataset",
     group_description="Datasets of photos",

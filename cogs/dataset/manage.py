@@ -36,7 +36,8 @@ def describe_dataset(info: DatasetInfo) -> discord.Embed:
     embed.add_field(
         name="Images", value=f"{info.image_count} ({info.excluded_count} excluded, {usable} in use)"
     )
-    embed.set_footer(text=f"created by user {info.owner_id}")
+    # A mention inside an embed shows the name and never pings anyone.
+    embed.add_field(name="Owner", value=f"<@{info.owner_id}>")
     embed.timestamp = info.created_at
     return embed
 
