@@ -1,10 +1,11 @@
-"""One live progress message per training job, edited in place, and the announcement when it ends.
+"""One live progress message per training job, edited in place until the job ends.
 
 :class:`ProgressBoard` is a :class:`~bot.training.orchestrator.JobListener` the train cog registers on
 ``services.training.listeners``. It posts the progress message when a job is confirmed (and records its
 id on the job, so a restarted bot edits the same message), edits it with
 :meth:`~bot.training.progress.ProgressView.render` as the orchestrator reports progress, and when the job
-ends makes a final edit and posts a short announcement that mentions the requester, with the cause.
+ends makes a final edit. The end-of-job summary that mentions the requester and the reviewers is the
+review cog's message (``cogs/review.py``), so the channel gets one announcement, not two.
 
 Edits are coalesced per job: the orchestrator already throttles progress to
 ``progress_edit_interval_s``; on top of that at most one edit per job is in flight, and whatever arrives
@@ -23,14 +24,11 @@ from typing import Any
 import discord
 
 from bot.training.jobs import JobService
-from bot.training.money import usd
 from bot.training.orchestrator import JobListener
 from bot.training.progress import ProgressView
 from storage.models import TERMINAL_STATES, Job, JobEvent, JobState
 
 log = logging.getLogger(__name__)
-
-CAUSE_LIMIT = 300
 
 
 @dataclass
@@ -55,27 +53,6 @@ def capacity_note(payload: Mapping[str, Any]) -> str:
     if following:
         return f"No {gpu} available: trying {following}."
     return f"No {gpu} available."
-
-
-def announcement(job: Job, new: JobState, payload: Mapping[str, Any]) -> str:
-    """The short message that says a job ended, and why (mentions the requester)."""
-    who = f"<@{job.requested_by}> " if job.requested_by else ""
-    cause = str(payload.get("cause") or job.error or "no cause recorded")[:CAUSE_LIMIT]
-    cost = usd(job.cost_usd)
-    head = f"{who}training job #{job.id} ({job.preset})"
-    if new == JobState.SUCCEEDED:
-        checkpoints = payload.get("checkpoints")
-        saved = f", {checkpoints} checkpoint(s)" if checkpoints is not None else ""
-        return f"{head} finished: {job.step} steps{saved}, cost {cost}."
-    if new == JobState.FAILED and payload.get("reason") == "no_capacity":
-        return f"{head} could not start: no GPU available. {cause}. Cost {cost}."
-    if new == JobState.FAILED:
-        return f"{head} failed: {cause}. Cost {cost}."
-    if new == JobState.CANCELLED:
-        return f"{head} was cancelled: {cause}. Cost {cost}."
-    if new == JobState.BUDGET_STOPPED:
-        return f"{head} was stopped at its budget: {cause}. Cost {cost}."
-    return f"{head} ended ({new.value}): {cause}."
 
 
 class ProgressBoard(JobListener):
@@ -110,10 +87,10 @@ class ProgressBoard(JobListener):
             return
         self._want(board)
         if new in TERMINAL_STATES:
-            await self._flush(board)  # the final edit first, then the announcement under it
+            # The final edit; the end-of-job summary (with mentions) is the review cog's message.
+            await self._flush(board)
             self._ended.add(job.id)
             self._boards.pop(job.id, None)
-            await self._announce(job, new, payload)
         else:
             self._schedule(board)
 
@@ -211,18 +188,3 @@ class ProgressBoard(JobListener):
             board.job_id, channel_id=board.channel_id, message_id=message.id
         )
         return True
-
-    async def _announce(self, job: Job, new: JobState, payload: Mapping[str, Any]) -> None:
-        if job.channel_id is None:
-            return
-        mentions = (
-            discord.AllowedMentions(users=[discord.Object(job.requested_by)], roles=False, everyone=False)
-            if job.requested_by
-            else discord.AllowedMentions.none()
-        )
-        try:
-            await self._client.get_partial_messageable(job.channel_id).send(
-                announcement(job, new, payload), allowed_mentions=mentions
-            )
-        except discord.HTTPException as exc:
-            log.warning("job %s: could not announce %s: %s", job.id, new.value, exc)

@@ -14,8 +14,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
+from bot.training.money import usd
 from storage.models import JobState
 
 MESSAGE_LIMIT = 2000
@@ -66,7 +67,7 @@ def code_block(lines: Sequence[str], limit: int = 700) -> str:
 def money(amount: Decimal | None) -> str:
     if amount is None:
         return "unknown"
-    return f"${amount.quantize(Decimal('0.01'), rounding=ROUND_HALF_UP)}"
+    return usd(amount)
 
 
 def duration(value: timedelta | None) -> str:

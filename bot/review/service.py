@@ -482,8 +482,11 @@ class ReviewListener(JobListener):
     async def on_state(self, job: Job, old: JobState, new: JobState, payload: Mapping[str, Any]) -> None:
         if not new.is_terminal:
             return
+        by = payload.get("by") if new is JobState.CANCELLED else None
         result = await self._review.final_review(
-            job.id, reviewer_role_id=self._publisher.reviewer_role_id(job.guild_id)
+            job.id,
+            reviewer_role_id=self._publisher.reviewer_role_id(job.guild_id),
+            cancelled_by=int(by) if by is not None else None,
         )
         self._review.forget(job.id)
         await self._publisher.job_reviewed(job, result)

@@ -18,14 +18,20 @@ def _loraops(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProc
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "DATABASE_", "RUNPOD_"))}
     clean.update(env)
     return subprocess.run(
-        [sys.executable, "-m", "bot", *args], cwd=cwd, env=clean, capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "bot", *args],
+        cwd=cwd,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=120,
         check=False,
     )
 
 
 def test_run_without_token_or_database_says_so_in_one_line_each(tmp_path: Path) -> None:
-    result = _loraops(["run"], tmp_path, DATABASE_URL="postgresql+asyncpg://nobody@127.0.0.1:1/none",
-                      PYTHONPATH=str(REPO))
+    result = _loraops(
+        ["run"], tmp_path, DATABASE_URL="postgresql+asyncpg://nobody@127.0.0.1:1/none", PYTHONPATH=str(REPO)
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 2, result.stderr
@@ -35,8 +41,9 @@ def test_run_without_token_or_database_says_so_in_one_line_each(tmp_path: Path) 
 
 
 def test_run_with_bad_settings_lists_each(tmp_path: Path) -> None:
-    result = _loraops(["run"], tmp_path, DATABASE_URL="mysql://x", APPROVALS_REQUIRED="0",
-                      PYTHONPATH=str(REPO))
+    result = _loraops(
+        ["run"], tmp_path, DATABASE_URL="mysql://x", APPROVALS_REQUIRED="0", PYTHONPATH=str(REPO)
+    )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
@@ -67,7 +74,10 @@ def test_secrets_are_hidden_and_lists_parse(monkeypatch: pytest.MonkeyPatch) -> 
     ("env", "expected"),
     [
         ({"CLOUDINARY_URL": "notaurl"}, "loraops: CLOUDINARY_URL must look like cloudinary://"),
-        ({"FACE_ENGINE": "insightface", "FACE_MODELS_DIR": "/nonexistent"}, "loraops: FACE_ENGINE: no insightface"),
+        (
+            {"FACE_ENGINE": "insightface", "FACE_MODELS_DIR": "/nonexistent"},
+            "loraops: FACE_ENGINE: no insightface",
+        ),
     ],
 )
 def test_unusable_service_settings_stop_start_up_in_one_line(

@@ -108,7 +108,8 @@ def progress_message(h: BotHarness, job_id: int) -> Callable[[SimMessage], bool]
 
 
 def announcement(job_id: int) -> Callable[[SimMessage], bool]:
-    return lambda m: f"training job #{job_id} " in m.content
+    """The end-of-job summary (posted by the review cog; the progress message gets a final edit)."""
+    return lambda m: f"training job #{job_id} for " in m.content
 
 
 def steps_shown(h: BotHarness, message: SimMessage) -> list[int]:
@@ -133,7 +134,8 @@ async def test_start_confirm_train_collect_and_pay(tmp_path: Path) -> None:
         job = await job_row(h, job_id)
         assert job.state == JobState.SUCCEEDED.value, job.error
         # The requester is mentioned, and nobody else can be.
-        assert done.content.startswith(f"<@{h.trainer.id}> training job #{job_id} ({PRESET}) finished")
+        assert done.content.startswith(f"<@{h.trainer.id}> training job #{job_id} for ")
+        assert f"preset {PRESET}) finished." in done.content
         post = next(
             r
             for r in h.sim.requests
@@ -300,7 +302,7 @@ async def test_nan_loss_fails_and_the_channel_says_why(tmp_path: Path) -> None:
         done = await wait_message(h, announcement(job_id), timeout=90)
         job = await job_row(h, job_id)
         assert job.state == JobState.FAILED.value and job.error is not None and "nan" in job.error.lower()
-        assert "failed:" in done.content and "nan" in done.content.lower()
+        assert "failed." in done.content and "nan" in done.content.lower()
         progress = await wait_message(h, progress_message(h, job_id))
         assert "failed" in progress.content and "Cause:" in progress.content
         await h.runpod.wait_for(lambda: h.runpod is not None and h.runpod.live_pods() == [], within=10)
@@ -348,7 +350,7 @@ async def test_the_requester_cancels_and_the_pod_is_terminated(tmp_path: Path) -
         await h.runpod.wait_for(lambda: pod.phase == "terminated", within=10)
         done = await wait_message(h, announcement(job_id))
         assert done.content.startswith(f"<@{h.trainer.id}> training job #{job_id}")
-        assert "was cancelled: cancelled by Alice" in done.content
+        assert f"was cancelled by <@{h.trainer.id}>" in done.content
         assert "cancelled" in h.sim.message(progress.id).content
 
 
