@@ -98,6 +98,16 @@ def quote_text(quote: Quote) -> str:
 # -- the persistent buttons -------------------------------------------------------------------------------
 
 
+# /train estimate and /train start take the same options.
+_RUN_OPTION_DESCRIPTIONS = {
+    "dataset": "The dataset to train on",
+    "preset": "Training preset",
+    "overrides": "Preset overrides as key=value, e.g. steps=800 network_dim=32",
+    "gpu": "GPU type to try first",
+    "budget": "Budget for this job in USD (above the server default needs an admin)",
+}
+
+
 class ConfirmButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CONFIRM_ID.pattern):
     """Confirm a pending job: the requester (still a trainer) or an admin."""
 
@@ -312,13 +322,7 @@ class TrainCog(commands.GroupCog, group_name="train", group_description="Train a
     @app_commands.command(
         name="estimate", description="GPU, time and cost of a training run (rents nothing)."
     )
-    @app_commands.describe(
-        dataset="The dataset to train on",
-        preset="Training preset",
-        overrides="Preset overrides as key=value, e.g. steps=800 network_dim=32",
-        gpu="GPU type to try first",
-        budget="Budget for this job in USD (above the server default needs an admin)",
-    )
+    @app_commands.describe(**_RUN_OPTION_DESCRIPTIONS)
     @app_commands.autocomplete(
         dataset=dataset_name_autocomplete, preset=preset_autocomplete, gpu=gpu_autocomplete
     )
@@ -349,13 +353,7 @@ class TrainCog(commands.GroupCog, group_name="train", group_description="Train a
         await interaction.followup.send(f"{quote.render()}\n{verdict}"[:2000], ephemeral=True)
 
     @app_commands.command(name="start", description="Quote a training run; it starts once you confirm.")
-    @app_commands.describe(
-        dataset="The dataset to train on",
-        preset="Training preset",
-        overrides="Preset overrides as key=value, e.g. steps=800 network_dim=32",
-        gpu="GPU type to try first",
-        budget="Budget for this job in USD (above the server default needs an admin)",
-    )
+    @app_commands.describe(**_RUN_OPTION_DESCRIPTIONS)
     @app_commands.autocomplete(
         dataset=dataset_name_autocomplete, preset=preset_autocomplete, gpu=gpu_autocomplete
     )
