@@ -266,8 +266,12 @@ def checkpoint_caption(
     ceiling: float | None,
     engine: str | None,
     prompts: Sequence[str] = (),
+    votes_here: bool = True,
 ) -> str:
-    """The text posted with a checkpoint's grid row (reviewers react 👍/👎 on it)."""
+    """The text posted with a checkpoint's grid row (reviewers react 👍/👎 on it).
+
+    ``votes_here`` is False for a re-posted row: votes count only on the row posted at the checkpoint.
+    """
     where = f"Checkpoint step {step}/{total_steps}" if total_steps else f"Checkpoint step {step}"
     if score_mean is None:
         score = "no face found in any sample"
@@ -277,7 +281,10 @@ def checkpoint_caption(
         score = f"face similarity mean {score_mean:.3f}{pct}{best}"
     share = f", face in {face_share:.0%} of samples" if face_share is not None else ""
     engine_text = f" [{engine}]" if engine else ""
-    lines = [f"**{where}**: {score}{share}{engine_text}. React 👍 / 👎 to vote."]
+    vote = (
+        "React 👍 / 👎 to vote." if votes_here else "Vote with 👍 / 👎 on the row posted at the checkpoint."
+    )
+    lines = [f"**{where}**: {score}{share}{engine_text}. {vote}"]
     for number, prompt in enumerate(prompts, start=1):
         # sd-scripts prompt lines end in options (" --n negative --w 512 --d 42"): show the prompt only.
         lines.append(f"{number}. {inline(prompt.split(' --', 1)[0], 150)}")

@@ -317,6 +317,7 @@ class ReviewService:
                 ceiling=ceiling,
                 engine=checkpoint.engine,
                 prompts=[prompts[i] for i in sorted(prompts)],
+                votes_here=False,
             )
             return grid, f"Job #{job_id} · " + caption
         best_text = f"; best: step {best.step}" if best is not None else ""

@@ -145,3 +145,19 @@ def test_checkpoint_caption() -> None:
         step=500, total_steps=0, score_mean=None, score_max=None, face_share=0.0, ceiling=None, engine=None
     )
     assert "no face found" in none
+
+
+def test_a_reposted_row_points_votes_to_the_original_row() -> None:
+    kwargs = {
+        "step": 8,
+        "total_steps": 12,
+        "score_mean": 0.9,
+        "score_max": 0.95,
+        "face_share": 1.0,
+        "ceiling": 0.97,
+        "engine": "dlib",
+    }
+    assert "React 👍 / 👎 to vote." in checkpoint_caption(**kwargs)  # type: ignore[arg-type]
+    reposted = checkpoint_caption(**kwargs, votes_here=False)  # type: ignore[arg-type]
+    assert "React" not in reposted
+    assert "on the row posted at the checkpoint" in reposted
