@@ -39,7 +39,13 @@ POD_TIME = "pod_time"
 
 
 def usd(amount: Decimal) -> str:
-    """``$1.23`` for display (rounded half up to the cent)."""
+    """``$1.23`` for display (rounded half up to the cent).
+
+    A positive amount under a cent keeps four decimals (``$0.0012``): a short pod costs that much, and
+    "$0.00" would read as if nothing had been spent.
+    """
+    if Decimal(0) < amount < CENT / 2:
+        return f"${amount.quantize(Decimal('0.0001'), rounding=ROUND_HALF_UP)}"
     return f"${amount.quantize(CENT, rounding=ROUND_HALF_UP)}"
 
 

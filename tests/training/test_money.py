@@ -61,6 +61,8 @@ def test_cost_of_is_exact_and_display_rounds() -> None:
     assert cost_of(Decimal("0.27"), timedelta(seconds=1)) == Decimal("0.000075")
     assert cost_of(Decimal("1"), timedelta(seconds=-5)) == 0
     assert usd(Decimal("0.125")) == "$0.13" and usd(Decimal(5)) == "$5.00"
+    assert usd(Decimal("0.001166")) == "$0.0012" and usd(Decimal(0)) == "$0.00"
+    assert usd(Decimal("0.005")) == "$0.01"
 
 
 def test_month_helpers() -> None:
