@@ -55,10 +55,11 @@ class BotHarness:
     hub: HuggingFaceSim | None = None
     settings: Settings | None = None
     app: Application | None = None
-    trainer: SimUser | None = None
-    reviewer: SimUser | None = None
-    admin: SimUser | None = None
-    visitor: SimUser | None = None
+    # The four people of every journey; they exist from construction, before the simulator starts.
+    trainer: SimUser = field(init=False)
+    reviewer: SimUser = field(init=False)
+    admin: SimUser = field(init=False)
+    visitor: SimUser = field(init=False)
     _task: asyncio.Task[None] | None = None
     _restore: Callable[[], None] | None = None
 
@@ -67,13 +68,15 @@ class BotHarness:
         assert self.app is not None, "start the harness first"
         return self.app
 
-    async def __aenter__(self) -> BotHarness:
-        await self.sim.start()
-        self._restore = self.sim.patch_discord()
+    def __post_init__(self) -> None:
         self.trainer = self.sim.add_member("alice", roles=["trainer"])
         self.reviewer = self.sim.add_member("bob", roles=["reviewer"])
         self.admin = self.sim.add_member("erin", roles=["admin"])
         self.visitor = self.sim.add_member("carol")
+
+    async def __aenter__(self) -> BotHarness:
+        await self.sim.start()
+        self._restore = self.sim.patch_discord()
         overrides: dict[str, Any] = {
             "database_url": f"sqlite+aiosqlite:///{self.data_dir / 'loraops.db'}",
             "data_dir": self.data_dir,

@@ -30,8 +30,14 @@ async def test_admin_sets_budgets_and_others_cannot(harness: BotHarness) -> None
 
     now = datetime.now(UTC)
     async with unit_of_work(harness.bot_app.services.sessions) as session:
-        session.add(SpendEntry(guild_id=sim.guild.id, amount_usd=Decimal("0.14"),
-                               period_start=now - timedelta(minutes=51), period_end=now))
+        session.add(
+            SpendEntry(
+                guild_id=sim.guild.id,
+                amount_usd=Decimal("0.14"),
+                period_start=now - timedelta(minutes=51),
+                period_end=now,
+            )
+        )
     shown = await sim.invoke_slash("budget show", {}, user=harness.visitor)
     message = await shown.response()
     assert message is not None and shown.ephemeral

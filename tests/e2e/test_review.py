@@ -30,6 +30,8 @@ from sim.discord import SimMessage
 from sim.harness import BotHarness
 from storage.models import Checkpoint, Job, JobEvent, JobState, Vote
 
+from .helpers import bot_messages, create_dataset_with_photos, eventually, wait_message
+
 pytestmark = pytest.mark.slow
 
 PRESET = "sd15-local"
@@ -46,40 +48,8 @@ async def review_bot(
     async with BotHarness(
         tmp_path / "bot", settings_overrides=settings, with_training=True, standin_env=env
     ) as h:
-        assert h.trainer is not None
-        created = await h.sim.invoke_slash(
-            "dataset create", {"name": "elena", "trigger": "ohwx", "class": "woman"}, user=h.trainer
-        )
-        assert (await created.response()) is not None
-        services = h.bot_app.services
-        info = await services.datasets.get(guild_id=h.sim.guild.id, name="elena")
-        report = await services.gather.from_attachments(
-            info.id, [(p.name, p.read_bytes()) for p in photos], added_by=h.trainer.id
-        )
-        assert len(report.added) == len(photos)
+        await create_dataset_with_photos(h, photos)
         yield h
-
-
-async def eventually(check: Callable[[], object], timeout: float = 10) -> None:
-    """Poll a condition that no Discord request signals (database, logs)."""
-    async with asyncio.timeout(timeout):
-        while not check():
-            await asyncio.sleep(0.05)
-
-
-def bot_messages(h: BotHarness, predicate: Callable[[SimMessage], bool]) -> list[SimMessage]:
-    return [
-        m
-        for m in h.sim.messages_in(h.sim.channel)
-        if m.author.id == h.sim.bot_user.id and not m.ephemeral and predicate(m)
-    ]
-
-
-async def wait_message(
-    h: BotHarness, predicate: Callable[[SimMessage], bool], timeout: float = 90
-) -> SimMessage:
-    found: list[SimMessage] = await h.sim.wait_until(lambda: bot_messages(h, predicate), timeout=timeout)
-    return found[0]
 
 
 async def run_job(h: BotHarness, overrides: str, *, gpu: str | None = None) -> int:

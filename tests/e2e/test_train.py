@@ -8,7 +8,6 @@ stand-in's step time is raised only where progress edits must be seen between st
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import re
@@ -28,6 +27,8 @@ from sim.discord import SimMessage, SimUser
 from sim.harness import HARNESS_HF_TOKEN, BotHarness
 from storage.models import Checkpoint, Job, JobState, Sample, SpendEntry
 
+from .helpers import bot_messages, create_dataset_with_photos, eventually, wait_message
+
 pytestmark = pytest.mark.slow
 
 PRESET = "sd15-local"
@@ -40,41 +41,8 @@ STEP_OF = re.compile(r"(\d+)/(\d+) \(")
 async def training_bot(tmp_path: Path, **standin_env: str) -> AsyncIterator[BotHarness]:
     """The bot with training configured, and a dataset ``elena`` of a few real photos."""
     async with BotHarness(tmp_path / "bot", with_training=True, standin_env=standin_env) as h:
-        assert h.trainer is not None
-        created = await h.sim.invoke_slash(
-            "dataset create", {"name": "elena", "trigger": "ohwx", "class": "woman"}, user=h.trainer
-        )
-        assert (await created.response()) is not None
-        services = h.bot_app.services
-        info = await services.datasets.get(guild_id=h.sim.guild.id, name="elena")
-        photos = sorted((faces_dir() / "obama").glob("obama_[0-9].jpg"))[:3]
-        report = await services.gather.from_attachments(
-            info.id, [(p.name, p.read_bytes()) for p in photos], added_by=h.trainer.id
-        )
-        assert len(report.added) == len(photos)
+        await create_dataset_with_photos(h, sorted((faces_dir() / "obama").glob("obama_[0-9].jpg"))[:3])
         yield h
-
-
-async def eventually(check: Callable[[], object], timeout: float = 10) -> None:
-    """Poll a condition that no Discord request signals (logs, database, RunPod)."""
-    async with asyncio.timeout(timeout):
-        while not check():
-            await asyncio.sleep(0.02)
-
-
-def bot_messages(h: BotHarness, predicate: Callable[[SimMessage], bool]) -> list[SimMessage]:
-    return [
-        m
-        for m in h.sim.messages_in(h.sim.channel)
-        if m.author.id == h.sim.bot_user.id and not m.ephemeral and predicate(m)
-    ]
-
-
-async def wait_message(
-    h: BotHarness, predicate: Callable[[SimMessage], bool], timeout: float = 60
-) -> SimMessage:
-    found: list[SimMessage] = await h.sim.wait_until(lambda: bot_messages(h, predicate), timeout=timeout)
-    return found[0]
 
 
 async def start_job(
