@@ -5,8 +5,8 @@ is its publisher:
 
 - at each checkpoint it posts the grid row (JPEG, every cell labelled with step, prompt and score) with
   its caption, adds 👍 👎 (reviewers' reactions on it are that checkpoint's votes), and renews the chart:
-  **one chart message per job, edited in place** with the new PNG (after a bot restart the next
-  checkpoint posts a fresh chart message, which is then edited);
+  **one chart message per job, edited in place** with the new PNG (its id is recorded, so a restarted
+  bot edits the same message);
 - when the review decides training has stopped improving it stops the job early (results kept) and
   says how much money that saved;
 - when the job ends it posts the summary (best checkpoint, score, cost, time, full grid, chart; or the
@@ -199,6 +199,8 @@ class ReviewCog(commands.Cog, name="Review"):
         name = f"job{job.id}-chart.png"
         async with self._chart_locks.setdefault(job.id, asyncio.Lock()):
             known = self._charts.get(job.id)
+            if known is None:  # after a restart: the message recorded by the previous process
+                known = await self.services.votes.chart_message(job.id)
             if known is not None and known[0] == channel.id:
                 try:
                     await channel.get_partial_message(known[1]).edit(
@@ -211,6 +213,9 @@ class ReviewCog(commands.Cog, name="Review"):
                 content, file=_file(review.chart_png, name), allowed_mentions=NO_MENTIONS
             )
             self._charts[job.id] = (channel.id, message.id)
+            await self.services.votes.attach_chart_message(
+                job.id, channel_id=channel.id, message_id=message.id
+            )
 
     async def _stop_early(
         self, job: Job, channel: discord.PartialMessageable | None, review: CheckpointReview

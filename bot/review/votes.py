@@ -25,8 +25,10 @@ from bot.errors import NotFoundError
 from bot.review.ranking import Standing, best, rank
 from bot.roles import Member, Role, RoleNames, require_role
 from storage.db import unit_of_work
-from storage.models import Checkpoint, GuildSettings, Job, Vote
+from storage.models import Checkpoint, GuildSettings, Job, JobEvent, Vote
 from storage.types import utcnow
+
+CHART_MESSAGE_EVENT = "chart_message"
 
 UP = "👍"
 DOWN = "👎"
@@ -97,6 +99,30 @@ class VoteService:
             if job is None:
                 raise NotFoundError(f"There is no job #{job_id}.")
             job.summary_message_id = message_id
+
+    async def attach_chart_message(self, job_id: int, *, channel_id: int, message_id: int) -> None:
+        """Remember the job's chart message, so a restarted bot edits it instead of posting another."""
+        async with unit_of_work(self._sessions) as session:
+            session.add(
+                JobEvent(
+                    job_id=job_id,
+                    kind=CHART_MESSAGE_EVENT,
+                    payload={"channel_id": channel_id, "message_id": message_id},
+                )
+            )
+
+    async def chart_message(self, job_id: int) -> tuple[int, int] | None:
+        """``(channel id, message id)`` of the job's newest chart message, if one was posted."""
+        async with unit_of_work(self._sessions) as session:
+            event = await session.scalar(
+                select(JobEvent)
+                .where(JobEvent.job_id == job_id, JobEvent.kind == CHART_MESSAGE_EVENT)
+                .order_by(JobEvent.id.desc())
+                .limit(1)
+            )
+        if event is None:
+            return None
+        return int(event.payload["channel_id"]), int(event.payload["message_id"])
 
     # --- reactions ---------------------------------------------------------------------------------------
 

@@ -152,3 +152,12 @@ async def test_promote_approves_another_checkpoint_for_trainers_only(sessions, s
     assert not again.newly_approved and again.approved_by == (21,)
     with pytest.raises(NotFoundError):
         await service.promote(seeded.job_id, 777, member=Member.of(21, ["trainer"]), roles=ROLES)
+
+
+async def test_the_chart_message_is_remembered_across_processes(sessions, settings) -> None:
+    seeded = await _job(sessions, settings, {500: 0.6})
+    assert await VoteService(sessions).chart_message(seeded.job_id) is None
+    await VoteService(sessions).attach_chart_message(seeded.job_id, channel_id=7, message_id=70)
+    await VoteService(sessions).attach_chart_message(seeded.job_id, channel_id=7, message_id=71)
+    # A new service (a restarted bot) finds the newest chart message.
+    assert await VoteService(sessions).chart_message(seeded.job_id) == (7, 71)
