@@ -108,64 +108,44 @@ _RUN_OPTION_DESCRIPTIONS = {
 }
 
 
-class ConfirmButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CONFIRM_ID.pattern):
-    """Confirm a pending job: the requester (still a trainer) or an admin."""
-
-    def __init__(self, job_id: int) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label="Confirm",
-                style=discord.ButtonStyle.success,
-                custom_id=f"loraops:train:confirm:{job_id}",
-            )
-        )
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
-    ) -> ConfirmButton:
-        return cls(int(match["job"]))
-
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        cog = interaction.client.get_cog(TrainCog.__cog_name__)  # type: ignore[attr-defined]
-        if not isinstance(cog, TrainCog):
-            return
-        await cog.run_button(interaction, self.job_id, confirm=True)
-
-
-class CancelButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"loraops:train:cancel:(?P<job>\d+)"
+class QuoteButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]],
+    template=r"loraops:train:(?P<action>confirm|cancel):(?P<job>\d+)",
 ):
-    """Cancel a pending job: the requester or an admin."""
+    """Confirm or cancel a pending job (the requester, still a trainer, or an admin).
 
-    def __init__(self, job_id: int) -> None:
+    A dynamic item: the job id lives in the custom id, so the buttons work after a restart.
+    """
+
+    def __init__(self, job_id: int, action: str) -> None:
+        confirm = action == "confirm"
         super().__init__(
             discord.ui.Button(
-                label="Cancel",
-                style=discord.ButtonStyle.secondary,
-                custom_id=f"loraops:train:cancel:{job_id}",
+                label="Confirm" if confirm else "Cancel",
+                style=discord.ButtonStyle.success if confirm else discord.ButtonStyle.secondary,
+                custom_id=f"loraops:train:{action}:{job_id}",
             )
         )
         self.job_id = job_id
+        self.confirm = confirm
 
     @classmethod
     async def from_custom_id(
         cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
-    ) -> CancelButton:
-        return cls(int(match["job"]))
+    ) -> QuoteButton:
+        return cls(int(match["job"]), match["action"])
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         cog = interaction.client.get_cog(TrainCog.__cog_name__)  # type: ignore[attr-defined]
         if not isinstance(cog, TrainCog):
             return
-        await cog.run_button(interaction, self.job_id, confirm=False)
+        await cog.run_button(interaction, self.job_id, confirm=self.confirm)
 
 
 def quote_view(job_id: int) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
-    view.add_item(ConfirmButton(job_id))
-    view.add_item(CancelButton(job_id))
+    view.add_item(QuoteButton(job_id, "confirm"))
+    view.add_item(QuoteButton(job_id, "cancel"))
     return view
 
 
@@ -182,14 +162,14 @@ class TrainCog(commands.GroupCog, group_name="train", group_description="Train a
         super().__init__()
 
     async def cog_load(self) -> None:
-        self.bot.add_dynamic_items(ConfirmButton, CancelButton)
+        self.bot.add_dynamic_items(QuoteButton)
         training = self.bot.services.training
         if training is not None:
             self.board = ProgressBoard(self.bot, training.service)
             training.listeners.add(self.board)
 
     async def cog_unload(self) -> None:
-        self.bot.remove_dynamic_items(ConfirmButton, CancelButton)
+        self.bot.remove_dynamic_items(QuoteButton)
         training = self.bot.services.training
         if self.board is not None:
             if training is not None:
