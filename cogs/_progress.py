@@ -1,6 +1,6 @@
 """One live progress message per training job, edited in place until the job ends.
 
-:class:`ProgressBoard` is a :class:`~bot.training.orchestrator.JobListener` the train cog registers on
+:class:`ProgressBoard` is a :class:`~bot.training.context.JobListener` the train cog registers on
 ``services.training.listeners``. It posts the progress message when a job is confirmed (and records its
 id on the job, so a restarted bot edits the same message), edits it with
 :meth:`~bot.training.progress.ProgressView.render` as the orchestrator reports progress, and when the job
@@ -23,8 +23,8 @@ from typing import Any
 
 import discord
 
+from bot.training.context import JobListener
 from bot.training.jobs import JobService
-from bot.training.orchestrator import JobListener
 from bot.training.progress import ProgressView
 from storage.models import TERMINAL_STATES, Job, JobEvent, JobState
 

@@ -37,7 +37,7 @@ from bot.review.notify import approval_text, clip, early_stop_text, inline, neut
 from bot.review.service import CheckpointReview, FinalReview, ReviewListener
 from bot.review.votes import APPROVE, DOWN, UP, Outcome, normalise_emoji
 from bot.roles import Role, has_role
-from bot.training.orchestrator import prompt_lines
+from bot.training.context import prompt_lines
 from cogs._shared import guild_id_of, member_of, services_of
 from storage.models import Job, JobState
 

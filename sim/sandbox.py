@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sim.testdata import TESTDATA_FACES
+
 if TYPE_CHECKING:
     from sim.discord import InteractionHandle, SimMessage, SimUser
     from sim.harness import BotHarness
@@ -93,7 +95,7 @@ def repo_root() -> Path:
 
 def default_faces_dir() -> Path:
     """``../shared/testdata/faces`` beside the checkout (CI and developers keep it there)."""
-    return repo_root().parent / "shared" / "testdata" / "faces"
+    return TESTDATA_FACES
 
 
 def photos_from_testdata(faces: Path) -> PhotoSet:

@@ -18,15 +18,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN_URL = os.environ.get("LORAOPS_TEST_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 
 
-def shared_dir() -> Path:
-    """../shared beside the clone (CI) or beside the work tree (developers)."""
-    return REPO_ROOT.parent / "shared"
-
-
-def testdata_faces() -> Path:
-    return shared_dir() / "testdata" / "faces"
-
-
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     # The runpod SDK reads ~/.runpod/config.toml at import; a developer's real key must never be used.

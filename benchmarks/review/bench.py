@@ -25,9 +25,11 @@ import sys
 import time
 from pathlib import Path
 
+from sim.testdata import TESTDATA_FACES
+
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
-FACES = REPO.parent / "shared" / "testdata" / "faces"
+FACES = TESTDATA_FACES
 CHECKPOINTS, PROMPTS = 10, 4
 STEPS = [250 * (i + 1) for i in range(CHECKPOINTS)]
 # From strangers to the person as training goes on: prompt p at checkpoint c shows SOURCES[...]

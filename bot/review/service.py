@@ -37,7 +37,7 @@ from bot.review.scoring import (
     record_scores,
 )
 from bot.review.votes import VoteService
-from bot.training.orchestrator import JobListener
+from bot.training.context import JobListener
 from storage.blobs import BlobNotFoundError, BlobStore
 from storage.db import unit_of_work
 from storage.models import Checkpoint, Dataset, Job, JobEvent, JobState, Sample

@@ -32,6 +32,7 @@ from bot.errors import (
     NotFoundError,
     ServiceUnavailableError,
 )
+from bot.training.context import Listeners, TrainingContext, pod_name_for
 from bot.training.estimate import (
     DEADLINE_FACTOR,
     DEADLINE_SLACK_S,
@@ -41,7 +42,7 @@ from bot.training.estimate import (
     estimate_run,
 )
 from bot.training.money import Money, usd
-from bot.training.orchestrator import Listeners, Orchestrator, TrainingContext, pod_name_for
+from bot.training.orchestrator import Orchestrator
 from bot.training.progress import ProgressView
 from bot.training.reconciler import Reconciler
 from bot.training.states import transition

@@ -20,7 +20,8 @@ from typing import Any
 from sqlalchemy import select
 
 from bot.clients.runpod import RunPodError
-from bot.training.orchestrator import POD_PREFIX, Orchestrator, job_id_from_pod_name
+from bot.training.context import POD_PREFIX, job_id_from_pod_name
+from bot.training.orchestrator import Orchestrator
 from bot.training.states import record_event
 from storage.models import LIVE_STATES, Job, JobState
 

@@ -17,12 +17,12 @@ async def test_every_cog_loads_and_command_names_are_unique(settings: Settings) 
         app.bot.sync_on_start = False
         await app.bot.setup_hook()
         assert set(app.bot.extensions) == set(EXTENSIONS)
-        names = [
-            (type(command).__name__, command.qualified_name)
-            for command in app.bot.tree.walk_commands()
+        names = [(type(command).__name__, command.qualified_name) for command in app.bot.tree.walk_commands()]
+        names += [
+            ("context", command.name)
+            for command in app.bot.tree.get_commands()
+            if isinstance(command, app_commands.ContextMenu)
         ]
-        names += [("context", command.name) for command in app.bot.tree.get_commands() if
-                  isinstance(command, app_commands.ContextMenu)]
         repeated = [name for name, count in Counter(names).items() if count > 1]
         assert repeated == []
         assert ("Command", "dataset create") in names

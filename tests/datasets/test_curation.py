@@ -16,6 +16,7 @@ from bot.datasets.curation import FACE_CROPS, MIN_CROP_SIDE, CurationProgress, C
 from bot.datasets.gather import DatasetGatherService
 from bot.faces.engines import DlibEngine, EngineSpec, FaceEngineUnavailableError
 from bot.faces.service import FaceService
+from sim.testdata import TESTDATA_FACES
 from storage.blobs import BlobStore
 from storage.db import unit_of_work
 from storage.models import Dataset, FaceAnalysis, Image
@@ -23,7 +24,7 @@ from storage.models import Dataset, FaceAnalysis, Image
 DLIB = DlibEngine.ENGINE_ID
 # shared/ sits beside the clone (tests/conftest.py's FACES; "conftest" is ambiguous to import
 # from here, tests/datasets has its own).
-FACES = Path(__file__).resolve().parents[2].parent / "shared" / "testdata" / "faces"
+FACES = TESTDATA_FACES
 # Positions 1-6 in this order. obama_3 is a full-body shot (small face), the partial photo is a crop of
 # obama_1 whose face runs off the frame (so also a near-duplicate of #1), biden_2 is another person,
 # obama_and_biden is a group photo.

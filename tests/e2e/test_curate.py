@@ -12,11 +12,11 @@ from sqlalchemy import select
 
 from sim.discord import InteractionHandle, SimMessage, SimUser
 from sim.harness import BotHarness
+from sim.testdata import TESTDATA_FACES
 from storage.db import unit_of_work
 from storage.models import FaceAnalysis, Image
 
-# shared/ sits beside the clone (tests/conftest.py's testdata_faces()).
-FACES = Path(__file__).resolve().parents[2].parent / "shared" / "testdata" / "faces"
+FACES = TESTDATA_FACES
 # Positions 1-5: three photos of one person (#1's face is small), another person, a photo of two people.
 PHOTOS = [
     "kit_harington/kit_1.jpg",

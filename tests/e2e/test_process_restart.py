@@ -22,13 +22,13 @@ from typing import IO
 
 import pytest
 
-# tests/conftest.py (pytest puts tests/ on sys.path; pyright resolves the e2e one)
-from conftest import testdata_faces as faces_dir  # pyright: ignore[reportAttributeAccessIssue]
-
 from sim.discord import DiscordSimulator, SimMessage, SimUser
 from sim.harness import HARNESS_HF_TOKEN, HARNESS_RUNPOD_KEY
 from sim.huggingface import HuggingFaceSim
 from sim.runpod import RunPodSim, worker_launcher
+
+# tests/conftest.py (pytest puts tests/ on sys.path; pyright resolves the e2e one)
+from sim.testdata import testdata_faces as faces_dir
 from storage.models import JobState
 
 pytestmark = pytest.mark.slow

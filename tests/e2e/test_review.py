@@ -19,15 +19,15 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-
-# tests/conftest.py (pytest puts tests/ on sys.path; pyright resolves the e2e one)
-from conftest import testdata_faces as faces_dir  # pyright: ignore[reportAttributeAccessIssue]
 from sqlalchemy import select
 
 from bot.review.notify import money
 from bot.review.votes import APPROVE, DOWN, UP
 from sim.discord import SimMessage
 from sim.harness import BotHarness
+
+# tests/conftest.py (pytest puts tests/ on sys.path; pyright resolves the e2e one)
+from sim.testdata import testdata_faces as faces_dir
 from storage.models import Checkpoint, Job, JobEvent, JobState, Vote
 
 from .helpers import bot_messages, create_dataset_with_photos, eventually, wait_message

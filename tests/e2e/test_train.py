@@ -17,14 +17,14 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-
-# tests/conftest.py (pytest puts tests/ on sys.path; pyright resolves the e2e one)
-from conftest import testdata_faces as faces_dir  # pyright: ignore[reportAttributeAccessIssue]
 from sqlalchemy import select
 
 from bot.training.money import usd
 from sim.discord import SimMessage, SimUser
 from sim.harness import HARNESS_HF_TOKEN, BotHarness
+
+# tests/conftest.py (pytest puts tests/ on sys.path; pyright resolves the e2e one)
+from sim.testdata import testdata_faces as faces_dir
 from storage.models import Checkpoint, Job, JobState, Sample, SpendEntry
 
 from .helpers import bot_messages, create_dataset_with_photos, eventually, wait_message

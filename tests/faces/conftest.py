@@ -15,9 +15,10 @@ import pytest
 
 from bot.faces.analysis import ImageAnalysis, analyse_image
 from bot.faces.engines import DlibEngine, EngineSpec, FaceEngine, build_engine
+from sim.testdata import TESTDATA_FACES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-FACES = REPO_ROOT.parent / "shared" / "testdata" / "faces"
+FACES = TESTDATA_FACES
 
 # The fake detector boxes are 128 px at det size 640; on a 1024-wide image that is 204.8 px, placed on
 # the stride-32 grid of the detection space: 51.2 px in the image.

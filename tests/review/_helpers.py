@@ -10,12 +10,13 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from sim.testdata import TESTDATA_FACES
 from storage.blobs import BlobStore
 from storage.db import unit_of_work
 from storage.models import Checkpoint, Dataset, Job, JobState, Sample
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-FACES = REPO_ROOT.parent / "shared" / "testdata" / "faces"
+FACES = TESTDATA_FACES
 
 
 def photo(faces_dir: Path, relative: str, side: int = 512) -> bytes:

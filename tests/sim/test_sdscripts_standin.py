@@ -14,9 +14,10 @@ import pytest
 
 from sim.sdscripts import safetensors_io
 from sim.sdscripts.images import identity_weight
+from sim.testdata import TESTDATA_FACES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-FACES = REPO_ROOT.parent / "shared" / "testdata" / "faces"
+FACES = TESTDATA_FACES
 
 CONFIG = """\
 [model_arguments]

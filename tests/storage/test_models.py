@@ -16,7 +16,11 @@ from storage.models import Dataset, Image, Job, JobEvent, JobState, SpendEntry, 
 
 def _dataset(**kw: object) -> Dataset:
     fields: dict[str, object] = {
-        "guild_id": 2000, "name": "elena", "trigger_word": "ohwx", "class_word": "woman", "owner_id": 1
+        "guild_id": 2000,
+        "name": "elena",
+        "trigger_word": "ohwx",
+        "class_word": "woman",
+        "owner_id": 1,
     }
     fields.update(kw)
     return Dataset(**fields)
@@ -24,8 +28,15 @@ def _dataset(**kw: object) -> Dataset:
 
 def _image(dataset_id: int, position: int, sha: str) -> Image:
     return Image(
-        dataset_id=dataset_id, position=position, sha256=sha, width=10, height=10, format="JPEG",
-        byte_size=100, source_kind="attachment", added_by=1,
+        dataset_id=dataset_id,
+        position=position,
+        sha256=sha,
+        width=10,
+        height=10,
+        format="JPEG",
+        byte_size=100,
+        source_kind="attachment",
+        added_by=1,
     )
 
 
@@ -49,7 +60,9 @@ async def test_money_is_exact_decimal_and_times_are_aware_utc(db: async_sessionm
         await session.flush()
         session.add(
             SpendEntry(
-                guild_id=2000, amount_usd=Decimal("0.1") + Decimal("0.2"), period_start=started,
+                guild_id=2000,
+                amount_usd=Decimal("0.1") + Decimal("0.2"),
+                period_start=started,
                 period_end=started + timedelta(minutes=51),
             )
         )
@@ -67,8 +80,14 @@ async def test_money_is_exact_decimal_and_times_are_aware_utc(db: async_sessionm
 async def test_naive_datetimes_and_float_money_are_refused(db: async_sessionmaker[AsyncSession]) -> None:
     with pytest.raises(StatementError):
         async with unit_of_work(db) as session:
-            session.add(SpendEntry(guild_id=1, amount_usd=Decimal(1), period_start=datetime(2026, 1, 1),  # noqa: DTZ001
-                                   period_end=datetime.now(UTC)))
+            session.add(
+                SpendEntry(
+                    guild_id=1,
+                    amount_usd=Decimal(1),
+                    period_start=datetime(2026, 1, 1),  # noqa: DTZ001
+                    period_end=datetime.now(UTC),
+                )
+            )
     with pytest.raises(StatementError):
         async with unit_of_work(db) as session:
             now = datetime.now(UTC)
@@ -100,8 +119,14 @@ async def test_job_events_and_votes(db: async_sessionmaker[AsyncSession]) -> Non
         dataset = _dataset()
         session.add(dataset)
         await session.flush()
-        job = Job(guild_id=2000, dataset_id=dataset.id, preset="sdxl-face", budget_usd=Decimal("2.50"),
-                  requested_by=1, pod_name="loraops-1")
+        job = Job(
+            guild_id=2000,
+            dataset_id=dataset.id,
+            preset="sdxl-face",
+            budget_usd=Decimal("2.50"),
+            requested_by=1,
+            pod_name="loraops-1",
+        )
         session.add(job)
         await session.flush()
         session.add(JobEvent(job_id=job.id, kind="state", from_state=None, to_state=JobState.PENDING))

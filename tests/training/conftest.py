@@ -17,10 +17,11 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
+from bot.training.context import JobListener, Listeners, TrainingContext
 from bot.training.estimate import SpeedProfile
 from bot.training.jobs import JobService, RunPlan
 from bot.training.money import Money
-from bot.training.orchestrator import JobListener, Listeners, Orchestrator, TrainingContext
+from bot.training.orchestrator import Orchestrator
 from bot.training.progress import ProgressView
 from bot.training.reconciler import Reconciler
 from storage.blobs import BlobStore

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main
+from sim.testdata import TESTDATA_FACES
 
-FACES = Path(__file__).resolve().parents[2].parent / "shared" / "testdata" / "faces"
+FACES = TESTDATA_FACES
 
 
 def test_presets_lists_each_with_family_and_vram(capsys: pytest.CaptureFixture[str]) -> None:

@@ -18,11 +18,12 @@ from bot.training.render import (
     model_paths,
     render,
 )
+from sim.testdata import TESTDATA_FACES
 from worker.protocol import BaseModelSource
 
 TRIGGER, CLASS = "ohwx", "man"
 # In CI a copy of shared/ sits beside the clone.
-FACES = Path(__file__).resolve().parents[2].parent / "shared" / "testdata" / "faces"
+FACES = TESTDATA_FACES
 
 
 @pytest.fixture

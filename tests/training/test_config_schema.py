@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import tomllib
-from pathlib import Path
 
 import pytest
 
 from bot.training import sdscripts_schema as schema
 from bot.training.presets import OverrideError, apply_overrides, load_preset, parse_override_strings
 from bot.training.render import TrainingImage, render
+from sim.testdata import TESTDATA_FACES
 
-FACES = Path(__file__).resolve().parents[2].parent / "shared" / "testdata" / "faces"
+FACES = TESTDATA_FACES
 
 
 def test_argument_data_records_the_pinned_release_facts() -> None:

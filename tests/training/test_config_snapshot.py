@@ -22,12 +22,13 @@ from bot.training.snapshots import (
     freeze,
     spec_fields,
 )
+from sim.testdata import TESTDATA_FACES
 from storage.blobs import BlobStore
 from storage.db import unit_of_work
 from storage.models import Dataset, DatasetSnapshot
 from worker.protocol import JobSpec
 
-FACES = Path(__file__).resolve().parents[2].parent / "shared" / "testdata" / "faces"
+FACES = TESTDATA_FACES
 
 
 def _images(caption: str = "ohwx man, photo") -> list[TrainingImage]:

@@ -10,8 +10,9 @@ import pytest
 from sqlalchemy import select
 
 from bot.errors import BudgetExceededError, ConflictError, InvalidInputError, NotFoundError
-from bot.training.orchestrator import build_spec
+from bot.training.context import build_spec
 from bot.training.progress import ProgressView, render_progress
+from sim.testdata import TESTDATA_FACES
 from storage.db import unit_of_work
 from storage.models import Checkpoint, GuildSettings, Job, JobEvent, JobState, Sample, SpendEntry
 from worker.protocol import ENV_JOB_SPEC, ENV_WORKER_TOKEN, JobSpec
@@ -331,7 +332,6 @@ async def test_progress_view_renders() -> None:
 
 async def test_dataset_planner_freezes_a_snapshot_and_quotes_it(harness: Harness) -> None:
     """The production planner: dataset rows → rendered sdxl-face configs → snapshot zip → a quote."""
-    from pathlib import Path
 
     from PIL import Image as PILImage
 
@@ -339,7 +339,7 @@ async def test_dataset_planner_freezes_a_snapshot_and_quotes_it(harness: Harness
     from storage.models import Caption, DatasetSnapshot, Image
 
     h = harness
-    faces = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "faces" / "obama"
+    faces = TESTDATA_FACES / "obama"
     async with unit_of_work(h.sessions) as session:
         for position, photo in enumerate(sorted(faces.glob("*.jpg"))[:3], start=1):
             sha = h.blobs.put(photo.read_bytes())

@@ -26,12 +26,14 @@ from sqlalchemy import select
 
 from bot.clients.runpod import RunPodClient
 from bot.config import Settings
+from bot.training.context import Listeners, TrainingContext
 from bot.training.jobs import JobService
 from bot.training.money import Money
-from bot.training.orchestrator import Listeners, Orchestrator, TrainingContext
+from bot.training.orchestrator import Orchestrator
 from bot.training.reconciler import Reconciler
 from bot.training.worker_client import WorkerAuthError, WorkerClient
 from sim.runpod import RunPodSim, worker_launcher
+from sim.testdata import TESTDATA_FACES
 from storage.blobs import BlobStore
 from storage.db import make_engine, make_sessionmaker
 from storage.migrate import upgrade_to_head
@@ -43,7 +45,7 @@ from .conftest import GUILD, PROFILE, USER, FakePlanner, RecordingListener, Shif
 pytestmark = pytest.mark.slow
 
 KEY = "rpa_TRAININGE2EKEY0123456789"
-FACES = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "faces"
+FACES = TESTDATA_FACES
 BASE_MODEL = b"not really a checkpoint\n" * 256
 
 CONFIG_TOML = """\

@@ -22,12 +22,11 @@ from bot.cli import main
 from bot.training import sdscripts_schema as schema
 from bot.training.presets import load_preset, preset_names
 from sim.sdscripts import safetensors_io
+from sim.testdata import TESTDATA_FACES
 from worker.artifacts import parse_sample_name
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# shared/ sits beside the clone in CI (as tests/conftest.py's testdata_faces() says; "conftest" would be
-# ambiguous to import from here, tests/training has its own).
-FACES = REPO_ROOT.parent / "shared" / "testdata" / "faces"
+FACES = TESTDATA_FACES
 STEPS = 4
 OVERRIDES = [
     f"steps={STEPS}",

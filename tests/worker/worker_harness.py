@@ -26,10 +26,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from sim.testdata import TESTDATA_FACES
 from worker.protocol import BaseModelSource, JobSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-FACES = REPO_ROOT.parent / "shared" / "testdata" / "faces"
+FACES = TESTDATA_FACES
 TOKEN = "worker-token-0123456789abcdef"
 HF_TOKEN = "hf_secretTOKEN_abcdef123456"
 RUNPOD_KEY = "rp_podkey_0123456789"
