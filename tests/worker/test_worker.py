@@ -15,6 +15,16 @@ from sim.sdscripts import safetensors_io
 from worker.protocol import SHA256_HEADER, WorkerStatus
 
 
+async def failed_run(start_worker, standin_env: dict[str, str]) -> dict:
+    """Train with a stand-in failure mode switched on; return the status once the run has failed."""
+    zipped = dataset_zip()
+    worker = await start_worker(make_spec(zip_bytes=zipped), standin_env)
+    assert (await worker.upload(zipped)).status == 201
+    status = await worker.wait_state("finished", "failed")
+    assert status["state"] == "failed"
+    return status
+
+
 async def test_health_is_open_and_everything_else_needs_the_token(start_worker):
     zipped = dataset_zip()
     worker = await start_worker(make_spec(zip_bytes=zipped))
@@ -166,32 +176,20 @@ async def test_nan_loss_aborts_at_once(start_worker):
 
 
 async def test_cuda_out_of_memory_is_reported(start_worker):
-    zipped = dataset_zip()
-    worker = await start_worker(make_spec(zip_bytes=zipped), {"SDSTANDIN_OOM_AT_STEP": "3"})
-    assert (await worker.upload(zipped)).status == 201
-    status = await worker.wait_state("finished", "failed")
-    assert status["state"] == "failed"
+    status = await failed_run(start_worker, {"SDSTANDIN_OOM_AT_STEP": "3"})
     assert "out of GPU memory" in status["error"]
     assert any("CUDA out of memory" in line for line in status["log_tail"])
 
 
 async def test_exit_zero_without_output_is_a_failure(start_worker):
-    zipped = dataset_zip()
-    worker = await start_worker(make_spec(zip_bytes=zipped), {"SDSTANDIN_SKIP_FINAL_SAVE": "1"})
-    assert (await worker.upload(zipped)).status == 201
-    status = await worker.wait_state("finished", "failed")
-    assert status["state"] == "failed"
+    status = await failed_run(start_worker, {"SDSTANDIN_SKIP_FINAL_SAVE": "1"})
     assert "exited 0 without output" in status["error"]
 
 
 async def test_no_images_is_exit_zero_without_output(start_worker):
     # The images are there (the upload check passes) but sd-scripts finds none, as it does when
     # every file is filtered out: it prints "No data found" and exits 0 with nothing written.
-    zipped = dataset_zip()
-    worker = await start_worker(make_spec(zip_bytes=zipped), {"SDSTANDIN_NO_IMAGES": "1"})
-    assert (await worker.upload(zipped)).status == 201
-    status = await worker.wait_state("finished", "failed")
-    assert status["state"] == "failed"
+    status = await failed_run(start_worker, {"SDSTANDIN_NO_IMAGES": "1"})
     assert "exited 0 without output" in status["error"] and "No data found" in status["error"]
 
 
@@ -254,11 +252,7 @@ async def test_config_naming_models_the_worker_does_not_fetch_fails_before_downl
 
 
 async def test_killed_trainer_is_reported_with_the_signal(start_worker):
-    zipped = dataset_zip()
-    worker = await start_worker(make_spec(zip_bytes=zipped), {"SDSTANDIN_KILL_AT_STEP": "3"})
-    assert (await worker.upload(zipped)).status == 201
-    status = await worker.wait_state("finished", "failed")
-    assert status["state"] == "failed"
+    status = await failed_run(start_worker, {"SDSTANDIN_KILL_AT_STEP": "3"})
     assert "SIGKILL" in status["error"]
 
 
