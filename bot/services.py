@@ -22,6 +22,7 @@ from bot.datasets.manage import DatasetService
 from bot.errors import StartupError, UserError
 from bot.faces import FaceService
 from bot.guilds import GuildConfigService
+from bot.outbox import Outbox
 from bot.review.delivery import DeliveryService
 from bot.review.scoring import PooledScorer, SampleScorer
 from bot.review.service import ReviewService, ScorerFactory
@@ -56,6 +57,8 @@ class Services:
     votes: VoteService
     delivery: DeliveryService
     review: ReviewService
+    # Messages jobs owe their channels, recorded before they are posted (each posted once).
+    outbox: Outbox
 
     async def close(self) -> None:
         """Stop background work; the start-up function closes the HTTP session and engine."""
@@ -111,6 +114,7 @@ def build_services(
             sessions, blobs, loras_dir=settings.comfyui_loras_dir, cloudinary=gather.cloudinary
         ),
         review=ReviewService(sessions, blobs, votes, review_scorer(faces, curation)),
+        outbox=Outbox(sessions),
     )
 
 

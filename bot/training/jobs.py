@@ -32,6 +32,7 @@ from bot.errors import (
     NotFoundError,
     ServiceUnavailableError,
 )
+from bot.outbox import QUOTE
 from bot.training.context import Listeners, TrainingContext, pod_name_for
 from bot.training.estimate import (
     DEADLINE_FACTOR,
@@ -48,7 +49,17 @@ from bot.training.reconciler import Reconciler
 from bot.training.states import transition
 from storage.blobs import BlobStore
 from storage.db import unit_of_work
-from storage.models import LIVE_STATES, Caption, Dataset, FaceAnalysis, Image, Job, JobEvent, JobState
+from storage.models import (
+    LIVE_STATES,
+    Caption,
+    Dataset,
+    FaceAnalysis,
+    Image,
+    Job,
+    JobEvent,
+    JobState,
+    OwedMessage,
+)
 from worker.protocol import BaseModelSource
 
 log = logging.getLogger(__name__)
@@ -414,6 +425,22 @@ class JobService:
         event). Returns the job and whether this call stopped it; a job no longer training is left as is."""
         await self.get(job_id)
         return await self.orchestrator.stop_early(job_id, reason, payload=payload)
+
+    async def pending_quotes(self) -> list[tuple[int, int, int]]:
+        """``(job id, channel id, quote message id)`` of the jobs still waiting for confirmation."""
+        async with self.ctx.sessions() as session:
+            rows = await session.execute(
+                select(OwedMessage.job_id, OwedMessage.channel_id, OwedMessage.message_id)
+                .join(Job, Job.id == OwedMessage.job_id)
+                .where(
+                    Job.state == JobState.PENDING.value,
+                    OwedMessage.key == QUOTE,
+                    OwedMessage.message_id.is_not(None),
+                    OwedMessage.channel_id.is_not(None),
+                )
+                .order_by(Job.id)
+            )
+            return [(int(j), int(c), int(m)) for j, c, m in rows.all()]
 
     async def set_progress_message(self, job_id: int, *, channel_id: int, message_id: int) -> None:
         """Remember where the progress message lives, so a restarted bot edits the same one."""

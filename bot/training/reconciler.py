@@ -6,7 +6,9 @@
 - jobs that ended but whose pod was never confirmed terminated get their pod terminated now;
 - pods named ``loraops-*`` that no live job owns are terminated (a pod must never run unowned);
 - pending jobs nobody confirmed in time are cancelled;
-- cost is accrued for every job that has a pod.
+- cost is accrued for every job that has a pod;
+- messages a job still owes its channel (a summary, a grid row) are announced again, after the pods are
+  settled (``bot/training/owed.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from sqlalchemy import select
 from bot.clients.runpod import RunPodError
 from bot.training.context import POD_PREFIX, job_id_from_pod_name
 from bot.training.orchestrator import Orchestrator
+from bot.training.owed import OwedAnnouncements
 from bot.training.states import record_event
 from storage.models import LIVE_STATES, Job, JobState
 
@@ -51,6 +54,8 @@ class Reconciler:
         self.orchestrator = orchestrator
         self.ctx = orchestrator.ctx
         self.confirm_within = confirm_within
+        self.owed = OwedAnnouncements(self.ctx)
+        self._passes = 0
 
     async def reconcile_once(self) -> ReconcileReport:
         report = ReconcileReport()
@@ -99,6 +104,13 @@ class Reconciler:
             # Pods this pass terminated itself are still in the (earlier) list: not orphans.
             gone = set(self.orchestrator.terminated_pods) - terminated_before
             await self._terminate_orphans(pods, report, gone)
+        # Last, so that a summary announced again tells the final cost of a pod just terminated.
+        self._passes += 1
+        try:
+            await self.owed.finish(startup=self._passes == 1)
+        except Exception as exc:
+            log.exception("reconciler: owed messages")
+            report.errors.append(f"owed messages: {exc}")
         return report
 
     async def _reconcile_live(
