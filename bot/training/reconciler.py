@@ -134,6 +134,18 @@ class Reconciler:
             )
             report.deadlines.append(job.id)
             return
+        if (
+            state == JobState.COLLECTING
+            and job.pod_id
+            and job.pod_terminated_at is None
+            and pods is not None
+            and job.pod_id not in pod_ids
+        ):
+            # Everything collected and acknowledged, then the pod terminated itself (while no bot was
+            # running): settle it at the acknowledgement, before accruing would bill the gap.
+            acked_at = await self.orchestrator.acked_at(job.id)
+            if acked_at is not None and await self.ctx.runpod.get_pod(job.pod_id) is None:
+                await self.orchestrator.finalize(job.id, gone_at=acked_at)
         # A pod missing from the list is double-checked: it may have been created after we listed.
         # In ``collecting`` a pod that terminated itself after our acknowledgement is expected; the
         # orchestrator settles that case.
