@@ -578,6 +578,11 @@ class Training:
     def start_background(self, tasks: TaskGroup, *, interval_s: float = 60.0) -> None:
         """Reconcile now (resumes live jobs after a restart) and then every ``interval_s`` seconds."""
         tasks.spawn(self.reconciler.run(interval_s), name="training-reconciler")
+        tasks.spawn(self.reconciler.finish_owed_at_start(), name="training-owed-messages")
+
+    def chat_ready(self) -> None:
+        """The chat connection is up: messages owed since before a restart can be announced now."""
+        self.reconciler.chat_ready.set()
 
     async def close(self) -> None:
         """Stop driving jobs (they go on in RunPod; the next start resumes them)."""

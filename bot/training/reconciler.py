@@ -55,7 +55,11 @@ class Reconciler:
         self.ctx = orchestrator.ctx
         self.confirm_within = confirm_within
         self.owed = OwedAnnouncements(self.ctx)
-        self._passes = 0
+        # Owed messages are announced once the chat connection is up (their text names roles that
+        # only the connected client knows) and after the first pass has settled the pods.
+        self.chat_ready = asyncio.Event()
+        self._first_pass = asyncio.Event()
+        self._owed_started = False
 
     async def reconcile_once(self) -> ReconcileReport:
         report = ReconcileReport()
@@ -105,13 +109,23 @@ class Reconciler:
             gone = set(self.orchestrator.terminated_pods) - terminated_before
             await self._terminate_orphans(pods, report, gone)
         # Last, so that a summary announced again tells the final cost of a pod just terminated.
-        self._passes += 1
-        try:
-            await self.owed.finish(startup=self._passes == 1)
-        except Exception as exc:
-            log.exception("reconciler: owed messages")
-            report.errors.append(f"owed messages: {exc}")
+        self._first_pass.set()
+        if self._owed_started:
+            try:
+                await self.owed.finish()
+            except Exception as exc:
+                log.exception("reconciler: owed messages")
+                report.errors.append(f"owed messages: {exc}")
         return report
+
+    async def finish_owed_at_start(self) -> None:
+        """Once the chat is connected and the first pass is done: announce everything still owed."""
+        await self.chat_ready.wait()
+        await self._first_pass.wait()
+        if self._owed_started:
+            return
+        self._owed_started = True
+        await self.owed.finish(startup=True)
 
     async def _reconcile_live(
         self, job: Job, pods: list[Any] | None, pod_ids: set[str], report: ReconcileReport
