@@ -389,6 +389,10 @@ class ReviewCog(commands.Cog, name="Review"):
         """Apply the reactions on open review messages (rows and summaries of jobs still in review) that
         the database does not know yet, and withdraw votes whose reaction is gone. Idempotent: votes are
         unique, an approval is made once, a delivery is announced once. Returns how many changed."""
+        training = self.services.training
+        if training is not None:
+            # Rows and summaries recovered at start-up are open review messages too: wait for them.
+            await training.owed_settled()
         changed = 0
         for job_id, channel_id, message_id, emojis in await self.services.votes.open_review_messages():
             try:

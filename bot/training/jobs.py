@@ -584,6 +584,10 @@ class Training:
         """The chat connection is up: messages owed since before a restart can be announced now."""
         self.reconciler.chat_ready.set()
 
+    async def owed_settled(self) -> None:
+        """Wait until the messages owed from before the start are announced (their ids recorded)."""
+        await self.reconciler.owed_settled.wait()
+
     async def close(self) -> None:
         """Stop driving jobs (they go on in RunPod; the next start resumes them)."""
         await self.orchestrator.close()

@@ -60,6 +60,7 @@ class Reconciler:
         self.chat_ready = asyncio.Event()
         self._first_pass = asyncio.Event()
         self._owed_started = False
+        self.owed_settled = asyncio.Event()  # the start-up announcements are done (or failed)
 
     async def reconcile_once(self) -> ReconcileReport:
         report = ReconcileReport()
@@ -125,7 +126,10 @@ class Reconciler:
         if self._owed_started:
             return
         self._owed_started = True
-        await self.owed.finish(startup=True)
+        try:
+            await self.owed.finish(startup=True)
+        finally:
+            self.owed_settled.set()
 
     async def _reconcile_live(
         self, job: Job, pods: list[Any] | None, pod_ids: set[str], report: ReconcileReport

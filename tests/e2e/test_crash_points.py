@@ -111,7 +111,8 @@ async def died_at(rig: ProcessRig, bot: BotProcess, point: str, timeout: float =
         while bot.alive():
             await asyncio.sleep(0.1)
     bot.reap()
-    assert bot.proc is not None and bot.proc.returncode == -signal.SIGKILL, bot.proc.returncode
+    assert bot.proc is not None
+    assert bot.proc.returncode == -signal.SIGKILL, bot.proc.returncode
     assert f"CRASHPOINT {point}: SIGKILL" in rig.log_text()
 
 
@@ -299,3 +300,51 @@ async def test_cancel_stored_then_killed_at_the_terminate_call(tmp_path: Path) -
         cancelled = await summary(rig, job_id)
         assert "was cancelled" in cancelled.content
         await settled(rig, job_id, JobState.CANCELLED, rows=[])
+
+
+async def test_reactions_made_while_the_bot_was_down_are_applied_once(tmp_path: Path) -> None:
+    async with rig_for(tmp_path, faces=True) as rig:
+        sim = rig.sim
+        assert rig.trainer is not None and rig.reviewer is not None
+        bot = await first_bot(rig, None)
+        await dataset(rig)
+        job_id, quote = await quote_job(rig)
+
+        # The requester's ✅ on the quote while no bot runs.
+        bot.sigkill()
+        await sim.react(quote.id, APPROVE, rig.trainer)
+        await restart(rig)
+        await sim.wait_until(lambda: "Confirmed by" in sim.message(quote.id).content, timeout=60)
+        posted = await summary(rig, job_id)
+        await sim.wait_until(lambda: APPROVE in sim.message(posted.id).reactions, timeout=60)
+        (row20,) = bot_messages(sim, row_of(20))
+        (row40,) = bot_messages(sim, row_of(40))
+
+        # While the bot is down again: a reviewer's 👍 on a row and ✅ on the summary, the trainer's 👍
+        # (not a reviewer: never a vote).
+        rig.bots[-1].sigkill()
+        await sim.react(row20.id, UP, rig.reviewer)
+        await sim.react(row40.id, UP, rig.trainer)
+        await sim.react(posted.id, APPROVE, rig.reviewer)
+
+        def delivered() -> list[SimMessage]:
+            return bot_messages(sim, lambda m: f"of job #{job_id} approved by" in m.content)
+
+        await restart(rig)
+        await sim.wait_until(delivered, timeout=90)
+        votes = query(rig.db, "SELECT message_id, user_id, emoji FROM votes WHERE job_id = ?", job_id)
+        assert {(v["message_id"], v["user_id"], v["emoji"]) for v in votes} == {
+            (row20.id, rig.reviewer.id, UP),
+            (posted.id, rig.reviewer.id, APPROVE),
+        }
+        approved = query(rig.db, "SELECT step FROM checkpoints WHERE job_id = ? AND approved", job_id)
+        assert len(approved) == 1
+
+        # Once: a further restart reads the same reactions and changes nothing.
+        rig.bots[-1].sigkill()
+        await restart(rig)
+        await asyncio.sleep(5)
+        assert len(delivered()) == 1
+        again = query(rig.db, "SELECT message_id, user_id, emoji FROM votes WHERE job_id = ?", job_id)
+        assert len(again) == len(votes)
+        await settled(rig, job_id, JobState.SUCCEEDED, rows=CHECKPOINT_STEPS)
