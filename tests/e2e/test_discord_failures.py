@@ -140,10 +140,13 @@ async def test_gateway_drops_while_a_job_runs_lose_nothing_the_team_did(tmp_path
         # A drop whose session is invalidated: Discord replays nothing; the bot, identified anew,
         # reads the reactions of its open review messages.
         row8: list[SimMessage] = await sim.wait_until(lambda: bot_messages(h, row_of(8)), timeout=120)
-        sim.gateway.invalidate_sessions()
+        sim.gateway.hold_resumes()
         await sim.drop_gateway(4000)
         await sim.react(row8[0].id, UP, h.reviewer)
         await sim.react(row8[0].id, UP, h.visitor)  # not a reviewer: never counts
+        sim.gateway.invalidate_sessions()  # the events of the gap go with the session
+        sim.gateway.release_resumes()
+        await sim.wait_for_frame(op=9, timeout=30)  # INVALID_SESSION: the bot must IDENTIFY anew
         await sim.wait_for_bot(timeout=30)
 
         async def votes() -> set[tuple[int, int, str]]:
@@ -159,6 +162,7 @@ async def test_gateway_drops_while_a_job_runs_lose_nothing_the_team_did(tmp_path
         summary: list[SimMessage] = await sim.wait_until(
             lambda: bot_messages(h, summary_of(job_id)), timeout=120
         )
+        await sim.wait_until(lambda: APPROVE in sim.message(summary[0].id).reactions, timeout=30)
         job = await job_row(h, job_id)
         assert job.state == JobState.SUCCEEDED.value, job.error
         assert len(bot_messages(h, summary_of(job_id))) == 1 and summary[0].id == job.summary_message_id
