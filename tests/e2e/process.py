@@ -8,6 +8,7 @@ real worker with the sd-scripts stand-in) and builds the bot's environment from 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -143,6 +144,13 @@ def job_row(db: Path, job_id: int) -> sqlite3.Row:
 def ledger_total(db: Path, job_id: int) -> Decimal:
     rows = query(db, "SELECT amount_usd FROM spend_ledger WHERE job_id = ?", job_id)
     return sum((Decimal(str(r["amount_usd"])) for r in rows), Decimal(0))
+
+
+async def poll_until(check: Callable[[], object], timeout: float = 30) -> None:
+    """Poll a condition no Discord request signals (the database, RunPod)."""
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.05)
 
 
 def cents(amount: Decimal) -> Decimal:

@@ -33,6 +33,7 @@ from .process import (
     job_row,
     ledger_total,
     obama_photos,
+    poll_until,
     query,
     steps_shown,
     wait_for_new_bot_session,
@@ -310,7 +311,10 @@ async def test_reactions_made_while_the_bot_was_down_are_applied_once(tmp_path: 
         await dataset(rig)
         job_id, quote = await quote_job(rig)
 
-        # The requester's ✅ on the quote while no bot runs.
+        # The requester's ✅ on the quote while no bot runs (once the bot has recorded its quote).
+        await poll_until(
+            lambda: query(rig.db, "SELECT 1 FROM owed_messages WHERE key = 'quote' AND job_id = ?", job_id)
+        )
         bot.sigkill()
         await sim.react(quote.id, APPROVE, rig.trainer)
         await restart(rig)
