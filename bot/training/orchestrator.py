@@ -42,6 +42,7 @@ from bot.training.pods import (
     pod_price,
     pods_named,
     record_exit,
+    rented_at,
     retire_extra_pod,
     stop_reason,
 )
@@ -489,7 +490,8 @@ class Orchestrator:
         now = self.ctx.now()
         created_at = now
         if adopted:
-            # The pod existed since about when we asked for it: bill from then, never less.
+            # The pod existed since RunPod rented it, or about when we asked for it: bill from the
+            # earlier of the two, never less.
             async with self.ctx.sessions() as session:
                 requested = await session.scalar(
                     select(JobEvent.at)
@@ -497,7 +499,7 @@ class Orchestrator:
                     .order_by(JobEvent.id.desc())
                     .limit(1)
                 )
-            created_at = requested or now
+            created_at = min(t for t in (requested, rented_at(pod), now) if t is not None)
         price = await pod_price(self.ctx, job, pod)
         if price is None:
             # Neither RunPod nor its catalogue says what this pod costs: never run one as if free.

@@ -51,6 +51,12 @@ def status_time(text: str | None) -> datetime | None:
     return moment.astimezone(UTC)
 
 
+def rented_at(pod: Any) -> datetime | None:
+    """When RunPod says the pod was rented (its ``lastStatusChange`` while it has not changed since)."""
+    change = str(getattr(pod, "last_status_change", "") or "")
+    return status_time(change) if change.lower().startswith("rented") else None
+
+
 @dataclass(frozen=True)
 class StopReason:
     """Why a pod left RUNNING, in words for the channel, and what the job becomes."""
@@ -173,10 +179,7 @@ async def retire_extra_pod(
         log.warning("job %s: could not terminate extra pod %s yet: %s", job.id, pod.id, exc)
         return False
     end = ctx.now()
-    start = status_time(getattr(pod, "last_status_change", None))
-    if start is None or not str(getattr(pod, "last_status_change", "")).lower().startswith("rented"):
-        start = await _first_request(ctx, job.id) or job.pod_created_at or end
-    start = min(start, end)
+    start = min(rented_at(pod) or await _first_request(ctx, job.id) or job.pod_created_at or end, end)
     price = await pod_price(ctx, job, pod)
     disks = PodDisks(
         container_gb=int(getattr(pod, "container_disk_gb", 0) or PodDisks.of(job.params).container_gb),

@@ -65,8 +65,7 @@ NO_CAPACITY = (
 # The variant when GPUs are free but no host has the disk asked for (wording as users report it; not
 # verified against the live API).
 NO_CAPACITY_DISK = (
-    "There are no longer any instances available with enough disk space. "
-    "Please refresh and try again."
+    "There are no longer any instances available with enough disk space. Please refresh and try again."
 )
 GENERIC_ERROR = "Something went wrong. Please try again later or contact support."
 INSUFFICIENT_BALANCE = "You do not have enough credits to deploy this pod."  # wording not verified

@@ -436,7 +436,9 @@ async def test_a_pods_key_only_reaches_its_own_pod(frozen: RunPodSim, runpod: An
 # ---------------------------------------------------------------------- failures RunPod produces
 
 
-async def test_a_create_that_errors_after_creating_leaves_a_billing_pod(frozen: RunPodSim, runpod: Any) -> None:
+async def test_a_create_that_errors_after_creating_leaves_a_billing_pod(
+    frozen: RunPodSim, runpod: Any
+) -> None:
     frozen.fail_create_after_creating()
     with pytest.raises(runpod.error.QueryError, match="Something went wrong"):
         await call(create, runpod)
@@ -491,7 +493,9 @@ async def test_network_volumes_bill_always_and_disk_space_has_its_own_no_instanc
     frozen.add_network_volume("models", 1100, "EU-RO-1")
     frozen.clock.advance(730 * 3600)
     meter = frozen.meter()
-    assert meter.compute == 0 and round(meter.storage, 9) == Decimal(1000) * Decimal("0.07") + 100 * Decimal("0.05")
+    assert meter.compute == 0 and round(meter.storage, 9) == Decimal(1000) * Decimal("0.07") + 100 * Decimal(
+        "0.05"
+    )
     frozen.host_disk_gb = 100
     with pytest.raises(runpod.error.QueryError) as caught:
         await call(create, runpod, container_disk_in_gb=80, volume_in_gb=40)
@@ -499,7 +503,9 @@ async def test_network_volumes_bill_always_and_disk_space_has_its_own_no_instanc
     await call(create, runpod, container_disk_in_gb=80, volume_in_gb=20)
 
 
-async def test_desired_status_is_typed_and_cost_per_hour_may_show_zero(frozen: RunPodSim, runpod: Any) -> None:
+async def test_desired_status_is_typed_and_cost_per_hour_may_show_zero(
+    frozen: RunPodSim, runpod: Any
+) -> None:
     from runpod.api.graphql import run_graphql_query
 
     created = await call(create, runpod)
