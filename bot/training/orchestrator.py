@@ -17,6 +17,7 @@ import inspect
 import logging
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -38,6 +39,8 @@ from bot.training.context import (
 )
 from bot.training.money import usd
 from bot.training.pods import (
+    budget_stop_at,
+    catalogue_price,
     pick_keeper,
     pod_price,
     pods_named,
@@ -399,8 +402,8 @@ class Orchestrator:
         options = [str(option["gpu_type_id"]) for option in job.estimate.get("options", [])]
         if not options and job.gpu_type:
             options = [job.gpu_type]
-        spec = build_spec(job)
-        env = {ENV_JOB_SPEC: spec.to_env(), ENV_WORKER_TOKEN: job.worker_token or ""}
+        base_spec = replace(build_spec(job), unattended_stop_s=self.ctx.settings.worker_unattended_stop_s)
+        env = {ENV_WORKER_TOKEN: job.worker_token or ""}
         hf_token = self.ctx.settings.hf_token
         if hf_token is not None and hf_token.get_secret_value():
             env["HF_TOKEN"] = hf_token.get_secret_value()
@@ -420,6 +423,10 @@ class Orchestrator:
                         payload={"gpu_type": gpu, "pod_name": job.pod_name},
                     )
                 )
+            # The pod stops itself when the budget is spent at this GPU's price, bot or no bot.
+            price = await catalogue_price(self.ctx, job, gpu)
+            budget_stop = budget_stop_at(job, price, self.ctx.now()).timestamp() if price else 0.0
+            env[ENV_JOB_SPEC] = replace(base_spec, budget_stop_unix=budget_stop).to_env()
             try:
                 pod = await self.ctx.runpod.create_pod(
                     name=job.pod_name,

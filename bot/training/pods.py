@@ -19,7 +19,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -152,6 +152,14 @@ async def pod_price(ctx: TrainingContext, job: Job, pod: Any) -> Decimal | None:
     if reported is not None and reported > 0:
         return Decimal(str(reported))
     return await catalogue_price(ctx, job, getattr(pod, "gpu_type_id", None) or job.gpu_type)
+
+
+def budget_stop_at(job: Job, price_per_hour: Decimal, now: datetime) -> datetime:
+    """When the job's budget runs out if a pod rented now bills ``price_per_hour`` plus its disks:
+    the pod stops itself then (``JobSpec.budget_stop_unix``), should the bot not be there to."""
+    rate = price_per_hour + PodDisks.of(job.params).running_per_hour()
+    left = max(job.budget_usd - job.cost_usd, Decimal(0))
+    return now + timedelta(hours=float(left / rate)) if rate > 0 else now
 
 
 async def _first_request(ctx: TrainingContext, job_id: int) -> datetime | None:

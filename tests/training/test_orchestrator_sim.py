@@ -40,7 +40,7 @@ from storage.blobs import BlobStore
 from storage.db import make_engine, make_sessionmaker
 from storage.migrate import upgrade_to_head
 from storage.models import Checkpoint, JobEvent, JobState, Sample, SpendEntry
-from worker.protocol import BaseModelSource
+from worker.protocol import ENV_JOB_SPEC, BaseModelSource, JobSpec
 
 from .conftest import GUILD, PROFILE, USER, FakePlanner, RecordingListener, ShiftableClock, make_dataset
 
@@ -494,3 +494,14 @@ async def test_a_pod_reported_at_zero_per_hour_is_billed_at_the_catalogue_price(
     assert await e2e.finish(job_id) == JobState.SUCCEEDED
     job = await e2e.service.get(job_id)
     assert job.price_per_hour == Decimal("0.27") and job.cost_usd > 0
+
+
+async def test_the_pod_is_told_when_to_stop_itself_if_the_bot_is_gone(e2e: E2E) -> None:
+    job_id = await e2e.start(steps=4, budget=Decimal("2.00"))
+    assert await e2e.finish(job_id) == JobState.SUCCEEDED
+    (pod,) = e2e.sim.pods.values()
+    spec = JobSpec.from_env(pod.env[ENV_JOB_SPEC])
+    assert spec.unattended_stop_s == e2e.settings.worker_unattended_stop_s
+    # $2.00 at $0.27/h plus 60 GB of container disk ($0.10/GB-month): about 7.2 hours after renting.
+    hours = (spec.budget_stop_unix - pod.created_at) / 3600
+    assert abs(hours - 2.00 / (0.27 + 60 * 0.10 / 730)) < 0.01
