@@ -1,4 +1,4 @@
-"""Face curation of a dataset (DESIGN §2 step 3, §6): analyse, judge, store, show; then apply.
+"""Face curation of a dataset (design §2 step 3, §6): analyse, judge, store, show; then apply.
 
 :meth:`CurationService.curate` analyses every included photo of a dataset's ``full`` subset with one
 face engine (re-using the stored :class:`~storage.models.FaceAnalysis` rows of that engine), judges the

@@ -1,4 +1,4 @@
-"""The progress chart (DESIGN §2 step 6): face similarity (mean and max) and loss against step, as a PNG.
+"""The progress chart (design §2 step 6): face similarity (mean and max) and loss against step, as a PNG.
 
 Drawn with Pillow alone (no matplotlib: a heavy dependency for one line chart). Similarity is on the
 left axis with the identity ceiling as a dashed line; loss on the right axis. The chart is renewed at

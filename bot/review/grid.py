@@ -1,4 +1,4 @@
-"""Sample grids (DESIGN §2 step 6): one row per checkpoint, one column per prompt, every cell scored.
+"""Sample grids (design §2 step 6): one row per checkpoint, one column per prompt, every cell scored.
 
 Every cell carries a label bar with the step, the prompt number and the face score, coloured against
 the identity ceiling (red below 50 %, amber below 80 %, green from 80 %; grey and crossed out: "NO FACE").
