@@ -1,0 +1,16 @@
+"""The one font every picture the bot draws uses (contact sheets, report cards, grids, charts)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from PIL import ImageFont
+
+
+@lru_cache(maxsize=16)
+def ui_font(px: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """Pillow's bundled scalable font at ``px``; the fixed bitmap font where Pillow lacks FreeType."""
+    try:
+        return ImageFont.load_default(size=px)
+    except (TypeError, OSError):
+        return ImageFont.load_default()
