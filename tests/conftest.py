@@ -11,11 +11,25 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
+from bot.faces.engines import DlibEngine
+from sim.testdata import TESTDATA_FACES
 from storage.db import make_engine, make_sessionmaker
 from storage.migrate import upgrade_to_head
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN_URL = os.environ.get("LORAOPS_TEST_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="session")
+def faces_dir() -> Path:
+    """The shared real photos (one folder per person), beside the checkout."""
+    assert TESTDATA_FACES.is_dir(), f"test photos missing: {TESTDATA_FACES} (shared/ sits beside it)"
+    return TESTDATA_FACES
+
+
+@pytest.fixture(scope="session")
+def dlib_engine() -> DlibEngine:
+    return DlibEngine()
 
 
 @pytest.fixture(autouse=True)
