@@ -17,7 +17,6 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import IO, Any
 
@@ -141,20 +140,11 @@ def job_row(db: Path, job_id: int) -> sqlite3.Row:
     return rows[0]
 
 
-def ledger_total(db: Path, job_id: int) -> Decimal:
-    rows = query(db, "SELECT amount_usd FROM spend_ledger WHERE job_id = ?", job_id)
-    return sum((Decimal(str(r["amount_usd"])) for r in rows), Decimal(0))
-
-
 async def poll_until(check: Callable[[], object], timeout: float = 30) -> None:
     """Poll a condition no Discord request signals (the database, RunPod)."""
     async with asyncio.timeout(timeout):
         while not check():
             await asyncio.sleep(0.05)
-
-
-def cents(amount: Decimal) -> Decimal:
-    return amount.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
 
 
 async def wait_for_new_bot_session(sim: DiscordSimulator, known: set[str], timeout: float) -> None:

@@ -15,13 +15,13 @@ import re
 import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from bot.review.votes import APPROVE, DOWN, UP
 from sim.discord import SimMessage
+from sim.meter import assert_sqlite_ledger_matches_meter
 from sim.testdata import testdata_faces as faces_dir
 from storage.models import JobState
 
@@ -29,9 +29,7 @@ from .process import (
     BotProcess,
     ProcessRig,
     bot_messages,
-    cents,
     job_row,
-    ledger_total,
     obama_photos,
     poll_until,
     query,
@@ -170,11 +168,8 @@ async def settled(rig: ProcessRig, job_id: int, state: JobState, *, rows: list[i
     owed = query(rig.db, "SELECT key FROM owed_messages WHERE job_id = ? AND done_at IS NULL", job_id)
     assert [r["key"] for r in owed] == []
 
-    # Money: the ledger holds what RunPod billed, to the cent (the pod's seconds after the last
-    # stamp are worth far less than that).
-    ledger, meter = ledger_total(rig.db, job_id), runpod.total_cost()
-    assert cents(ledger) == cents(meter) and abs(ledger - meter) < Decimal("0.001"), (ledger, meter)
-    assert Decimal(str(job["cost_usd"])) == ledger
+    # Money: the ledger holds what RunPod billed (compute and storage), to the cent.
+    assert_sqlite_ledger_matches_meter(rig.db, runpod)
 
 
 async def test_killed_after_posting_the_progress_message_before_storing_its_id(tmp_path: Path) -> None:

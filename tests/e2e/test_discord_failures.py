@@ -95,6 +95,7 @@ async def test_5xx_on_posts_and_edits_never_lose_or_double_a_message(tmp_path: P
         for step in (4, 8, 12):
             assert len(bot_messages(h, row_of(step))) == 1, step
         assert await owed_open(h, job_id) == []
+        await h.assert_ledger_matches_meter()
 
 
 async def test_a_post_that_keeps_failing_is_owed_and_posted_once_later(tmp_path: Path) -> None:
@@ -122,6 +123,7 @@ async def test_a_post_that_keeps_failing_is_owed_and_posted_once_later(tmp_path:
         assert len(bot_messages(h, summary_of(job_id))) == 1
         assert (await job_row(h, job_id)).summary_message_id == made[0].id
         await sim.wait_until(lambda: APPROVE in sim.message(made[0].id).reactions)
+        await h.assert_ledger_matches_meter()
 
 
 async def test_gateway_drops_while_a_job_runs_lose_nothing_the_team_did(tmp_path: Path) -> None:
@@ -169,3 +171,4 @@ async def test_gateway_drops_while_a_job_runs_lose_nothing_the_team_did(tmp_path
         (progress,) = bot_messages(h, progress_of(job_id))
         await sim.wait_until(lambda: "· finished" in sim.message(progress.id).content, timeout=30)
         assert await votes() == expected
+        await h.assert_ledger_matches_meter()

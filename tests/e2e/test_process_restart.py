@@ -20,6 +20,7 @@ import pytest
 from sim.discord import DiscordSimulator, SimMessage, SimUser
 from sim.harness import HARNESS_HF_TOKEN, HARNESS_RUNPOD_KEY
 from sim.huggingface import HuggingFaceSim
+from sim.meter import assert_sqlite_ledger_matches_meter
 from sim.runpod import RunPodSim, worker_launcher
 from sim.testdata import testdata_faces as faces_dir
 from storage.models import JobState
@@ -158,6 +159,7 @@ async def test_sigkilled_bot_process_resumes_the_job_on_the_same_pod(tmp_path: P
         assert list(runpod.pods) == [pod.id]
         await runpod.wait_for(lambda: pod.phase == "terminated", within=15)
         assert runpod.live_pods() == []
+        assert_sqlite_ledger_matches_meter(db, runpod)
 
         # The restarted process kept editing the same progress message; it posted no second one.
         assert [m.id for m in bot_messages(sim, is_progress)] == [progress.id]
