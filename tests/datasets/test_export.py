@@ -17,9 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
 from bot.datasets.captioning import CaptionService
-from bot.datasets.export import ExportService, normalise_overrides, split_overrides
+from bot.datasets.export import ExportService, normalise_overrides
 from bot.datasets.gather import DatasetGatherService
 from bot.errors import InvalidInputError, NotFoundError
+from bot.training.overrides import split_overrides
 from storage.blobs import BlobStore
 from storage.db import unit_of_work
 from storage.models import Caption, DatasetSnapshot, FaceAnalysis, Image
