@@ -86,6 +86,18 @@ class Settings(BaseSettings):
             return [value]
         return value
 
+    @field_validator("default_job_budget_usd", "monthly_budget_usd")
+    @classmethod
+    def _budget_in_cents(cls, value: Decimal) -> Decimal:
+        # The same rule as budgets set from Discord: rounded to the cent, then checked.
+        from bot.errors import InvalidInputError
+        from bot.guilds import check_budget
+
+        try:
+            return check_budget(value)
+        except InvalidInputError as exc:
+            raise ValueError(str(exc)) from None
+
     @field_validator("database_url")
     @classmethod
     def _known_driver(cls, value: str) -> str:

@@ -32,6 +32,7 @@ from bot.errors import (
     NotFoundError,
     ServiceUnavailableError,
 )
+from bot.guilds import check_budget
 from bot.training.context import Listeners, TrainingContext, pod_name_for
 from bot.training.estimate import (
     DEADLINE_FACTOR,
@@ -191,9 +192,7 @@ class JobService:
 
     async def _budget_for(self, guild_id: int, budget_usd: Decimal | None) -> Decimal:
         if budget_usd is not None:
-            if budget_usd <= 0:
-                raise BudgetExceededError("a job budget must be more than $0")
-            return budget_usd
+            return check_budget(budget_usd, "A job's budget")  # rounded to the cent, then checked
         return await self.ctx.money.default_job_budget(guild_id)
 
     async def _quote(
