@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -47,6 +46,7 @@ from bot.training.orchestrator import Orchestrator
 from bot.training.progress import ProgressView
 from bot.training.reconciler import Reconciler
 from bot.training.states import transition
+from bot.training.tokens import new_nonce
 from storage.blobs import BlobStore
 from storage.db import unit_of_work
 from storage.models import LIVE_STATES, Caption, Dataset, FaceAnalysis, Image, Job, JobEvent, JobState
@@ -324,7 +324,7 @@ class JobService:
                 },
                 state=JobState.PENDING.value,
                 gpu_type=quote.estimate.pick.gpu_type_id,
-                worker_token=secrets.token_urlsafe(32),
+                worker_token_nonce=new_nonce(),  # the token is derived from it (bot.training.tokens)
                 budget_usd=quote.budget_usd,
                 estimate=quote.estimate.to_json(),
                 total_steps=plan.total_steps,

@@ -33,6 +33,7 @@ from bot.training.context import (
 from bot.training.money import usd
 from bot.training.progress import ProgressView
 from bot.training.states import record_event, transition
+from bot.training.tokens import worker_token
 from bot.training.worker_client import (
     IntegrityError,
     WorkerAuthError,
@@ -113,12 +114,15 @@ class Orchestrator:
         return job
 
     def worker(self, job: Job) -> WorkerClient:
-        if not job.pod_id or not job.worker_token:
-            raise ValueError(f"job {job.id} has no pod or token yet")
+        if not job.pod_id:
+            raise ValueError(f"job {job.id} has no pod yet")
         base = self.ctx.runpod.worker_base_url(job.pod_id)
         if inspect.isawaitable(base):  # tolerate an async implementation
             raise TypeError("worker_base_url must be synchronous")
-        return WorkerClient(self.ctx.http, str(base), job.worker_token)
+        # Derived, never stored (bot.training.tokens). A job from before that has none: the worker
+        # refuses the empty token, so the job fails and its pod is terminated.
+        token = worker_token(self.ctx.settings, job.id, job.worker_token_nonce) or ""
+        return WorkerClient(self.ctx.http, str(base), token)
 
     async def _sleep(self) -> None:
         await asyncio.sleep(self.poll_interval_s)
@@ -364,7 +368,8 @@ class Orchestrator:
         if not options and job.gpu_type:
             options = [job.gpu_type]
         spec = build_spec(job)
-        env = {ENV_JOB_SPEC: spec.to_env(), ENV_WORKER_TOKEN: job.worker_token or ""}
+        token = worker_token(self.ctx.settings, job.id, job.worker_token_nonce) or ""
+        env = {ENV_JOB_SPEC: spec.to_env(), ENV_WORKER_TOKEN: token}
         hf_token = self.ctx.settings.hf_token
         if hf_token is not None and hf_token.get_secret_value():
             env["HF_TOKEN"] = hf_token.get_secret_value()
