@@ -24,9 +24,12 @@ import unicodedata
 
 # Bidirectional embeddings, overrides, isolates and marks: they reorder the text around them.
 BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-# Characters Discord's Markdown gives meaning to (and ':' so that "https://" is not autolinked, '<' so
-# that <@id>, <#id> and <https://...> are not parsed, '@' for @everyone / @here).
-_MARKDOWN = re.compile(r"([\\*_~`|>#\-\[\]()<@:!+.=])")
+# Characters Discord's Markdown gives meaning to anywhere in a line: emphasis, code, spoilers, masked
+# links ([text](url)), and '<' so that <@id>, <#id>, <t:...> and <https://...> are not parsed, '@' for
+# @everyone / @here. "://" is escaped so a URL is not autolinked; line-start markers (headings, quotes,
+# lists, subtext) are escaped where a line starts.
+_MARKDOWN = re.compile(r"([\\*_~`|\[\]<@])|(:)(?=//)")
+_LINE_START = re.compile(r"(?m)^(\s*\d*)([#>+.)-])")
 _CODE_SAFE_BACKTICK = "ˋ"  # U+02CB: looks like a backtick, cannot close a code span
 ELLIPSIS = "…"
 
@@ -63,7 +66,8 @@ def truncate(text: str, limit: int | None) -> str:
 
 def escape_markdown(text: str) -> str:
     """Every Markdown, mention and link character backslash-escaped (Discord shows them literally)."""
-    return _MARKDOWN.sub(r"\\\1", text)
+    escaped = _MARKDOWN.sub(lambda m: "\\" + (m.group(1) or m.group(2)), text)
+    return _LINE_START.sub(lambda m: m.group(1) + "\\" + m.group(2), escaped)
 
 
 def plain(text: str, limit: int = 200, *, keep_newlines: bool = False) -> str:
