@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.config import Settings
 from bot.errors import StartupError, UserError
 from bot.services import Services, build_services
+from bot.text import quote_inline
 from storage.db import check_connection, make_engine, make_sessionmaker
 from storage.migrate import upgrade_to_head_async
 
@@ -45,7 +46,9 @@ class LoraTree(app_commands.CommandTree["LoraBot"]):
             await reply_privately(interaction, str(error) or "You can't use this command here.")
             return
         if isinstance(error, app_commands.TransformerError):
-            await reply_privately(interaction, f"That value doesn't fit: {error.value!r}.")
+            await reply_privately(
+                interaction, f"That value doesn't fit: {quote_inline(str(error.value), 60)}."
+            )
             return
         reference = secrets.token_hex(4)
         command = interaction.command.qualified_name if interaction.command else "?"

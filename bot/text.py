@@ -25,10 +25,10 @@ import unicodedata
 # Bidirectional embeddings, overrides, isolates and marks: they reorder the text around them.
 BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 # Characters Discord's Markdown gives meaning to anywhere in a line: emphasis, code, spoilers, masked
-# links ([text](url)), and '<' so that <@id>, <#id>, <t:...> and <https://...> are not parsed, '@' for
-# @everyone / @here. "://" is escaped so a URL is not autolinked; line-start markers (headings, quotes,
-# lists, subtext) are escaped where a line starts.
-_MARKDOWN = re.compile(r"([\\*_~`|\[\]<@])|(:)(?=//)")
+# links ([text](url)), and '<' so that <@id>, <#id>, <t:...> and <https://...> are not parsed (mentions
+# also get a zero-width space, see no_mentions, which holds inside code too). "://" is escaped so a
+# URL is not autolinked; line-start markers (headings, quotes, lists, subtext) where a line starts.
+_MARKDOWN = re.compile(r"([\\*_~`|\[\]<])|(:)(?=//)")
 _LINE_START = re.compile(r"(?m)^(\s*\d*)([#>+.)-])")
 _CODE_SAFE_BACKTICK = "ˋ"  # U+02CB: looks like a backtick, cannot close a code span
 ELLIPSIS = "…"
@@ -76,15 +76,27 @@ def plain(text: str, limit: int = 200, *, keep_newlines: bool = False) -> str:
     The limit counts the visible characters (before escaping), so the escaped text can be up to
     twice as long: callers size their messages with that in mind.
     """
-    return escape_markdown(visible(text, limit, keep_newlines=keep_newlines))
+    return escape_markdown(no_mentions(visible(text, limit, keep_newlines=keep_newlines)))
 
 
 def quote_inline(text: str, limit: int = 60) -> str:
     """A name or short value a person typed, as an inline code span: ```like this```."""
-    shown = visible(text, limit).replace("`", _CODE_SAFE_BACKTICK)
+    shown = no_mentions(visible(text, limit)).replace("`", _CODE_SAFE_BACKTICK)
     if not shown.strip():
         return "(empty)"
     return f"`{shown}`"
+
+
+ZWSP = "\u200b"
+_EVERYONE_HERE = re.compile(r"@(everyone|here)", re.IGNORECASE)
+_ANGLE_MENTION = re.compile(r"<(?=@)")
+
+
+def no_mentions(text: str) -> str:
+    """Text that cannot mention anyone even where backslashes do not escape (code blocks): a zero-width
+    space breaks ``@everyone``, ``@here`` and ``<@id>``/``<@!id>``/``<@&id>`` (they still read the same)."""
+    text = _EVERYONE_HERE.sub(lambda m: "@" + ZWSP + m.group(1), text)
+    return _ANGLE_MENTION.sub("<" + ZWSP, text)
 
 
 def is_clean(text: str) -> bool:

@@ -28,6 +28,7 @@ from bot.errors import (
 )
 from bot.guilds import parse_usd
 from bot.roles import Role, has_role
+from bot.text import quote_inline
 from bot.training.jobs import Quote, Training
 from bot.training.money import usd
 from bot.training.presets import check_overrides, load_preset, preset_names
@@ -224,7 +225,9 @@ class TrainCog(commands.GroupCog, group_name="train", group_description="Train a
         """The cheap checks, done before deferring so that their errors stay private."""
         training = training_of(interaction)
         if preset not in preset_names():
-            raise NotFoundError(f"There is no preset `{preset[:40]}`. Presets: {', '.join(preset_names())}.")
+            raise NotFoundError(
+                f"There is no preset {quote_inline(preset, 40)}. Presets: {', '.join(preset_names())}."
+            )
         params = check_overrides(preset, overrides)  # refused here, privately, before any spend
         amount = parse_usd(budget) if budget is not None else None
         guild_id = guild_id_of(interaction)
