@@ -26,6 +26,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from bot.text import quote_inline
+
 Family = Literal["sd15", "sdxl", "flux"]
 ALL: frozenset[str] = frozenset({"sd15", "sdxl", "flux"})
 UNET: frozenset[str] = frozenset({"sd15", "sdxl"})  # families with a U-Net and CLIP text encoders
@@ -325,12 +327,12 @@ def parse_optimizer_args(key: str, value: Any) -> tuple[list[str], list[str]]:
     problems: list[str] = []
     for item in items:
         if not isinstance(item, str) or "=" not in item:
-            problems.append(f'{key}: each item must look like "name=value", not {item!r}')
+            problems.append(f'{key}: each item must look like "name=value", not {quote_inline(str(item))}')
             continue
         name, _, raw = (part.strip() for part in item.partition("="))
         if name not in OPTIMIZER_ARGS:
             problems.append(
-                f"{key}: {name!r} is not an optimizer option loraops passes on; known: "
+                f"{key}: {quote_inline(name, 40)} is not an optimizer option loraops passes on; known: "
                 + ", ".join(OPTIMIZER_ARGS)
             )
             continue
@@ -351,7 +353,7 @@ def parse_optimizer_args(key: str, value: Any) -> tuple[list[str], list[str]]:
         )
         if not ok:
             wanted = "true or false" if bounds is None else f"finite numbers in {bounds[0]:g}..{bounds[1]:g}"
-            problems.append(f"{key}: {name} = {raw!r} must be {wanted}")
+            problems.append(f"{key}: {name} = {quote_inline(raw, 60)} must be {wanted}")
             continue
         clean.append(f"{name}={raw}")
     return clean, problems

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from bot.errors import NotFoundError
+from bot.text import quote_inline
 from bot.training import overrides as overrides_mod
 from bot.training import sdscripts_schema as schema
 from bot.training.overrides import ALIASES, ALLOWED, Allowed
@@ -151,7 +152,9 @@ def preset_path(name: str) -> Path:
 def _load_raw(name: str) -> dict[str, Any]:
     path = preset_path(name)
     if not path.is_file():
-        raise NotFoundError(f"no preset named {name!r}; known presets: {', '.join(preset_names())}")
+        raise NotFoundError(
+            f"no preset named {quote_inline(name, 40)}; known presets: {', '.join(preset_names())}"
+        )
     data = tomllib.loads(path.read_text(encoding="utf-8"))
     if data.get("preset", {}).get("name") != name:
         raise ValueError(f"{path}: [preset] name must be {name!r}")
@@ -211,8 +214,8 @@ def check_overrides(preset: str, text_or_params: str | Mapping[str, str] | None)
 
 
 def _shown(text: str, limit: int = 60) -> str:
-    """User text inside a refusal: quoted, control characters escaped, bounded."""
-    return repr(text if len(text) <= limit else text[:limit] + "…")
+    """User text inside a refusal: an inline code span, cleaned and bounded (bot.text)."""
+    return quote_inline(text, limit)
 
 
 def _parse_value(text: str) -> Any:

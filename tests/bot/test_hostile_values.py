@@ -268,15 +268,15 @@ async def test_numeric_hosts_are_refused_with_the_policy_reason() -> None:
 @pytest.mark.parametrize(
     ("typed", "expected"),
     [
-        ("network_weights=/etc/passwd", "'network_weights' is refused: paths, model files"),
-        ("dataset_config=/etc/passwd", "'dataset_config' is refused: paths"),
-        ('network_args=["conv_dim=1e9","../../x"]', "'network_args' is refused: free-form"),
-        ("output_dir=../../etc", "'output_dir' is refused: paths"),
-        ("output_name=../../x", "'output_name' is refused: paths"),
-        ("logging_dir=/tmp/x", "'logging_dir' is refused: paths"),
-        ("sample_prompts=/etc/passwd", "'sample_prompts' is refused: paths"),
-        ("pretrained_model_name_or_path=/etc/passwd", "'pretrained_model_name_or_path' is refused"),
-        ("resume=/tmp/state", "'resume' is refused: paths"),
+        ("network_weights=/etc/passwd", "`network_weights` is refused: paths, model files"),
+        ("dataset_config=/etc/passwd", "`dataset_config` is refused: paths"),
+        ('network_args=["conv_dim=1e9","../../x"]', "`network_args` is refused: free-form"),
+        ("output_dir=../../etc", "`output_dir` is refused: paths"),
+        ("output_name=../../x", "`output_name` is refused: paths"),
+        ("logging_dir=/tmp/x", "`logging_dir` is refused: paths"),
+        ("sample_prompts=/etc/passwd", "`sample_prompts` is refused: paths"),
+        ("pretrained_model_name_or_path=/etc/passwd", "`pretrained_model_name_or_path` is refused"),
+        ("resume=/tmp/state", "`resume` is refused: paths"),
         ("log_with=wandb", "would send the run or a credential to an outside service"),
         ("wandb_api_key=abc", "would send the run or a credential"),
         ("network_module=evil.module", "set by the bot for every run"),
@@ -292,13 +292,13 @@ async def test_numeric_hosts_are_refused_with_the_policy_reason() -> None:
         ("preset.min_vram_gb=-5", "preset.min_vram_gb = -5 is below the minimum"),
         ("preset.min_vram_gb=4096", "above the maximum 192"),
         ("preset.early_stop_patience=-1", "below the minimum 0"),
-        ("preset.name=evil", "'preset.name' cannot be changed from chat"),
+        ("preset.name=evil", "`preset.name` cannot be changed from chat"),
         ("sampling.steps=100000", "sampling.steps = 100000 is above the maximum 150"),
         ("sampling.negative=a\u202eb", "line breaks and control characters are not allowed"),
-        ("optimizer_args=[\"foo=__import__('os')\"]", "'foo' is not an optimizer option"),
-        ('optimizer_args=["weight_decay=nan"]', "weight_decay = 'nan' must be finite numbers"),
-        ("image_dir=/", "'image_dir' is refused: paths"),
-        ("face_crops.image_dir=/", "'face_crops.image_dir' is refused: paths"),
+        ("optimizer_args=[\"foo=__import__('os')\"]", "`foo` is not an optimizer option"),
+        ('optimizer_args=["weight_decay=nan"]', "weight_decay = `nan` must be finite numbers"),
+        ("image_dir=/", "`image_dir` is refused: paths"),
+        ("face_crops.image_dir=/", "`face_crops.image_dir` is refused: paths"),
     ],
 )
 def test_each_refused_override_names_the_key_and_why(preset: str, typed: str, expected: str) -> None:
@@ -313,7 +313,7 @@ def test_every_problem_is_listed_in_one_refusal() -> None:
         apply_overrides(load_preset("sdxl-face"), parse_override_text(typed))
     assert len(caught.value.problems) == 5  # four keys, then what may be set instead
     assert caught.value.problems[-1].startswith("settings you can change for sdxl: ")
-    assert "unknown key 'stepz'" in str(caught.value) and "(did you mean steps?)" in str(caught.value)
+    assert "unknown key `stepz`" in str(caught.value) and "(did you mean steps?)" in str(caught.value)
 
 
 def test_family_specific_settings() -> None:

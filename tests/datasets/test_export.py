@@ -157,7 +157,7 @@ async def test_an_export_over_the_limit_is_kept_on_disk(
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        ("rnak=16", "unknown key 'rnak'"),
+        ("rnak=16", "unknown key `rnak`"),
         ("rank=0", "network_dim"),
         ("rank", "must look like KEY=VALUE"),
     ],
@@ -186,7 +186,7 @@ async def test_a_caption_without_the_trigger_stops_the_export(
         caption.text = "woman, ohwx"  # written around the service, as an old row might be
     with pytest.raises(InvalidInputError, match="captions refused"):
         await exports.export(three_images, "sdxl-face", max_bytes=TEN_MIB)
-    with pytest.raises(NotFoundError, match="no preset named 'nope'"):
+    with pytest.raises(NotFoundError, match="no preset named `nope`"):
         await exports.export(three_images, "nope", max_bytes=TEN_MIB)
 
 
