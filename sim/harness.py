@@ -18,6 +18,7 @@ from bot.app import Application, build_application
 from bot.config import Settings
 from sim.cloudinary import CloudinarySim
 from sim.discord import BOT_KWARGS, DiscordSimulator, SimUser
+from sim.discord.state import Perm
 
 if TYPE_CHECKING:
     from sim.huggingface import HuggingFaceSim
@@ -71,7 +72,9 @@ class BotHarness:
     def __post_init__(self) -> None:
         self.trainer = self.sim.add_member("alice", roles=["trainer"])
         self.reviewer = self.sim.add_member("bob", roles=["reviewer"])
-        self.admin = self.sim.add_member("erin", roles=["admin"])
+        # A studio's admin role carries Manage Server, which the admin-only commands ask for by default.
+        admin_role = self.sim.add_role("admin", permissions=Perm.MANAGE_GUILD)
+        self.admin = self.sim.add_member("erin", roles=[admin_role])
         self.visitor = self.sim.add_member("carol")
 
     async def __aenter__(self) -> BotHarness:

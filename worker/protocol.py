@@ -1,4 +1,4 @@
-"""The contract between the bot and the in-pod worker (DESIGN §5). Standard library only.
+"""The contract between the bot and the in-pod worker (design §5). Standard library only.
 
 The job spec travels in the pod's environment as base64 JSON (``ENV_JOB_SPEC``), so no quote or
 newline can break RunPod's GraphQL; the per-job bearer token travels in ``ENV_WORKER_TOKEN``.

@@ -1,4 +1,4 @@
-"""GPU choice, time and cost estimates (DESIGN §7).
+"""GPU choice, time and cost estimates (design §7).
 
 Which GPU: those with at least the preset's memory floor, priced (offered) in the configured cloud,
 ordered by the estimated cost of the whole run (a faster, dearer GPU can be the cheaper run), then by

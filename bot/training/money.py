@@ -1,4 +1,4 @@
-"""Cost accrual and budgets (DESIGN §7). Money is ``Decimal`` everywhere; times are aware UTC.
+"""Cost accrual and budgets (design §7). Money is ``Decimal`` everywhere; times are aware UTC.
 
 A pod costs its ``costPerHr`` (read from RunPod at launch, stored in ``Job.price_per_hour``) for
 every second it exists: from ``Job.pod_created_at`` until now, or until ``Job.pod_terminated_at``.

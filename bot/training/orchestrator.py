@@ -1,4 +1,4 @@
-"""Drives one training job through its states (DESIGN §5), resumable from whatever the row says.
+"""Drives one training job through its states (design §5), resumable from whatever the row says.
 
 The database is the source of truth: :meth:`Orchestrator.drive` reads the job row, does the next
 step for its state, and loops. Every transition is committed (row + ``JobEvent``) before the side

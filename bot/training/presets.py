@@ -325,7 +325,8 @@ def apply_overrides(preset: Preset, overrides: Mapping[str, str]) -> tuple[Prese
     Only the settings of :data:`bot.training.overrides.ALLOWED` for the preset's family may be set,
     each checked for type, finiteness and range. Raises :class:`OverrideError` listing every problem:
     a key the bot owns (with why), an unknown key (with close matches), a bad value. Checks that need
-    the whole configuration (bucket limits, precision combinations) happen when rendering.
+    the whole configuration (bucket limits, precision combinations) happen when rendering
+    (``render.render``), on the final files.
     """
     data = copy.deepcopy(preset.data)
     family = preset.family

@@ -1,4 +1,4 @@
-"""The reconciler (DESIGN §5): at start-up and on a timer, make the world agree with the database.
+"""The reconciler (design §5): at start-up and on a timer, make the world agree with the database.
 
 - live jobs get a driver in this process again (after a crash or restart: the same job, the same pod);
 - a live job whose pod no longer exists is failed, with that cause;
