@@ -203,13 +203,37 @@ def parse_override_text(text: str | None) -> dict[str, str]:
 def check_overrides(preset: str, text_or_params: str | Mapping[str, str] | None) -> dict[str, str]:
     """The raw overrides, after checking them against ``preset`` (:func:`apply_overrides`' refusals).
 
-    What the cogs call before deferring, so a refusal is private and comes before any spend."""
+    What the cogs call before deferring, so a refusal is private and comes before any spend. Besides the
+    allow-list, each value set is held to the schema's own type and range rules for that key (the same
+    functions rendering applies to the whole file), so ``rank=0`` is refused here too; only checks that
+    need the whole configuration wait for rendering.
+    """
     params = (
         parse_override_text(text_or_params)
         if isinstance(text_or_params, str) or text_or_params is None
         else {str(k): str(v) for k, v in text_or_params.items()}
     )
-    apply_overrides(load_preset(preset), params)
+    chosen = load_preset(preset)
+    _, applied = apply_overrides(chosen, params)
+    args = schema.arguments(chosen.family)
+    general = _dataset_schema_types("general")
+    problems: list[str] = []
+    for key, value in applied.items():
+        section, _, name = key.rpartition(".")
+        if section in SUBSET_NAMES or (not section and name in general):
+            problem = schema._range_problem(name, value, schema.DATASET_LIMITS)
+        elif not section and name in args and ALLOWED[key].kind != "optimizer_args":
+            kind = schema._type_problem(args[name], value)
+            shown = _shown(value) if isinstance(value, str) else repr(value)
+            problem = (
+                f"{name} = {shown}: {kind}" if kind else schema._range_problem(name, value, schema.LIMITS)
+            )
+        else:
+            problem = None
+        if problem:
+            problems.append(problem)
+    if problems:
+        raise OverrideError(problems)
     return params
 
 

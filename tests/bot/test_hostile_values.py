@@ -343,3 +343,19 @@ def test_good_overrides_still_apply() -> None:
         "preset.min_vram_gb": 48,
     }
     assert preset.dataset["batch_size"] == 2 and preset.min_vram_gb == 48  # batch lands where it wins
+
+
+def test_the_commands_check_lists_schema_ranges_before_deferring() -> None:
+    """What /train and /dataset export check before answering: the allow-list, then each value against
+    the schema's own rules for its key, so common mistakes never wait for rendering."""
+    from bot.training.presets import check_overrides
+
+    with pytest.raises(OverrideError) as caught:
+        check_overrides("sdxl-face", "rank=0 steps=1e7 batch=100000 mixed_precision=**fp32**")
+    assert caught.value.problems == [
+        "network_dim = 0 is below the minimum 1",
+        "max_train_steps = 10000000 is above the maximum 100000",
+        "batch_size = 100000 is above the maximum 64",
+        "mixed_precision = `**fp32**`: must be one of 'no', 'fp16', 'bf16'",
+    ]
+    assert check_overrides("sdxl-face", "rank=16 lr=1e-4") == {"rank": "16", "lr": "1e-4"}
