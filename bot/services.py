@@ -24,7 +24,7 @@ from bot.faces import FaceService
 from bot.guilds import GuildConfigService
 from bot.review.delivery import DeliveryService
 from bot.review.scoring import PooledScorer, SampleScorer
-from bot.review.service import ReviewService, ScorerFactory
+from bot.review.service import ReviewListener, ReviewService, ScorerFactory
 from bot.review.votes import VoteService
 from bot.roles import RoleNames
 from bot.training.jobs import Training, build_training
@@ -56,6 +56,9 @@ class Services:
     votes: VoteService
     delivery: DeliveryService
     review: ReviewService
+    # Subscribed to training at start-up: reviews checkpoints and stops runs early with or without Discord;
+    # the review cog attaches itself as the publisher.
+    review_listener: ReviewListener | None
 
     async def close(self) -> None:
         """Stop background work; the start-up function closes the HTTP session and engine."""
@@ -89,6 +92,11 @@ def build_services(
     faces.start()  # creates the pool only: no process is spawned until the first task
     curation = CurationService(sessions, blobs, faces, gather, models_dir=settings.face_models_dir)
     votes = VoteService(sessions, default_approvals_required=settings.approvals_required)
+    review = ReviewService(sessions, blobs, votes, review_scorer(faces, curation))
+    review_listener = None
+    if training is not None:
+        review_listener = ReviewListener(review, training.service.stop_early)
+        training.listeners.add(review_listener)
     return Services(
         settings=settings,
         sessions=sessions,
@@ -110,7 +118,8 @@ def build_services(
         delivery=DeliveryService(
             sessions, blobs, loras_dir=settings.comfyui_loras_dir, cloudinary=gather.cloudinary
         ),
-        review=ReviewService(sessions, blobs, votes, review_scorer(faces, curation)),
+        review=review,
+        review_listener=review_listener,
     )
 
 
