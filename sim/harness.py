@@ -143,6 +143,16 @@ class BotHarness:
             "hf_token": SecretStr(HARNESS_HF_TOKEN),
         }
 
+    async def assert_ledger_matches_meter(self, within: float = 15.0) -> None:
+        """Once every pod is gone (waiting up to ``within`` s): the bot's ledger equals the RunPod
+        simulator's meter, compute and storage, to the cent (``sim.meter``)."""
+        from sim.meter import assert_ledger_matches_meter
+
+        assert self.runpod is not None, "start the harness with with_training=True"
+        runpod = self.runpod
+        await runpod.wait_for(lambda: not runpod.live_pods(), within=within)
+        await assert_ledger_matches_meter(self.bot_app.services.sessions, runpod)
+
     async def restart_bot(self) -> None:
         """The bot process dies and starts again: same data directory, same simulators.
 
