@@ -76,6 +76,8 @@ NO_CAPACITY = (
 NO_CAPACITY_DISK = (
     "There are no longer any instances available with enough disk space. Please refresh and try again."
 )
+# Cloudflare, in front of RunPod's proxy, refuses request bodies over 100 MB (413) on its standard plans.
+PROXY_MAX_BODY_BYTES = 100_000_000
 # An image of several GB takes minutes to pull (runtime stays null meanwhile); the bot must cope.
 DEFAULT_BOOT_S = 180.0
 DEFAULT_PULL_WARP = 150.0
@@ -242,7 +244,7 @@ class RunPodSim:
         clock: SimClock | None = None,
         launcher: PodLauncher | None = None,
         proxy_timeout_s: float = 100.0,
-        proxy_max_body_bytes: int | None = None,
+        proxy_max_body_bytes: int | None = PROXY_MAX_BODY_BYTES,
         data_dir: Path | None = None,
         tick_interval_s: float = 0.02,
         stop_delay_s: float = 0.3,

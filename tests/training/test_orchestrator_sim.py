@@ -522,3 +522,13 @@ async def test_the_pod_is_told_when_to_stop_itself_if_the_bot_is_gone(e2e: E2E) 
     # $2.00 at $0.27/h plus 60 GB of container disk ($0.10/GB-month): about 7.2 hours after renting.
     hours = (spec.budget_stop_unix - pod.created_at) / 3600
     assert abs(hours - 2.00 / (0.27 + 60 * 0.10 / 730)) < 0.01
+
+
+async def test_a_dataset_over_the_proxys_body_limit_goes_up_in_parts(e2e: E2E) -> None:
+    e2e.sim.proxy_max_body_bytes = 40_000  # Cloudflare's 100 MB, scaled down to the test's zip
+    assert len(snapshot_zip()) > 2 * 40_000
+    job_id = await e2e.start(steps=4)
+    assert await e2e.finish(job_id) == JobState.SUCCEEDED
+    puts = [c for c in e2e.sim.proxy_calls if c.method == "PUT" and c.path.endswith("/dataset")]
+    statuses = [c.status for c in puts]
+    assert statuses[0] == 413 and statuses[-1] == 201 and statuses.count(202) >= 2, statuses
