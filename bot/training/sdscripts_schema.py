@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import difflib
 import json
+import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal, cast
+
+import toml
 
 from bot.errors import InvalidInputError
 
@@ -200,6 +203,26 @@ def _range_problem(
     if high is not None and value > high:
         return f"{name} = {value!r} is above the maximum {high:g}"
     return None
+
+
+def check_sdscripts_toml(text: str, what: str) -> None:
+    """Refuses a TOML document sd-scripts would not read as written.
+
+    sd-scripts reads ``--config_file`` and ``--dataset_config`` with ``toml`` 0.10.2 (its
+    requirements.txt), an older parser than the standard's: it refuses an array that mixes integers and
+    floats (``[1, 0.5]``) and reads ``-0.0`` as ``0.0``. A file the bot writes must mean the same to it
+    as to ``tomllib``, or the run fails on the pod after the rent has started.
+    """
+    try:
+        theirs = toml.loads(text)
+    except toml.TomlDecodeError as exc:
+        problem = f"sd-scripts' TOML reader (toml 0.10.2) refuses it: {exc}"
+        raise ConfigValidationError(what, [problem]) from None
+    # repr: tells -0.0 from 0.0 and compares NaN with NaN
+    if repr(theirs) != repr(tomllib.loads(text)):
+        raise ConfigValidationError(
+            what, ["sd-scripts' TOML reader (toml 0.10.2) would read other values than were written"]
+        )
 
 
 def parse_resolution(value: Any) -> tuple[int, int] | None:

@@ -351,6 +351,50 @@ def test_contract_catches_drift(contract: dict[str, Any], negative: str) -> None
     assert any(expected in reason for reason in reasons), reasons
 
 
+@pytest.mark.parametrize("negative", list(NEGATIVES))
+def test_the_bot_refuses_before_renting_what_the_real_code_refuses(
+    contract: dict[str, Any], negative: str
+) -> None:
+    """Each drift above, which the real code refuses (or, for silent keys, the contract does), is refused
+    by the bot's own checks too — before a pod is rented, not on it."""
+    assert _verdict(contract["results"][f"negative--{negative}"])
+    work = contract["cases"][f"negative--{negative}"].work_dir
+    config_text, dataset_text = (work / "config.toml").read_text(), (work / "dataset.toml").read_text()
+    problems: list[str] = []
+    for text, name in ((config_text, "config.toml"), (dataset_text, "dataset.toml")):
+        try:
+            schema.check_sdscripts_toml(text, name)
+        except schema.ConfigValidationError as exc:
+            problems += exc.problems
+    flat: dict[str, Any] = {}
+    try:
+        flat = schema.validate_training_config(tomllib.loads(config_text), "sd15")
+    except schema.ConfigValidationError as exc:
+        problems += exc.problems
+    try:
+        schema.validate_dataset_config(tomllib.loads(dataset_text), "sd15", training=flat)
+    except schema.ConfigValidationError as exc:
+        problems += exc.problems
+    try:
+        intake.check_dataset(dataset_text, work)  # the worker refuses an upload with no images
+    except intake.DatasetRejected as exc:
+        problems.append(str(exc))
+    assert problems, f"the bot would rent a pod for {negative!r}"
+
+
+def test_render_refuses_a_file_sd_scripts_would_not_read(tmp_path: Path) -> None:
+    """tomllib reads a mixed int/float array, sd-scripts' toml 0.10.2 does not: render refuses it."""
+    preset = load_preset("sd15-local")
+    preset.data["train"]["text_encoder_lr"] = [1, 0.5]  # the bot's types allow an int among floats
+    photo = tmp_path / "a.jpg"
+    shutil.copy(TESTDATA_FACES / FULL_PHOTOS[0], photo)
+    image = TrainingImage(source=photo, caption=f"{TRIGGER} {CLASS_WORD}")
+    with pytest.raises(
+        schema.ConfigValidationError, match=r"toml 0\.10\.2\) refuses it: Not a homogeneous array"
+    ):
+        render([image], preset=preset, trigger=TRIGGER, class_word=CLASS_WORD)
+
+
 def test_negative_base_is_accepted(contract: dict[str, Any]) -> None:
     """The negatives differ from an accepted case by their one edit (else they would prove nothing)."""
     assert _verdict(contract["results"]["sd15-local--faces"]) == []
