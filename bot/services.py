@@ -6,7 +6,9 @@ through ``bot.services``. Nothing here connects at import time.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -31,6 +33,7 @@ from bot.training.jobs import Training, build_training
 from bot.training.money import Money
 from storage.blobs import BlobStore
 from storage.models import Job
+from storage.types import utcnow
 
 
 @dataclass
@@ -72,7 +75,11 @@ class Services:
 
 
 def build_services(
-    settings: Settings, sessions: async_sessionmaker[AsyncSession], http: aiohttp.ClientSession
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    http: aiohttp.ClientSession,
+    *,
+    clock: Callable[[], datetime] | None = None,
 ) -> Services:
     blobs = BlobStore(settings.blob_dir)
     tasks = TaskGroup()
@@ -82,8 +89,8 @@ def build_services(
     except UserError as exc:  # a malformed CLOUDINARY_URL: one clear line at start-up
         raise StartupError(str(exc)) from None
     # Few ledger rows: accrue at most once a minute; budget checks look ahead to cover the gap.
-    money = Money(sessions, settings, min_period_s=60)
-    training = build_training(settings, sessions, http, blobs, money)
+    money = Money(sessions, settings, min_period_s=60, clock=clock or utcnow)
+    training = build_training(settings, sessions, http, blobs, money, clock=clock or utcnow)
     captions = CaptionService(sessions, blobs)
     try:
         faces = FaceService.from_settings(settings)
