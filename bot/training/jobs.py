@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -43,6 +43,7 @@ from bot.training.estimate import (
 )
 from bot.training.money import Money, usd
 from bot.training.orchestrator import Orchestrator
+from bot.training.pricing import PodDisks
 from bot.training.progress import ProgressView
 from bot.training.reconciler import Reconciler
 from bot.training.states import transition
@@ -50,6 +51,7 @@ from bot.training.tokens import new_nonce
 from storage.blobs import BlobStore
 from storage.db import unit_of_work
 from storage.models import LIVE_STATES, Caption, Dataset, FaceAnalysis, Image, Job, JobEvent, JobState
+from storage.types import utcnow
 from worker.protocol import BaseModelSource
 
 log = logging.getLogger(__name__)
@@ -216,6 +218,7 @@ class JobService:
                 plan.profile,
                 plan.total_steps,
                 cloud=self.ctx.settings.runpod_cloud_type,
+                storage_per_hour=PodDisks(plan.container_disk_in_gb, plan.volume_in_gb).running_per_hour(),
             )
         except NoSuitableGpuError as exc:
             raise ServiceUnavailableError(str(exc)) from exc
@@ -564,6 +567,7 @@ def build_training(
     money: Money,
     *,
     runpod: Any | None = None,
+    clock: Callable[[], datetime] = utcnow,
 ) -> Training | None:
     """Wire the training domain, or ``None`` when RunPod is not configured (no RUNPOD_API_KEY)."""
     if runpod is None:
@@ -573,7 +577,13 @@ def build_training(
 
         runpod = RunPodClient.from_settings(settings)
     ctx = TrainingContext(
-        sessions=sessions, settings=settings, runpod=runpod, blobs=blobs, http=http, money=money
+        sessions=sessions,
+        settings=settings,
+        runpod=runpod,
+        blobs=blobs,
+        http=http,
+        money=money,
+        clock=clock,
     )
     orchestrator = Orchestrator(ctx)
     service = JobService(ctx, orchestrator, DatasetRunPlanner(sessions, blobs))
