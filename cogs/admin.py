@@ -51,8 +51,8 @@ class BudgetCog(commands.GroupCog, group_name="budget", group_description="Money
             return
         config = await services_of(interaction).guilds.update(
             guild_id_of(interaction),
-            job_budget_usd=parse_usd(job) if job is not None else None,
-            monthly_budget_usd=parse_usd(month) if month is not None else None,
+            job_budget_usd=parse_usd(job, "The budget per job") if job is not None else None,
+            monthly_budget_usd=parse_usd(month, "The monthly budget") if month is not None else None,
         )
         await interaction.response.send_message(
             f"Budgets: {usd(config.job_budget_usd)} per job, {usd(config.monthly_budget_usd)} per month.",

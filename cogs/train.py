@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import re
-import shlex
 import time
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -22,7 +21,6 @@ from discord.ext import commands
 
 from bot.errors import (
     ConflictError,
-    InvalidInputError,
     NotFoundError,
     PermissionDeniedError,
     ServiceUnavailableError,
@@ -31,9 +29,10 @@ from bot.errors import (
 from bot.guilds import parse_usd
 from bot.outbox import QUOTE
 from bot.roles import Role, has_role
+from bot.text import quote_inline
 from bot.training.jobs import Quote, Training
 from bot.training.money import usd
-from bot.training.presets import apply_overrides, load_preset, parse_override_strings, preset_names
+from bot.training.presets import check_overrides, load_preset, preset_names
 from bot.training.progress import ProgressView
 from cogs._progress import ProgressBoard
 from cogs._shared import guild_id_of, member_of, require, services_of
@@ -60,20 +59,6 @@ def training_of(interaction: discord.Interaction[Any]) -> Training:
             "(and usually `HF_TOKEN` for gated base models) and restart it."
         )
     return training
-
-
-def parse_overrides(text: str | None) -> dict[str, str]:
-    """``steps=800 network_dim=32 "sampling.negative=blurry, dark"`` → a dict (quotes keep spaces).
-
-    Pairs are separated by spaces; a comma right after a pair is tolerated (``steps=800, dim=32``).
-    """
-    if not text or not text.strip():
-        return {}
-    try:
-        tokens = shlex.split(text)
-    except ValueError as exc:
-        raise InvalidInputError(f"Overrides: {exc}. Write them as `key=value key=value`.") from None
-    return parse_override_strings(token.rstrip(",") for token in tokens if token.strip(","))
 
 
 def is_admin(user: discord.User | discord.Member, interaction: discord.Interaction[Any]) -> bool:
@@ -241,9 +226,10 @@ class TrainCog(commands.GroupCog, group_name="train", group_description="Train a
         """The cheap checks, done before deferring so that their errors stay private."""
         training = training_of(interaction)
         if preset not in preset_names():
-            raise NotFoundError(f"There is no preset `{preset[:40]}`. Presets: {', '.join(preset_names())}.")
-        params = parse_overrides(overrides)
-        apply_overrides(load_preset(preset), params)  # unknown keys and bad values: refused here, privately
+            raise NotFoundError(
+                f"There is no preset {quote_inline(preset, 40)}. Presets: {', '.join(preset_names())}."
+            )
+        params = check_overrides(preset, overrides)  # refused here, privately, before any spend
         amount = parse_usd(budget) if budget is not None else None
         guild_id = guild_id_of(interaction)
         await services_of(interaction).datasets.get(guild_id=guild_id, name=dataset)

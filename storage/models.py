@@ -214,7 +214,9 @@ class Job(Base):
     gpu_type: Mapped[str | None] = mapped_column(String(80))
     pod_name: Mapped[str | None] = mapped_column(String(80), unique=True)
     pod_id: Mapped[str | None] = mapped_column(String(80), index=True)
-    worker_token: Mapped[str | None] = mapped_column(String(128))  # per-job bearer token for the pod API
+    # The pod API's bearer token is derived from this random, non-secret nonce and a key from the
+    # environment (bot.training.tokens); the token itself is never stored.
+    worker_token_nonce: Mapped[str | None] = mapped_column(String(64))
     price_per_hour: Mapped[Decimal | None]
     budget_usd: Mapped[Decimal]
     cost_usd: Mapped[Decimal] = mapped_column(default=Decimal(0))

@@ -38,10 +38,10 @@ class _Redact(logging.Filter):
         self._secrets = [s for s in secrets if len(s) >= 6]
 
     def filter(self, record: logging.LogRecord) -> bool:
+        from .redact import redact  # by value and by shape (bearer tokens, api_key=..., worker tokens)
+
         message = record.getMessage()
-        clean = message
-        for secret in self._secrets:
-            clean = clean.replace(secret, "***")
+        clean = redact(message, self._secrets)
         if clean != message:
             record.msg, record.args = clean, None
         return True

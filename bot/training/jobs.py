@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -32,6 +31,7 @@ from bot.errors import (
     NotFoundError,
     ServiceUnavailableError,
 )
+from bot.guilds import check_budget
 from bot.outbox import QUOTE
 from bot.training.context import Listeners, TrainingContext, pod_name_for
 from bot.training.estimate import (
@@ -48,6 +48,7 @@ from bot.training.pricing import PodDisks
 from bot.training.progress import ProgressView
 from bot.training.reconciler import Reconciler
 from bot.training.states import transition
+from bot.training.tokens import new_nonce
 from storage.blobs import BlobStore
 from storage.db import unit_of_work
 from storage.models import (
@@ -61,6 +62,7 @@ from storage.models import (
     JobState,
     OwedMessage,
 )
+from storage.types import utcnow
 from worker.protocol import BaseModelSource
 
 log = logging.getLogger(__name__)
@@ -203,9 +205,7 @@ class JobService:
 
     async def _budget_for(self, guild_id: int, budget_usd: Decimal | None) -> Decimal:
         if budget_usd is not None:
-            if budget_usd <= 0:
-                raise BudgetExceededError("a job budget must be more than $0")
-            return budget_usd
+            return check_budget(budget_usd, "A job's budget")  # rounded to the cent, then checked
         return await self.ctx.money.default_job_budget(guild_id)
 
     async def _quote(
@@ -338,7 +338,7 @@ class JobService:
                 },
                 state=JobState.PENDING.value,
                 gpu_type=quote.estimate.pick.gpu_type_id,
-                worker_token=secrets.token_urlsafe(32),
+                worker_token_nonce=new_nonce(),  # the token is derived from it (bot.training.tokens)
                 budget_usd=quote.budget_usd,
                 estimate=quote.estimate.to_json(),
                 total_steps=plan.total_steps,
@@ -603,6 +603,7 @@ def build_training(
     money: Money,
     *,
     runpod: Any | None = None,
+    clock: Callable[[], datetime] = utcnow,
 ) -> Training | None:
     """Wire the training domain, or ``None`` when RunPod is not configured (no RUNPOD_API_KEY)."""
     if runpod is None:
@@ -612,7 +613,13 @@ def build_training(
 
         runpod = RunPodClient.from_settings(settings)
     ctx = TrainingContext(
-        sessions=sessions, settings=settings, runpod=runpod, blobs=blobs, http=http, money=money
+        sessions=sessions,
+        settings=settings,
+        runpod=runpod,
+        blobs=blobs,
+        http=http,
+        money=money,
+        clock=clock,
     )
     orchestrator = Orchestrator(ctx)
     service = JobService(ctx, orchestrator, DatasetRunPlanner(sessions, blobs))

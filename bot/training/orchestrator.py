@@ -52,6 +52,7 @@ from bot.training.pods import (
 )
 from bot.training.progress import ProgressView
 from bot.training.states import record_event, transition
+from bot.training.tokens import worker_token
 from bot.training.worker_client import (
     IntegrityError,
     WorkerAuthError,
@@ -91,6 +92,7 @@ class Orchestrator:
         self._driving: dict[int, asyncio.Task[JobState]] = {}
         self._last_progress: dict[int, float] = {}
         self._download_failures: dict[tuple[int, str], int] = {}
+        self._pull_shown: set[int] = set()  # jobs whose progress said "pulling the image"
         self._closed = False
         self.terminated_pods: set[str] = set()  # pods this process terminated successfully
 
@@ -132,12 +134,15 @@ class Orchestrator:
         return job
 
     def worker(self, job: Job) -> WorkerClient:
-        if not job.pod_id or not job.worker_token:
-            raise ValueError(f"job {job.id} has no pod or token yet")
+        if not job.pod_id:
+            raise ValueError(f"job {job.id} has no pod yet")
         base = self.ctx.runpod.worker_base_url(job.pod_id)
         if inspect.isawaitable(base):  # tolerate an async implementation
             raise TypeError("worker_base_url must be synchronous")
-        return WorkerClient(self.ctx.http, str(base), job.worker_token)
+        # Derived, never stored (bot.training.tokens). A job from before that has none: the worker
+        # refuses the empty token, so the job fails and its pod is terminated.
+        token = worker_token(self.ctx.settings, job.id, job.worker_token_nonce) or ""
+        return WorkerClient(self.ctx.http, str(base), token)
 
     async def _sleep(self) -> None:
         await asyncio.sleep(self.poll_interval_s)
@@ -407,6 +412,9 @@ class Orchestrator:
                 assert row is not None
                 row.price_per_hour = price
         if not pod.running:
+            # Minutes of "runtime: null" while RunPod pulls the image: say so once, then as throttled.
+            await self._emit_progress(job, force=job.id not in self._pull_shown)
+            self._pull_shown.add(job.id)
             raise _Retry
         if not await self.worker(job).health():
             raise _Retry
@@ -422,7 +430,8 @@ class Orchestrator:
         if not options and job.gpu_type:
             options = [job.gpu_type]
         base_spec = replace(build_spec(job), unattended_stop_s=self.ctx.settings.worker_unattended_stop_s)
-        env = {ENV_WORKER_TOKEN: job.worker_token or ""}
+        # Derived, never stored (bot.training.tokens).
+        env = {ENV_WORKER_TOKEN: worker_token(self.ctx.settings, job.id, job.worker_token_nonce) or ""}
         hf_token = self.ctx.settings.hf_token
         if hf_token is not None and hf_token.get_secret_value():
             env["HF_TOKEN"] = hf_token.get_secret_value()

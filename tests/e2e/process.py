@@ -196,8 +196,14 @@ class ProcessRig:
             },
             stop_grace_s=2.0,
         )
+        # The bot is another process on the wall clock: RunPod's clock must not run faster than it
+        # (a short pull, no warp), or the meter would bill minutes the ledger never saw.
         self.runpod = RunPodSim(
-            api_key=HARNESS_RUNPOD_KEY, data_dir=self.tmp_path / "runpod", launcher=launcher
+            api_key=HARNESS_RUNPOD_KEY,
+            data_dir=self.tmp_path / "runpod",
+            launcher=launcher,
+            boot_delay_s=2.0,
+            pull_warp=1.0,
         )
         await self.runpod.start()
         self.env = bot_env(

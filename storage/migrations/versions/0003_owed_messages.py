@@ -1,7 +1,7 @@
 """owed messages (the outbox of messages a job owes its channel)
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0003
+Revises: 0002
 Create Date: 2026-12-06 09:40:00
 
 Jobs and checkpoints that were announced before this table existed are recorded as settled, so a bot
@@ -15,8 +15,8 @@ from alembic import op
 
 import storage.types
 
-revision: str = "0002"
-down_revision: str | None = "0001"
+revision: str = "0003"
+down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
