@@ -529,7 +529,35 @@ class TrainCog(commands.GroupCog, group_name="train", group_description="Train a
                         break
             except discord.HTTPException as exc:
                 log.warning("job %s: could not read its quote's reactions: %s", job_id, exc)
+        await self._settle_quotes()
         return confirmed
+
+    async def _settle_quotes(self) -> None:
+        """A bot killed between confirming (or cancelling) a job and editing its quote left the quote
+        asking for a confirmation, buttons and all: say what happened instead."""
+        training = self.bot.services.training
+        if training is None:
+            return
+        for job_id, channel_id, message_id, event in await training.service.left_pending():
+            channel = self.bot.get_partial_messageable(channel_id)
+            try:
+                message = await channel.fetch_message(message_id)
+                if not message.components:
+                    continue  # already says what happened
+                payload = event.payload or {}
+                if event.to_state == JobState.PROVISIONING.value:
+                    note = (
+                        f"{CONFIRM_EMOJI} Confirmed by <@{payload.get('confirmed_by')}>: renting a GPU pod."
+                    )
+                elif payload.get("reason") == "unconfirmed":
+                    note = "Not confirmed in time; nothing was rented."
+                elif payload.get("by") is not None:
+                    note = f"Cancelled by <@{payload.get('by')}>; nothing was rented."
+                else:
+                    note = f"Job #{job_id} ended ({event.to_state}); nothing was rented."
+                await message.edit(content=_with_note(message.content, note), view=None)
+            except discord.HTTPException as exc:
+                log.warning("job %s: could not update its quote: %s", job_id, exc)
 
 
 def _quoted_job(message: discord.Message) -> int | None:

@@ -444,6 +444,31 @@ class JobService:
             )
             return [(int(j), int(c), int(m)) for j, c, m in rows.all()]
 
+    async def left_pending(
+        self, *, within: timedelta = timedelta(days=1)
+    ) -> list[tuple[int, int, int, JobEvent]]:
+        """``(job id, channel id, quote message id, the state event that left pending)`` of recent jobs
+        no longer pending, for quotes a bot killed mid-confirmation never updated."""
+        since = self.ctx.now() - within
+        async with self.ctx.sessions() as session:
+            rows = (
+                await session.execute(
+                    select(OwedMessage.job_id, OwedMessage.channel_id, OwedMessage.message_id, JobEvent)
+                    .join(Job, Job.id == OwedMessage.job_id)
+                    .join(JobEvent, JobEvent.job_id == Job.id)
+                    .where(
+                        Job.created_at >= since,
+                        OwedMessage.key == QUOTE,
+                        OwedMessage.message_id.is_not(None),
+                        OwedMessage.channel_id.is_not(None),
+                        JobEvent.kind == "state",
+                        JobEvent.from_state == JobState.PENDING.value,
+                    )
+                    .order_by(Job.id)
+                )
+            ).all()
+        return [(int(j), int(c), int(m), event) for j, c, m, event in rows]
+
     async def set_progress_message(self, job_id: int, *, channel_id: int, message_id: int) -> None:
         """Remember where the progress message lives, so a restarted bot edits the same one."""
         async with unit_of_work(self.ctx.sessions) as session:

@@ -140,7 +140,7 @@ def job_row(db: Path, job_id: int) -> sqlite3.Row:
     return rows[0]
 
 
-async def poll_until(check: Callable[[], object], timeout: float = 30) -> None:
+async def poll_until(check: Callable[[], object], timeout: float = 60) -> None:
     """Poll a condition no Discord request signals (the database, RunPod)."""
     async with asyncio.timeout(timeout):
         while not check():

@@ -64,8 +64,8 @@ async def rig_for(tmp_path: Path, *, faces: bool = False) -> AsyncIterator[Proce
 
 async def first_bot(rig: ProcessRig, crash_at: str | None) -> BotProcess:
     bot = rig.bot(crash_at=crash_at)
-    await rig.sim.wait_for_bot(timeout=60)
-    await rig.sim.wait_until(lambda: rig.sim.commands(rig.sim.guild), timeout=30)  # synced at start-up
+    await rig.sim.wait_for_bot(timeout=120)
+    await rig.sim.wait_until(lambda: rig.sim.commands(rig.sim.guild), timeout=60)  # synced at start-up
     return bot
 
 
@@ -80,9 +80,9 @@ async def dataset(rig: ProcessRig) -> None:
     added = await sim.invoke_slash(
         "dataset add", {"name": "elena"}, user=trainer, attachments=[(p.name, p.read_bytes()) for p in photos]
     )
-    report = await added.response(timeout=60)
+    report = await added.response(timeout=120)
     assert report is not None and not added.ephemeral
-    await sim.wait_until(lambda: "added 3 images" in sim.message(report.id).content, timeout=60)
+    await sim.wait_until(lambda: "added 3 images" in sim.message(report.id).content, timeout=120)
 
 
 async def quote_job(rig: ProcessRig) -> tuple[int, SimMessage]:
@@ -91,7 +91,7 @@ async def quote_job(rig: ProcessRig) -> tuple[int, SimMessage]:
     handle = await rig.sim.invoke_slash(
         "train start", {"dataset": "elena", "preset": PRESET, "overrides": OVERRIDES}, user=rig.trainer
     )
-    quote = await handle.response(timeout=30)
+    quote = await handle.response(timeout=60)
     assert quote is not None and not handle.ephemeral, quote and quote.content
     match = re.search(r"Job #(\d+) is waiting for confirmation", quote.content)
     assert match is not None, quote.content
@@ -104,7 +104,7 @@ async def confirm(rig: ProcessRig, job_id: int, quote: SimMessage) -> None:
     await click.ack()
 
 
-async def died_at(rig: ProcessRig, bot: BotProcess, point: str, timeout: float = 120) -> None:
+async def died_at(rig: ProcessRig, bot: BotProcess, point: str, timeout: float = 240) -> None:
     """Wait until the bot killed itself at ``point``."""
     async with asyncio.timeout(timeout):
         while bot.alive():
@@ -118,7 +118,7 @@ async def died_at(rig: ProcessRig, bot: BotProcess, point: str, timeout: float =
 async def restart(rig: ProcessRig) -> BotProcess:
     known = set(rig.sim.gateway.sessions)
     bot = rig.bot()
-    await wait_for_new_bot_session(rig.sim, known, timeout=60)
+    await wait_for_new_bot_session(rig.sim, known, timeout=120)
     return bot
 
 
@@ -138,7 +138,7 @@ def chart_of(job_id: int) -> Callable[[SimMessage], bool]:
     return lambda m: m.content.startswith(f"Job #{job_id}: face similarity")
 
 
-async def summary(rig: ProcessRig, job_id: int, timeout: float = 120) -> SimMessage:
+async def summary(rig: ProcessRig, job_id: int, timeout: float = 240) -> SimMessage:
     found: list[SimMessage] = await rig.sim.wait_until(
         lambda: bot_messages(rig.sim, summary_of(job_id)), timeout=timeout
     )
@@ -180,6 +180,7 @@ async def test_killed_after_posting_the_progress_message_before_storing_its_id(t
         await confirm(rig, job_id, quote)
         await died_at(rig, bot, "outbox.sent:progress")
         (progress,) = bot_messages(rig.sim, progress_of(job_id))  # posted, its id never stored
+        assert "Confirmed by" not in rig.sim.message(quote.id).content  # killed before the quote edit
         assert job_row(rig.db, job_id)["progress_message_id"] is None
 
         await restart(rig)
@@ -188,6 +189,10 @@ async def test_killed_after_posting_the_progress_message_before_storing_its_id(t
         # The message found again is the one edited to the end (no second message).
         assert bot_messages(rig.sim, progress_of(job_id))[0].id == progress.id
         assert steps_shown(rig.sim, progress.id)[-1] == STEPS
+        # The quote, never updated by the killed process, says it was confirmed (no buttons left).
+        await rig.sim.wait_until(lambda: "Confirmed by" in rig.sim.message(quote.id).content, timeout=120)
+        assert rig.sim.message(quote.id).components == []
+        assert "within 15 minutes" not in rig.sim.message(quote.id).content
 
 
 async def test_killed_after_marking_a_checkpoint_announced_before_its_row(tmp_path: Path) -> None:
@@ -313,9 +318,9 @@ async def test_reactions_made_while_the_bot_was_down_are_applied_once(tmp_path: 
         bot.sigkill()
         await sim.react(quote.id, APPROVE, rig.trainer)
         await restart(rig)
-        await sim.wait_until(lambda: "Confirmed by" in sim.message(quote.id).content, timeout=60)
+        await sim.wait_until(lambda: "Confirmed by" in sim.message(quote.id).content, timeout=120)
         posted = await summary(rig, job_id)
-        await sim.wait_until(lambda: APPROVE in sim.message(posted.id).reactions, timeout=60)
+        await sim.wait_until(lambda: APPROVE in sim.message(posted.id).reactions, timeout=120)
         (row20,) = bot_messages(sim, row_of(20))
         (row40,) = bot_messages(sim, row_of(40))
 
@@ -330,7 +335,7 @@ async def test_reactions_made_while_the_bot_was_down_are_applied_once(tmp_path: 
             return bot_messages(sim, lambda m: f"of job #{job_id} approved by" in m.content)
 
         await restart(rig)
-        await sim.wait_until(delivered, timeout=90)
+        await sim.wait_until(delivered, timeout=180)
         votes = query(rig.db, "SELECT message_id, user_id, emoji FROM votes WHERE job_id = ?", job_id)
         assert {(v["message_id"], v["user_id"], v["emoji"]) for v in votes} == {
             (row20.id, rig.reviewer.id, UP),
