@@ -82,7 +82,7 @@ async def test_5xx_on_posts_and_edits_never_lose_or_double_a_message(tmp_path: P
         sim.inject_error("PATCH", ONE_MESSAGE, 503)
         sim.inject_error("PATCH", ONE_MESSAGE, 500, after=True)
         job_id = await run_job(h, OVERRIDES)
-        await sim.wait_until(lambda: bot_messages(h, summary_of(job_id)), timeout=120)
+        await sim.wait_until(lambda: bot_messages(h, summary_of(job_id)), timeout=240)
         job = await job_row(h, job_id)
         assert job.state == JobState.SUCCEEDED.value, job.error
         failed = [r for r in sim.requests if r.status >= 500]
@@ -102,10 +102,10 @@ async def test_a_post_that_keeps_failing_is_owed_and_posted_once_later(tmp_path:
     async with bot_with_job_sims(tmp_path) as h:
         sim = h.sim
         job_id = await run_job(h, OVERRIDES)
-        await sim.wait_until(lambda: bot_messages(h, row_of(12)), timeout=120)
+        await sim.wait_until(lambda: bot_messages(h, row_of(12)), timeout=240)
         # discord.py gives up after five 5xx answers: the summary post fails for good (for now) …
         sim.inject_error("POST", MESSAGES, 500, times=5, after=True)
-        await eventually(lambda: not [i for i in sim.ratelimiter.injections if i.times > 0], timeout=120)
+        await eventually(lambda: not [i for i in sim.ratelimiter.injections if i.times > 0], timeout=240)
         await eventually(lambda: h.bot_app.services.training is not None, timeout=1)
         training = h.bot_app.services.training
         assert training is not None
@@ -130,26 +130,26 @@ async def test_gateway_drops_while_a_job_runs_lose_nothing_the_team_did(tmp_path
     async with bot_with_job_sims(tmp_path, SDSTANDIN_STEP_SECONDS="0.3") as h:
         sim = h.sim
         job_id = await run_job(h, OVERRIDES)
-        row4: list[SimMessage] = await sim.wait_until(lambda: bot_messages(h, row_of(4)), timeout=120)
+        row4: list[SimMessage] = await sim.wait_until(lambda: bot_messages(h, row_of(4)), timeout=240)
 
         # A drop with a resume: the 👍 made in the gap is replayed with the missed events.
         sim.gateway.hold_resumes()
         await sim.drop_gateway(4000)
         await sim.react(row4[0].id, UP, h.reviewer)
         sim.gateway.release_resumes()
-        await sim.wait_for_frame(t="RESUMED", timeout=30)
+        await sim.wait_for_frame(t="RESUMED", timeout=90)
 
         # A drop whose session is invalidated: Discord replays nothing; the bot, identified anew,
         # reads the reactions of its open review messages.
-        row8: list[SimMessage] = await sim.wait_until(lambda: bot_messages(h, row_of(8)), timeout=120)
+        row8: list[SimMessage] = await sim.wait_until(lambda: bot_messages(h, row_of(8)), timeout=240)
         sim.gateway.hold_resumes()
         await sim.drop_gateway(4000)
         await sim.react(row8[0].id, UP, h.reviewer)
         await sim.react(row8[0].id, UP, h.visitor)  # not a reviewer: never counts
         sim.gateway.invalidate_sessions()  # the events of the gap go with the session
         sim.gateway.release_resumes()
-        await sim.wait_for_frame(op=9, timeout=30)  # INVALID_SESSION: the bot must IDENTIFY anew
-        await sim.wait_for_bot(timeout=30)
+        await sim.wait_for_frame(op=9, timeout=90)  # INVALID_SESSION: the bot must IDENTIFY anew
+        await sim.wait_for_bot(timeout=90)
 
         async def votes() -> set[tuple[int, int, str]]:
             async with h.bot_app.services.sessions() as session:
@@ -164,11 +164,11 @@ async def test_gateway_drops_while_a_job_runs_lose_nothing_the_team_did(tmp_path
         summary: list[SimMessage] = await sim.wait_until(
             lambda: bot_messages(h, summary_of(job_id)), timeout=120
         )
-        await sim.wait_until(lambda: APPROVE in sim.message(summary[0].id).reactions, timeout=30)
+        await sim.wait_until(lambda: APPROVE in sim.message(summary[0].id).reactions, timeout=90)
         job = await job_row(h, job_id)
         assert job.state == JobState.SUCCEEDED.value, job.error
         assert len(bot_messages(h, summary_of(job_id))) == 1 and summary[0].id == job.summary_message_id
         (progress,) = bot_messages(h, progress_of(job_id))
-        await sim.wait_until(lambda: "· finished" in sim.message(progress.id).content, timeout=30)
+        await sim.wait_until(lambda: "· finished" in sim.message(progress.id).content, timeout=90)
         assert await votes() == expected
         await h.assert_ledger_matches_meter()
