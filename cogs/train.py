@@ -152,7 +152,8 @@ class TrainCog(commands.GroupCog, group_name="train", group_description="Train a
         training = self.bot.services.training
         if training is not None:
             self.board = ProgressBoard(self.bot, training.service, self.bot.services.outbox)
-            training.listeners.add(self.board)
+            # First: the progress message shows how the job ended before the summary announces it.
+            training.listeners.add(self.board, first=True)
 
     async def cog_unload(self) -> None:
         self.bot.remove_dynamic_items(QuoteButton)

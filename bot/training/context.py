@@ -109,8 +109,12 @@ class Listeners:
     def __init__(self, listeners: Sequence[JobListener] = ()) -> None:
         self._listeners: list[JobListener] = list(listeners)
 
-    def add(self, listener: JobListener) -> None:
-        self._listeners.append(listener)
+    def add(self, listener: JobListener, *, first: bool = False) -> None:
+        """Subscribe; ``first``: told before the others (each is awaited in turn)."""
+        if first:
+            self._listeners.insert(0, listener)
+        else:
+            self._listeners.append(listener)
 
     def remove(self, listener: JobListener) -> None:
         self._listeners.remove(listener)
