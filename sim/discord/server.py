@@ -97,6 +97,9 @@ class DiscordSimulator:
         self.privileged_intents = privileged_intents
         self.response_deadline = response_deadline
         self.token_lifetime = token_lifetime
+        # How long Discord remembers a nonce for enforce_nonce (a test may shorten it to zero: the
+        # bot was down longer than Discord remembers).
+        self.nonce_window = NONCE_WINDOW
         self.base_url = ""
 
         self.users: dict[int, SimUser] = {}
@@ -1083,7 +1086,7 @@ class DiscordSimulator:
         if not body.get("enforce_nonce") or body.get("nonce") is None:
             return None
         nonce = str(body["nonce"])
-        since = datetime.now(UTC) - NONCE_WINDOW
+        since = datetime.now(UTC) - self.nonce_window
         for msg in reversed(self.messages_in(channel)):
             if snowflake_time(msg.id) < since:
                 break
