@@ -15,7 +15,7 @@ import re
 import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -232,10 +232,14 @@ async def test_acknowledged_then_the_pod_went_by_itself_while_the_bot_was_dead(t
         assert pod.terminated_by == "pod"
         assert job_row(rig.db, job_id)["state"] == JobState.COLLECTING.value
         await asyncio.sleep(3)  # the gap a restart takes: it must not be billed
+        restarted_at = datetime.now(UTC)
 
         await restart(rig)
         await summary(rig, job_id)
         await settled(rig, job_id, JobState.SUCCEEDED, rows=CHECKPOINT_STEPS)
+        # Billed until the pod went (the acknowledgement), not until the new process noticed.
+        ended = datetime.fromisoformat(str(job_row(rig.db, job_id)["pod_terminated_at"]))
+        assert ended.replace(tzinfo=ended.tzinfo or UTC) < restarted_at
 
 
 async def test_killed_after_storing_succeeded_before_the_summary(tmp_path: Path) -> None:
