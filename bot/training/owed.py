@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 ANNOUNCED_EVENT = "checkpoint_announced"
 PROGRESS_FINAL = f"{PROGRESS}:final"
+# Announcing the same thing again this many times in one process without it getting posted means it
+# cannot be (e.g. its channel is gone): stop retrying until the next start, which tries again.
+MAX_TRIES = 5
 
 
 @dataclass
@@ -46,6 +49,21 @@ class OwedAnnouncements:
         self.ctx = ctx
         self.outbox = Outbox(ctx.sessions)
         self.grace = grace
+        self._tries: dict[tuple[int, str], int] = {}
+
+    def _try(self, job_id: int, what: str) -> bool:
+        tries = self._tries.get((job_id, what), 0)
+        if tries >= MAX_TRIES:
+            return False
+        self._tries[(job_id, what)] = tries + 1
+        if tries + 1 == MAX_TRIES:
+            log.warning(
+                "job %s: %s still owed after %d tries; not trying again before a restart",
+                job_id,
+                what,
+                tries + 1,
+            )
+        return True
 
     async def finish(self, *, startup: bool = False) -> OwedReport:
         report = OwedReport()
@@ -78,6 +96,8 @@ class OwedAnnouncements:
             step = int((event.payload or {}).get("step", -1))
             if step < 0 or event.at > cutoff or row_key(step) in await keys(event.job_id):
                 continue
+            if not self._try(event.job_id, row_key(step)):
+                continue
             try:
                 if await self._announce_checkpoint(event.job_id, step):
                     report.rows.append((event.job_id, step))
@@ -85,6 +105,8 @@ class OwedAnnouncements:
                 log.exception("job %s: announcing checkpoint %s again failed", event.job_id, step)
         for event in endings:
             if event.at > cutoff or {SUMMARY, PROGRESS_FINAL} <= await keys(event.job_id):
+                continue
+            if not self._try(event.job_id, SUMMARY):
                 continue
             try:
                 await self._announce_end(event)
