@@ -143,6 +143,9 @@ async def test_budgets_are_checked_after_rounding_on_every_update(harness: BotHa
         handle = await h.sim.invoke_slash("budget set", options, user=admin)
         said = await _private(h, handle)
         assert reason in said and "between $0.01 and $10,000.00" in said, said
+    both = await h.sim.invoke_slash("budget set", {"job": "0.001", "month": "nan"}, user=admin)
+    said = await _private(h, both)  # one message, both problems
+    assert "The budget per job of $0.00" in said and "`nan` is not an amount in dollars" in said, said
     # Every refusal left the stored budgets as they were.
     async with unit_of_work(h.bot_app.services.sessions) as session:
         row = await session.get(GuildSettings, h.sim.guild.id)
