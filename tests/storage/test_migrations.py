@@ -44,13 +44,18 @@ def test_0002_drops_plain_text_worker_tokens(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:
         _insert(conn, "datasets", {"id": 1, "name": "elena"})
         _insert(conn, "jobs", {"id": 1, "dataset_id": 1, "worker_token": "PLAINTEXT-token-from-0001"})
+        _insert(conn, "jobs", {"id": 2, "dataset_id": 1, "state": "pending", "worker_token": "PLAINTEXT-2"})
         assert "PLAINTEXT-token-from-0001" in "\n".join(conn.iterdump())
     upgrade_to_head(url)
     with sqlite3.connect(path) as conn:
         columns = [row[1] for row in conn.execute("PRAGMA table_info(jobs)")]
         dump = "\n".join(conn.iterdump())
     assert "worker_token" not in columns and "worker_token_nonce" in columns
-    assert "PLAINTEXT-token-from-0001" not in dump
+    assert "PLAINTEXT-token-from-0001" not in dump and "PLAINTEXT-2" not in dump
+    with sqlite3.connect(path) as conn:
+        nonces = dict(conn.execute("SELECT id, worker_token_nonce FROM jobs").fetchall())
+    # The job that rents nothing yet gets a nonce (so a token); the one that ran keeps none.
+    assert nonces[1] is None and len(nonces[2]) == 32
 
 
 def _insert(conn: sqlite3.Connection, table: str, values: dict[str, object]) -> None:
