@@ -104,6 +104,17 @@ async def test_hostile_overrides_are_refused_privately_before_any_spend(training
         if typed.startswith("**x**"):
             # What was typed is shown inside code spans, where Discord renders no Markdown and no link.
             assert "`**x**`" in said and "`[a](https://evil.example)`" in said
+    # The export renders the same settings for local training: refused the same way, nothing written.
+    export = await h.sim.invoke_slash(
+        "dataset export",
+        {"name": "elena", "preset": PRESET, "overrides": "network_weights=/etc/passwd output_dir=/tmp"},
+        user=trainer,
+    )
+    said = await _private(h, export)
+    assert "`network_weights` is refused: paths" in said and "`output_dir` is refused" in said, said
+    assert h.settings is not None
+    exports = h.settings.data_dir / "exports"
+    assert not exports.exists() or list(exports.iterdir()) == []
     # Nothing was planned, frozen, quoted or rented; no public message was left behind.
     assert await _count(h, Job) == 0
     assert await _count(h, DatasetSnapshot) == 0
