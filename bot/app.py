@@ -105,6 +105,13 @@ class LoraBot(commands.Bot):
             training.start_background(self.services.tasks)
 
 
+    async def on_ready(self) -> None:
+        # Every new gateway session (not a resume): the guilds and roles are known from here on.
+        training = self.services.training
+        if training is not None:
+            training.chat_ready()
+
+
 def command_fingerprints(bot: LoraBot) -> dict[str, str]:
     """A hash of the command payloads per sync target ("global" or a guild id)."""
     targets: list[discord.Object | None] = [

@@ -24,6 +24,7 @@ from bot.datasets.manage import DatasetService
 from bot.errors import StartupError, UserError
 from bot.faces import FaceService
 from bot.guilds import GuildConfigService
+from bot.outbox import Outbox
 from bot.review.delivery import DeliveryService
 from bot.review.scoring import PooledScorer, SampleScorer
 from bot.review.service import ReviewListener, ReviewService, ScorerFactory
@@ -62,6 +63,8 @@ class Services:
     # Subscribed to training at start-up: reviews checkpoints and stops runs early with or without Discord;
     # the review cog attaches itself as the publisher.
     review_listener: ReviewListener | None
+    # Messages jobs owe their channels, recorded before they are posted (each posted once).
+    outbox: Outbox
 
     async def close(self) -> None:
         """Stop background work; the start-up function closes the HTTP session and engine."""
@@ -127,6 +130,7 @@ def build_services(
         ),
         review=review,
         review_listener=review_listener,
+        outbox=Outbox(sessions),
     )
 
 

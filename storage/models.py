@@ -316,6 +316,33 @@ class Vote(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class OwedMessage(Base):
+    """A message the bot owes a channel, recorded before it is posted (the outbox).
+
+    One row per (job, key): ``progress``, ``row:<step>``, ``chart``, ``early_stop``, ``summary``,
+    ``delivery:<step>``, ``quote``. The row is committed with a fresh ``nonce`` *before* the post
+    (Discord dedups a create carrying the same nonce for a few minutes), ``content`` is the text last
+    sent (so a restarted bot can find a message that was posted but never recorded), and
+    ``message_id`` is stored the moment Discord answers. ``done_at`` set with no message id means the
+    message was settled without posting (no channel to post in).
+    """
+
+    __tablename__ = "owed_messages"
+    __table_args__ = (UniqueConstraint("job_id", "key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    key: Mapped[str] = mapped_column(String(60))
+    channel_id: Mapped[int | None] = mapped_column(BigInteger)
+    nonce: Mapped[str] = mapped_column(String(25))
+    content: Mapped[str] = mapped_column(Text, default="")
+    message_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    attempted_at: Mapped[datetime | None] = mapped_column()
+    done_at: Mapped[datetime | None] = mapped_column()
+
+
 class SpendEntry(Base):
     """Money that left (or is leaving) the account. Each job's accruals sum to its cost so far."""
 

@@ -32,6 +32,7 @@ from bot.errors import (
     ServiceUnavailableError,
 )
 from bot.guilds import check_budget
+from bot.outbox import QUOTE
 from bot.training.context import Listeners, TrainingContext, pod_name_for
 from bot.training.estimate import (
     DEADLINE_FACTOR,
@@ -50,7 +51,17 @@ from bot.training.states import transition
 from bot.training.tokens import new_nonce
 from storage.blobs import BlobStore
 from storage.db import unit_of_work
-from storage.models import LIVE_STATES, Caption, Dataset, FaceAnalysis, Image, Job, JobEvent, JobState
+from storage.models import (
+    LIVE_STATES,
+    Caption,
+    Dataset,
+    FaceAnalysis,
+    Image,
+    Job,
+    JobEvent,
+    JobState,
+    OwedMessage,
+)
 from storage.types import utcnow
 from worker.protocol import BaseModelSource
 
@@ -417,6 +428,22 @@ class JobService:
         await self.get(job_id)
         return await self.orchestrator.stop_early(job_id, reason, payload=payload)
 
+    async def pending_quotes(self) -> list[tuple[int, int, int]]:
+        """``(job id, channel id, quote message id)`` of the jobs still waiting for confirmation."""
+        async with self.ctx.sessions() as session:
+            rows = await session.execute(
+                select(OwedMessage.job_id, OwedMessage.channel_id, OwedMessage.message_id)
+                .join(Job, Job.id == OwedMessage.job_id)
+                .where(
+                    Job.state == JobState.PENDING.value,
+                    OwedMessage.key == QUOTE,
+                    OwedMessage.message_id.is_not(None),
+                    OwedMessage.channel_id.is_not(None),
+                )
+                .order_by(Job.id)
+            )
+            return [(int(j), int(c), int(m)) for j, c, m in rows.all()]
+
     async def set_progress_message(self, job_id: int, *, channel_id: int, message_id: int) -> None:
         """Remember where the progress message lives, so a restarted bot edits the same one."""
         async with unit_of_work(self.ctx.sessions) as session:
@@ -553,6 +580,15 @@ class Training:
     def start_background(self, tasks: TaskGroup, *, interval_s: float = 60.0) -> None:
         """Reconcile now (resumes live jobs after a restart) and then every ``interval_s`` seconds."""
         tasks.spawn(self.reconciler.run(interval_s), name="training-reconciler")
+        tasks.spawn(self.reconciler.finish_owed_at_start(), name="training-owed-messages")
+
+    def chat_ready(self) -> None:
+        """The chat connection is up: messages owed since before a restart can be announced now."""
+        self.reconciler.chat_ready.set()
+
+    async def owed_settled(self) -> None:
+        """Wait until the messages owed from before the start are announced (their ids recorded)."""
+        await self.reconciler.owed_settled.wait()
 
     async def close(self) -> None:
         """Stop driving jobs (they go on in RunPod; the next start resumes them)."""
