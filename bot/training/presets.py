@@ -16,7 +16,9 @@ Per-run overrides are ``KEY=VALUE`` strings (:func:`apply_overrides`): an sd-scr
 (``network_dim=32``), a dataset key (``resolution=768``), ``face_crops.num_repeats=3``,
 ``face.background=0.2``, ``preset.early_stop_patience=5``, or a friendly alias (steps, rank, dim, alpha,
 lr). Values are parsed as TOML (``1e-4``, ``true``, ``["a=1"]``), else taken as text, then converted to
-the type the target expects; anything unknown is refused with the nearest known names.
+the type the target expects. Only the settings of the allow-list (:mod:`bot.training.overrides`, per
+preset family, with types and ranges) may be set; a key the bot owns is refused with the reason, an
+unknown one with the nearest known names. :func:`check_overrides` is what the commands call first.
 """
 
 from __future__ import annotations
