@@ -300,7 +300,7 @@ async def test_numeric_hosts_are_refused_with_the_policy_reason() -> None:
         ("image_dir=/", "`image_dir` is refused: paths"),
         ("optimizer_type=**AdamW**", "optimizer_type: expected a name (letters, digits and . _ + -)"),
         ("lr_scheduler=[x](https://evil.example)", "lr_scheduler: expected a name"),
-        ("sampling.negative=blurry --n 1", "sampling.negative: ' --' would start another option"),
+        ('"sampling.negative=blurry --n 1"', "sampling.negative: ' --' would start another option"),
         ("face_crops.image_dir=/", "`face_crops.image_dir` is refused: paths"),
     ],
 )
