@@ -22,6 +22,7 @@ from bot.datasets.manage import DatasetService
 from bot.errors import StartupError, UserError
 from bot.faces import FaceService
 from bot.guilds import GuildConfigService
+from bot.review.alarm import AlarmActions
 from bot.review.delivery import DeliveryService
 from bot.review.scoring import PooledScorer, SampleScorer
 from bot.review.service import ReviewService, ScorerFactory
@@ -56,6 +57,8 @@ class Services:
     votes: VoteService
     delivery: DeliveryService
     review: ReviewService
+    # The face alarm's buttons and "Retry with these changes" (suggestions from the report card).
+    alarms: AlarmActions
 
     async def close(self) -> None:
         """Stop background work; the start-up function closes the HTTP session and engine."""
@@ -89,6 +92,7 @@ def build_services(
     faces.start()  # creates the pool only: no process is spawned until the first task
     curation = CurationService(sessions, blobs, faces, gather, models_dir=settings.face_models_dir)
     votes = VoteService(sessions, default_approvals_required=settings.approvals_required)
+    alarms = AlarmActions(sessions, curation, training.service if training is not None else None)
     return Services(
         settings=settings,
         sessions=sessions,
@@ -110,7 +114,8 @@ def build_services(
         delivery=DeliveryService(
             sessions, blobs, loras_dir=settings.comfyui_loras_dir, cloudinary=gather.cloudinary
         ),
-        review=ReviewService(sessions, blobs, votes, review_scorer(faces, curation)),
+        review=ReviewService(sessions, blobs, votes, review_scorer(faces, curation), alarms=alarms),
+        alarms=alarms,
     )
 
 

@@ -614,6 +614,26 @@ class CurationService:
                     await self._add_crops(dataset_id, members, judged, plan, user_id, result)
         return result
 
+    async def pending_plan(
+        self, dataset_id: int, engine: str | None = None
+    ) -> tuple[CurationPlan, dict[str, list[int]]]:
+        """What :meth:`apply` would do now, and the stored flags by position (no change is made).
+
+        For suggestions after a run ("face crops of the 3 photos with small faces", "drop the 2
+        near-duplicates"). ``engine`` defaults to the newest curation's; a dataset with no stored
+        verdict gives an empty plan.
+        """
+        engine = engine or await self.latest_engine(dataset_id)
+        if engine is None:
+            return CurationPlan(), {}
+        _name, members, _left = await self._members(dataset_id, engine)
+        judged = self._judged_from_rows(members)
+        flagged: dict[str, list[int]] = {}
+        for item in judged:
+            for flag in item.flags:
+                flagged.setdefault(flag, []).append(item.position)
+        return _plan(judged, engine), flagged
+
     async def _exclude(self, dataset_id: int, plan: CurationPlan, result: ApplyResult) -> None:
         by_reason: dict[str, list[int]] = {}
         for position, reason in plan.exclusions.items():

@@ -33,6 +33,10 @@ SECOND_FACE_AREA = 1 / 9
 DARK_FACE, BRIGHT_FACE = 0.25, 0.85
 # |yaw| at or above this counts as a turned head (three-quarter view or more) for the advice.
 TURNED_YAW = 20.0
+# Two photos whose 64-bit perceptual hashes differ in at most this many bits show nearly the same
+# picture (framing, pose, background). Different photos differ by 20+ bits on the shared test photos
+# (closest pair of different photos: 20); a re-encode or resize differs by 0-2.
+SAME_PICTURE_BITS = 10
 # Rough targets for an identity LoRA set.
 MIN_GOOD_IMAGES, GOOD_IMAGES = 10, 20
 
@@ -307,17 +311,23 @@ def build_report(analyses: Sequence[ImageAnalysis], *, phash_threshold: int = 4)
         for earlier in items[:j]:
             if "unreadable" in later.flags or "unreadable" in earlier.flags:
                 continue
-            same_picture = (
-                later.analysis.phash is not None
-                and earlier.analysis.phash is not None
-                and _hamming(later.analysis.phash, earlier.analysis.phash) <= phash_threshold
+            # Picture and face together: the same face alone is one person at two events (face cosine
+            # 0.9856 at a picture distance of 22 bits in the studio's set), not a duplicate. A picture
+            # within ``phash_threshold`` is the same photo re-encoded; a close picture (framing, pose,
+            # background: <= SAME_PICTURE_BITS) with a near-identical face is a burst shot or a retouch.
+            distance = (
+                _hamming(later.analysis.phash, earlier.analysis.phash)
+                if later.analysis.phash is not None and earlier.analysis.phash is not None
+                else None
             )
+            same_picture = distance is not None and distance <= phash_threshold
             same_face = (
                 later.face is not None
                 and earlier.face is not None
                 and cosine(later.face.embedding, earlier.face.embedding) >= profile.near_duplicate
             )
-            if same_picture or same_face:
+            close_picture = distance is not None and distance <= max(phash_threshold, SAME_PICTURE_BITS)
+            if same_picture or (same_face and close_picture):
                 later.flags.append("near_duplicate")
                 later.duplicate_of = earlier.analysis.source
                 break

@@ -54,7 +54,13 @@ FACE_KEYS: dict[str, type] = {
     "margin": float,
     "feather": float,
 }
-PRESET_KEYS: dict[str, type] = {"early_stop_patience": int, "min_vram_gb": int}
+PRESET_KEYS: dict[str, type] = {
+    "early_stop_patience": int,
+    "min_vram_gb": int,
+    # The face alarm judges at this checkpoint or this share of the steps, whichever comes first.
+    "face_alarm_checkpoint": int,
+    "face_alarm_fraction": float,
+}
 SAMPLING_KEYS: dict[str, type] = {
     "width": int,
     "height": int,
@@ -103,6 +109,15 @@ class Preset:
     @property
     def early_stop_patience(self) -> int:
         return int(self.data["preset"]["early_stop_patience"])
+
+    @property
+    def face_alarm(self) -> dict[str, float | int]:
+        """When the face alarm judges (bot.review.verdict.AlarmPolicy): checkpoint and share of steps."""
+        preset = self.data["preset"]
+        return {
+            "checkpoint": int(preset.get("face_alarm_checkpoint", 2)),
+            "fraction": float(preset.get("face_alarm_fraction", 0.3)),
+        }
 
     @property
     def base_model(self) -> dict[str, Any]:

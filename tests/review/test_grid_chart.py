@@ -75,10 +75,15 @@ def test_dlib_bands_account_for_its_compressed_scale() -> None:
 
 
 def test_cell_labels_show_step_prompt_and_score() -> None:
+    # ✓: recognised as the person (the engine's same-person threshold, 0.40 for ArcFace).
     assert cell_label(GridCell(b"x", 1500, 1, _score(75))) == (
         "step 1500 · prompt 2",
-        "0.600  75% of ceiling",
+        "0.600  75% of ceiling  ✓",
     )
+    assert cell_label(GridCell(b"x", 1500, 1, _score(40)))[1] == "0.320  40% of ceiling"
+    # At or above the dataset's ceiling reads as such, never "101%"; 99.6 is not rounded up to "100%".
+    assert cell_label(GridCell(b"x", 1500, 1, _score(101)))[1] == "0.808  at ceiling  ✓"
+    assert cell_label(GridCell(b"x", 1500, 1, _score(99.6)))[1] == "0.797  99% of ceiling  ✓"
     assert cell_label(GridCell(b"x", 1500, 0, _score(None)))[1] == "NO FACE"
     assert cell_label(GridCell(None, 1500, 0, None))[1] == "missing sample"
     assert cell_label(GridCell(b"x", None, 0, None, title="a.png")) == ("a.png", "not scored")
