@@ -37,6 +37,11 @@ TURNED_YAW = 20.0
 # picture (framing, pose, background). Different photos differ by 20+ bits on the shared test photos
 # (closest pair of different photos: 20); a re-encode or resize differs by 0-2.
 SAME_PICTURE_BITS = 10
+# A face this close to another is the same face pixels (one photo re-framed), per engine family. dlib:
+# copies of one photo (resized, re-encoded, re-framed) 0.9906-0.9991 on the shared photos; different
+# photos of one person at most 0.9708 there and 0.9856 in the studio's set. ArcFace: not calibrated
+# here (no weights offline); re-encoded copies score >= 0.9 in published practice, so 0.97 is cautious.
+IDENTICAL_FACE = {"dlib": 0.995, "insightface": 0.97}
 # Rough targets for an identity LoRA set.
 MIN_GOOD_IMAGES, GOOD_IMAGES = 10, 20
 
@@ -311,23 +316,28 @@ def build_report(analyses: Sequence[ImageAnalysis], *, phash_threshold: int = 4)
         for earlier in items[:j]:
             if "unreadable" in later.flags or "unreadable" in earlier.flags:
                 continue
-            # Picture and face together: the same face alone is one person at two events (face cosine
-            # 0.9856 at a picture distance of 22 bits in the studio's set), not a duplicate. A picture
-            # within ``phash_threshold`` is the same photo re-encoded; a close picture (framing, pose,
-            # background: <= SAME_PICTURE_BITS) with a near-identical face is a burst shot or a retouch.
+            # Picture and face together. The same face alone is one person at two events (face cosine
+            # 0.9856 at a picture distance of 22 bits in the studio's set), not a duplicate. Duplicates:
+            # - the same picture: perceptual hashes within ``phash_threshold`` (a re-encode, a resize);
+            # - a near-identical face in a close picture (<= SAME_PICTURE_BITS: burst shots, a retouch);
+            # - an identical face (>= IDENTICAL_FACE): the same face pixels, so one photo cropped or
+            #   scaled differently, however different its framing makes the hash (obama_small.jpg is
+            #   obama_1.jpg re-framed: face 0.9984, hash distance 28).
             distance = (
                 _hamming(later.analysis.phash, earlier.analysis.phash)
                 if later.analysis.phash is not None and earlier.analysis.phash is not None
                 else None
             )
-            same_picture = distance is not None and distance <= phash_threshold
-            same_face = (
-                later.face is not None
-                and earlier.face is not None
-                and cosine(later.face.embedding, earlier.face.embedding) >= profile.near_duplicate
+            face_cos = (
+                cosine(later.face.embedding, earlier.face.embedding)
+                if later.face is not None and earlier.face is not None
+                else None
             )
+            same_picture = distance is not None and distance <= phash_threshold
             close_picture = distance is not None and distance <= max(phash_threshold, SAME_PICTURE_BITS)
-            if same_picture or (same_face and close_picture):
+            same_face = face_cos is not None and face_cos >= profile.near_duplicate
+            identical_face = face_cos is not None and face_cos >= IDENTICAL_FACE.get(profile.family, 1.0)
+            if same_picture or (same_face and close_picture) or identical_face:
                 later.flags.append("near_duplicate")
                 later.duplicate_of = earlier.analysis.source
                 break
