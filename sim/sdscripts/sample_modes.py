@@ -20,6 +20,7 @@ bot's face engine runs); without it the failing modes smudge the upper middle of
 
 from __future__ import annotations
 
+import importlib
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -52,7 +53,8 @@ def _ramp(progress: float, start: float, end: float) -> float:
 @lru_cache(maxsize=1)
 def _detector() -> Any:
     try:
-        import dlib  # type: ignore[import-untyped]
+        # dlib-bin ships no type information; treat the module as Any.
+        dlib: Any = importlib.import_module("dlib")
     except ImportError:
         return None
     return dlib.get_frontal_face_detector()

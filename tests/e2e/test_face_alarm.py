@@ -89,7 +89,9 @@ async def events(h: BotHarness, job_id: int, kind: str) -> list[JobEvent]:
     async with h.bot_app.services.sessions() as session:
         return list(
             (
-                await session.scalars(select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.kind == kind))
+                await session.scalars(
+                    select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.kind == kind)
+                )
             ).all()
         )
 
@@ -168,7 +170,7 @@ async def test_failing_run_alarms_at_the_second_checkpoint_stop_keeps_checkpoint
         overrides = new_job.params["overrides"]
         assert overrides["network_dim"] == "16" and overrides["network_alpha"] == "8"
         assert overrides["steps"] == "40" and overrides["save_every_n_steps"] == "4"
-        assert [b["custom_id"] for b in buttons(quote)][0] == f"loraops:train:confirm:{new_job.id}"
+        assert next(b["custom_id"] for b in buttons(quote)) == f"loraops:train:confirm:{new_job.id}"
         assert len(h.runpod.pods) == pods_before  # nothing rented until confirmed
 
 

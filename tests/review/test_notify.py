@@ -138,7 +138,10 @@ def test_checkpoint_caption() -> None:
         prompts=["ohwx woman @everyone", "beach"],
     )
     assert (
-        "step 500/1500" in caption and "0.700" in caption and "(ceiling 0.875)" in caption and "75%" in caption
+        "step 500/1500" in caption
+        and "0.700" in caption
+        and "(ceiling 0.875)" in caption
+        and "75%" in caption
     )
     # The verdict leads when there is one; the raw numbers follow it.
     with_verdict = checkpoint_caption(

@@ -25,7 +25,9 @@ DLIB = "dlib-resnet128-v1"
 CEILING = 0.96
 
 
-def scored(step: int, mean: float | None, recognised: int, *, loss: float = 0.1, **extra: Any) -> dict[str, Any]:
+def scored(
+    step: int, mean: float | None, recognised: int, *, loss: float = 0.1, **extra: Any
+) -> dict[str, Any]:
     return {
         "step": step,
         "mean": mean,

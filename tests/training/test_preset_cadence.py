@@ -13,10 +13,15 @@ def test_the_first_checkpoint_comes_within_the_first_fifth_of_the_run(name: str)
     preset = load_preset(name)
     every = preset.checkpoint_every_n_steps
     assert every is not None and preset.sample_every_n_steps == every, "samples at every checkpoint"
-    assert every <= 0.2 * preset.max_train_steps, f"{name}: first checkpoint at {every}/{preset.max_train_steps}"
+    assert every <= 0.2 * preset.max_train_steps, (
+        f"{name}: first checkpoint at {every}/{preset.max_train_steps}"
+    )
     # ...so the alarm (2nd checkpoint or 30 %) judges while most of the money is unspent.
     policy = AlarmPolicy.from_params({"face_alarm": preset.face_alarm})
-    assert min(policy.checkpoint * every, policy.fraction * preset.max_train_steps) <= 0.4 * preset.max_train_steps
+    assert (
+        min(policy.checkpoint * every, policy.fraction * preset.max_train_steps)
+        <= 0.4 * preset.max_train_steps
+    )
 
 
 def test_the_alarm_timing_is_an_override() -> None:
