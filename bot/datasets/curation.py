@@ -37,6 +37,7 @@ from bot.errors import InvalidInputError, NotFoundError
 from bot.faces.analysis import FaceInfo, ImageAnalysis
 from bot.faces.crops import crop_box, make_face_crop
 from bot.faces.engines import EngineChoice, EngineSpec, FaceEngineUnavailableError, resolve_engine
+from bot.faces.pictures import PictureMatcher
 from bot.faces.report import CLOSEUP_RATIO, FLAGS, DatasetReport, IdentityReference, build_report
 from bot.faces.service import FaceService
 from storage.blobs import BlobStore
@@ -472,7 +473,14 @@ class CurationService:
             for index, analysis in zip(todo, fresh, strict=True):
                 analyses[index] = analysis
         complete = [a for a in analyses if a is not None]
-        report = await asyncio.to_thread(build_report, complete, phash_threshold=service.phash_threshold)
+        # Near-duplicates compare the pictures too: the matcher finds a photo's pixels by its label.
+        paths = {_label(m.image): self.blobs.path_for(m.image.sha256) for m in members}
+        report = await asyncio.to_thread(
+            build_report,
+            complete,
+            phash_threshold=service.phash_threshold,
+            pictures=PictureMatcher(paths.get),
+        )
         await self._store_rows(members, report)
         return report, len(todo), reused
 

@@ -95,10 +95,12 @@ class StopOutcome:
     def text(self, job_id: int, who: str) -> str:
         if not self.stopped:
             return f"Job #{job_id} is no longer training: nothing to stop."
+        left = max(self.total_steps - self.step, 0)
+        share = f", {left * 100 // self.total_steps}% of the run" if self.total_steps else ""
         return (
             f"🛑 Job #{job_id} stopped by {who} at step {self.step}/{self.total_steps}; "
             f"the {self.checkpoints} checkpoint{'s' if self.checkpoints != 1 else ''} saved so far are kept. "
-            f"This saves about {money(self.saved)}."
+            f"This saves about {money(self.saved)} (the {left} steps not run{share})."
         )
 
 

@@ -125,7 +125,8 @@ def early_stop(
 def money_saved(
     remaining_steps: int, steps_per_second: float | None, price_per_hour: Decimal | None
 ) -> Decimal | None:
-    """The cost of the steps not run: remaining steps ÷ rate × price per second, in dollars (cents rounded).
+    """The cost of the steps not run: remaining steps ÷ rate × price per second, in dollars, rounded to
+    a hundredth of a cent (a short run's saving is under a cent; ``usd`` shows it as ``$0.0012``).
 
     None when the rate or price is unknown.
     """
@@ -134,4 +135,4 @@ def money_saved(
     if steps_per_second <= 0:
         return None
     seconds = Decimal(max(remaining_steps, 0)) / Decimal(str(steps_per_second))
-    return (seconds * price_per_hour / Decimal(3600)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    return (seconds * price_per_hour / Decimal(3600)).quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP)

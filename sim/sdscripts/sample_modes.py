@@ -130,6 +130,15 @@ def unlearned_face(
     return out
 
 
+def _closer(pixels: np.ndarray, zoom: float) -> np.ndarray:
+    """The picture framed ``zoom`` times closer around its upper middle (where portraits keep the face)."""
+    height, width = pixels.shape[:2]
+    w, h = int(width / zoom), int(height / zoom)
+    x0, y0 = (width - w) // 2, int((height - h) * 0.3)
+    crop = Image.fromarray(pixels.astype(np.uint8)).crop((x0, y0, x0 + w, y0 + h))
+    return np.asarray(crop.resize((width, height), Image.Resampling.BICUBIC), dtype=np.float32)
+
+
 def _learns_face(dataset_images: list[Path]) -> bool:
     """Does the training set show the face large? Face crops, or alpha-masked (face-weighted) images."""
     if any(image.parent.name == "face_crops" for image in dataset_images):
@@ -166,6 +175,9 @@ def _converging(
         target = images._fit(photo, width, height)  # pyright: ignore[reportPrivateUsage]
     if prompt_index % 2 == 1:
         target = target[:, ::-1, :]
+    # A new picture of the person, not the training photo itself: a closer framing (as a prompt asking
+    # for a portrait gets), so only the memorising mode returns copies of training photos.
+    target = _closer(target, 1.25)
     weight = _ramp(progress, BODY_FROM, BODY_TO)
     noise = images._noise_field(width, height, rng)  # pyright: ignore[reportPrivateUsage]
     mixed = (1.0 - weight) * noise + weight * target
