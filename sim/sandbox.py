@@ -46,7 +46,7 @@ ProgressFn = Callable[[str], object]
 # The first run: the studio's own settings (the preset that learned the body and not the face).
 PRESET = "sdxl-v4"
 # Few steps, a checkpoint and a round of samples every 4 (a fifth of the run, as the presets do).
-OVERRIDES = "steps=20 save_every_n_steps=4 sample_every_n_steps=4"
+OVERRIDES = "steps=16 lr_warmup_steps=2 save_every_n_steps=4 sample_every_n_steps=4"
 # The second run's preset, as the retry suggests it.
 FACE_PRESET = "sdxl-face"
 # Slow enough that the progress message is edited a few times, fast enough for a short run; the
@@ -519,8 +519,11 @@ async def _samples_and_promote(j: Journey, job_id: int) -> None:
     else:
         j.skip("/train samples (the command is not in this build yet)")
     if j.has_command("train promote"):
-        j.say(f"alice: /train promote job:{job_id} step:8 (a second LoRA to compare in ComfyUI)")
-        _, promoted = await j.slash("train promote", {"job": job_id, "step": 8}, j.alice, within=60)
+        approved = j.bot_messages(lambda m: f" of job #{job_id} approved by" in m.content)
+        found = re.search(r"Checkpoint step (\d+) of job", approved[0].content) if approved else None
+        step = 12 if found is None or found[1] != "12" else 8  # another checkpoint than the approved one
+        j.say(f"alice: /train promote job:{job_id} step:{step} (a second LoRA to compare in ComfyUI)")
+        _, promoted = await j.slash("train promote", {"job": job_id, "step": step}, j.alice, within=60)
         j.say("bot: " + promoted.content.splitlines()[0][:160])
     else:
         j.skip("/train promote (the command is not in this build yet)")

@@ -182,7 +182,7 @@ class AlarmActions:
         if JobState(job.state) != JobState.TRAINING:
             return StopOutcome(False, job.step, job.total_steps, None, 0)
         saved = money_saved(job.total_steps - job.step, job.rate, job.price_per_hour)
-        reason = f"stopped on request after the face alarm, at step {job.step}"
+        reason = "stopped on request after the face alarm"
         payload: dict[str, Any] = {
             "by": user_id,
             "alarm": True,

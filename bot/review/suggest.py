@@ -196,9 +196,10 @@ def suggest(dataset: DatasetFacts, job: JobFacts) -> Suggestions:
     # 5. Near-duplicates and the other harmful photos.
     exclude = bool(dataset.harmful)
     if dataset.near_duplicates:
+        n = len(dataset.near_duplicates)
+        verbs = "repeats another photo and over-weights" if n == 1 else "repeat another photo and over-weight"
         items.append(
-            f"fewer near-duplicates: {_photos(len(dataset.near_duplicates))} "
-            f"({_numbers(dataset.near_duplicates)}) repeat another photo and over-weight one look"
+            f"fewer near-duplicates: {_photos(n)} ({_numbers(dataset.near_duplicates)}) {verbs} one look"
         )
     others = {p: r for p, r in dataset.harmful.items() if p not in set(dataset.near_duplicates)}
     if others:
