@@ -348,7 +348,9 @@ def alarm_due(
     """Whether the latest checkpoint calls for the alarm (the caller makes sure it fires once).
 
     Judged from the policy's point on, at each checkpoint until it fires: the face recognised in few or
-    no samples, and the loss not rising (a rising or NaN loss is a broken run, which fails on its own).
+    no samples (and never better before: a face that was learned and fades is over-training, which
+    ``fell_after_peak`` calls out), and the loss not rising (a rising or NaN loss is a broken run,
+    which fails on its own).
     """
     if not history:
         return None
@@ -358,6 +360,8 @@ def alarm_due(
         return None
     if latest.samples == 0 or not latest.few_recognised:
         return None
+    if any(not v.few_recognised for v in all_verdicts[:-1]):
+        return None  # the face was learned and is being lost: the peak call-out's case, not this one
     loss = loss_trend(history)
     if loss.rising:
         return None

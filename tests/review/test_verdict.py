@@ -115,6 +115,9 @@ def test_no_alarm_when_the_face_is_recognised_or_the_loss_is_broken() -> None:
     assert alarm_due(diverging, CEILING, total_steps=100, policy=policy) is None
     nan = {10: scored(10, 0.83, 0, loss=0.1), 20: scored(20, 0.83, 0, loss=float("nan"))}
     assert alarm_due(nan, CEILING, total_steps=100, policy=policy) is None
+    # A face that was learned and fades is over-training (the peak call-out), not "the face is not coming".
+    fading = {10: scored(10, 0.95, 4), 20: scored(20, 0.86, 0)}
+    assert alarm_due(fading, CEILING, total_steps=100, policy=policy) is None
 
 
 def test_a_copy_needs_the_face_and_the_picture_of_one_training_photo() -> None:
