@@ -143,7 +143,7 @@ def report(same: list[float], different: list[float]) -> dict[str, object]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser = argparse.ArgumentParser(description="Calibrate the same-person threshold on a large public set.")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--photos", type=Path, help="one folder per person")
     source.add_argument("--fetch-lfw", action="store_true", help="download LFW into --cache")

@@ -108,6 +108,10 @@ def _photos(n: int) -> str:
     return "1 photo" if n == 1 else f"{n} photos"
 
 
+def _photos_show(n: int) -> str:
+    return "1 photo shows" if n == 1 else f"{n} photos show"
+
+
 def _carried(preset: str, overrides: Mapping[str, str], replaced: set[str]) -> dict[str, str]:
     """The job's overrides that ``preset`` accepts, one by one (an unknown key is dropped, not fatal)."""
     kept: dict[str, str] = {}
@@ -142,13 +146,15 @@ def suggest(dataset: DatasetFacts, job: JobFacts) -> Suggestions:
             )
         elif dataset.crops:
             items.append(
-                f"train the {dataset.crops} face crops the dataset already has: "
-                f"{_photos(len(dataset.small_faces))} show the face small ({_numbers(dataset.small_faces)})"
+                f"train the {dataset.crops} face crop{'s' if dataset.crops != 1 else ''} the dataset "
+                f"already has: {_photos_show(len(dataset.small_faces))} the face small "
+                f"({_numbers(dataset.small_faces)})"
             )
         else:
+            n = len(dataset.small_faces)
             items.append(
-                f"close-up photos: {_photos(len(dataset.small_faces))} show the face small "
-                f"({_numbers(dataset.small_faces)}) and are too small to crop without upscaling"
+                f"close-up photos: {_photos_show(n)} the face small ({_numbers(dataset.small_faces)}), "
+                f"too small to crop without upscaling"
             )
     crops_available = add_crops or dataset.crops > 0
 
