@@ -1,4 +1,4 @@
-"""The progress chart (DESIGN §2 step 6): face similarity (mean and max) and loss against step, as a PNG.
+"""The progress chart (design §2 step 6): face similarity (mean and max) and loss against step, as a PNG.
 
 Each checkpoint's point carries its verdict at a glance ("2/4": samples recognised as the person), and
 the latest verdict in words sits under the title (see :mod:`bot.review.verdict`).
@@ -15,8 +15,9 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import TYPE_CHECKING
+
+from bot.fonts import ui_font
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -106,7 +107,7 @@ def render_chart(
     def to_y(value: float, axis: tuple[float, float]) -> float:
         return plot[3] - (value - axis[0]) / (axis[1] - axis[0]) * (plot[3] - plot[1])
 
-    font = _font(font_px)
+    font = ui_font(font_px)
     # Grid and axes.
     for tick in y_ticks:
         y = to_y(tick, y_range)
@@ -121,7 +122,7 @@ def render_chart(
     draw.rectangle(plot, outline=AXIS_COLOUR, width=1)
 
     title = "Face similarity and loss by step" + (f" ({engine} engine)" if engine else "")
-    draw.text((width / 2, font_px * 1.2), title, font=_font(font_px + 3), fill=TEXT_COLOUR, anchor="mm")
+    draw.text((width / 2, font_px * 1.2), title, font=ui_font(font_px + 3), fill=TEXT_COLOUR, anchor="mm")
     if verdict:  # the latest checkpoint's verdict in words, under the title
         draw.text((width / 2, font_px * 2.7), verdict[:140], font=font, fill=TEXT_COLOUR, anchor="mm")
     draw.text((width / 2, height - font_px * 1.3), "step", font=font, fill=TEXT_COLOUR, anchor="mm")
@@ -154,7 +155,7 @@ def render_chart(
         for x, y in xy:
             draw.ellipse((x - 4, y - 4, x + 4, y + 4), fill=MEAN_COLOUR)
     # The verdict of each checkpoint above its point: how many samples were recognised as the person.
-    small = _font(max(10, font_px - 2))
+    small = ui_font(max(10, font_px - 2))
     for p in ordered:
         if p.label:
             anchor_y = to_y(p.mean, y_range) if p.mean is not None else plot[3]
@@ -265,7 +266,7 @@ def _vertical_text(
 ) -> None:
     from PIL import Image, ImageDraw
 
-    font = _font(px)
+    font = ui_font(px)
     probe = ImageDraw.Draw(image)
     w = int(probe.textlength(text, font=font)) + 4
     label = Image.new("RGBA", (w, px + 6), (255, 255, 255, 0))
@@ -282,8 +283,3 @@ def _fmt(value: float) -> str:
     return f"{value:.3g}" if abs(value) < 1 else f"{value:g}"
 
 
-@lru_cache(maxsize=8)
-def _font(px: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    from PIL import ImageFont
-
-    return ImageFont.load_default(size=px)
