@@ -450,6 +450,9 @@ class ReviewService:
         if step is not None:
             checkpoint = checkpoints[0]
             prompts = {s.prompt_index: s.prompt for s in samples}
+            judged = {v.step: v for v in verdicts(history, ceiling)} if history else {}
+            verdict = judged.get(checkpoint.step)
+            name = inline(await self._dataset_name(job.dataset_id), 40)
             caption = checkpoint_caption(
                 step=checkpoint.step,
                 total_steps=job.total_steps,
@@ -460,6 +463,7 @@ class ReviewService:
                 engine=checkpoint.engine,
                 prompts=[prompts[i] for i in sorted(prompts)],
                 votes_here=False,
+                verdict=verdict.text(name) if verdict is not None else None,
             )
             return grid, f"Job #{job_id} · " + caption
         best_text = f"; best: step {best.step}" if best is not None else ""

@@ -198,3 +198,29 @@ async def test_memorising_run_is_flagged_and_the_best_checkpoint_does_not_copy(t
         assert "Memorising at steps 16, 20" in summary.content
         row = bot_messages(h, lambda m: m.content.startswith("**Checkpoint step 20/20**"))[0]
         assert "memorising: 4 of 4 copy a training photo" in row.content
+
+
+async def test_let_it_run_is_said_once_and_the_run_goes_to_its_end(tmp_path: Path) -> None:
+    photos = sorted((faces_dir() / "obama").glob("obama_[0-9].jpg"))[:3]
+    async with alarm_bot(tmp_path, photos, SDSTANDIN_SAMPLES="failing", SDSTANDIN_STEP_SECONDS="0.3") as h:
+        assert h.trainer is not None and h.reviewer is not None
+        job_id = await run_job(h, "steps=16 save_every_n_steps=4 sample_every_n_steps=4")
+        assert (await job_row(h, job_id)).params["face_alarm"] == {"checkpoint": 2, "fraction": 0.3}
+        alarm = await wait_message(h, lambda m: "the face is not being learned" in m.content, timeout=120)
+        # A reviewer without the trainer role (and not the requester) cannot decide for the requester.
+        refused = await h.sim.invoke_component(alarm.id, f"loraops:alarm:run:{job_id}", h.reviewer)
+        answer = await refused.response()
+        assert answer is not None and refused.ephemeral
+        go_on = await h.sim.invoke_component(alarm.id, f"loraops:alarm:run:{job_id}", h.trainer)
+        await go_on.ack()
+        said = await wait_message(
+            h, lambda m: m.content.startswith(f"▶️ <@{h.trainer.id}> lets job #{job_id}")
+        )
+        assert said.content.endswith("run to the end.")
+        await h.sim.wait_until(lambda: len(buttons(h.sim.message(alarm.id))) == 1)
+        summary = await wait_message(h, lambda m: f"training job #{job_id} for **elena**" in m.content, 120)
+        job = await job_row(h, job_id)
+        assert job.state == JobState.SUCCEEDED.value and job.step == 16
+        assert "Stopped early" not in summary.content and "What to change:" in summary.content
+        (choice,) = await events(h, job_id, "face_alarm_choice")
+        assert choice.payload == {"choice": "run", "by": h.trainer.id}
