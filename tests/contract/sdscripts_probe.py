@@ -231,6 +231,36 @@ def mode_facts() -> dict[str, Any]:
     }
 
 
+def mode_runtime(optimizers: list[str], schedulers: list[dict[str, Any]]) -> dict[str, Any]:
+    """sd-scripts' own get_optimizer / get_scheduler_fix for each name (one-parameter model, defaults
+    of train_network.py otherwise): "ok: <class>" or the exception it raises."""
+    import torch
+    from library import train_util
+
+    parser = _module("train_network.py").setup_parser()
+
+    def attempt(build: Any) -> str:
+        try:
+            return f"ok: {type(build()).__name__}"
+        except Exception as exc:
+            return _exception_text(exc)
+
+    out: dict[str, Any] = {"optimizers": {}, "schedulers": {}}
+    for name in optimizers:
+        args = parser.parse_args(["--optimizer_type", name, "--learning_rate", "1e-4"])
+        param = torch.nn.Parameter(torch.zeros(4))
+        out["optimizers"][name] = attempt(
+            lambda args=args, param=param: train_util.get_optimizer(args, [param])[2]
+        )
+    for case in schedulers:
+        args = parser.parse_args(["--max_train_steps", "100", *case["argv"]])
+        optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(4))], lr=1e-4)
+        out["schedulers"][case["id"]] = attempt(
+            lambda args=args, optimizer=optimizer: train_util.get_scheduler_fix(args, optimizer, 1)
+        )
+    return out
+
+
 def _module(script: str) -> Any:
     return importlib.import_module(TRAINERS[script][0])
 
@@ -452,6 +482,8 @@ def main() -> int:
         answer = mode_dataset_schema()
     elif mode == "facts":
         answer = mode_facts()
+    elif mode == "runtime":
+        answer = mode_runtime(request["optimizers"], request["schedulers"])
     elif mode == "spec":  # all three in one start of torch & co.
         answer = {"parsers": mode_parsers(), "dataset_schema": mode_dataset_schema(), "facts": mode_facts()}
     elif mode == "cases":
