@@ -47,6 +47,8 @@ TREND_WINDOW = 2
 PEAK_DROP_POINTS = 2.0
 # A checkpoint is memorising when at least this share of its samples with a face are copies.
 MEMORISING_SHARE = 0.5
+# The loss counts as rising (a broken run, not the alarm's case) above this multiple of its first reading.
+LOSS_RISING = 1.25
 # The alarm's defaults (a preset's [preset] face_alarm_checkpoint / face_alarm_fraction override them).
 ALARM_CHECKPOINT = 2
 ALARM_FRACTION = 0.3
@@ -301,11 +303,13 @@ class LossTrend:
 
     @property
     def rising(self) -> bool:
-        # 5 % of slack: the loss of a diffusion run is noisy from step to step.
+        # A quarter of slack: a diffusion run's loss is noisy from step to step (the timestep drawn
+        # matters more than the learning), so two readings differ by 10 % and more either way; a
+        # broken run's loss climbs by multiples or turns NaN.
         return (
             self.first is not None
             and self.last is not None
-            and (not math.isfinite(self.last) or self.last > self.first * 1.05)
+            and (not math.isfinite(self.last) or self.last > self.first * LOSS_RISING)
         )
 
     def text(self) -> str:

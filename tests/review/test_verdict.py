@@ -113,6 +113,10 @@ def test_no_alarm_when_the_face_is_recognised_or_the_loss_is_broken() -> None:
     assert alarm_due(learning, CEILING, total_steps=100, policy=policy) is None
     diverging = {10: scored(10, 0.83, 0, loss=0.1), 20: scored(20, 0.83, 0, loss=0.2)}
     assert alarm_due(diverging, CEILING, total_steps=100, policy=policy) is None
+    # Step-to-step noise is not a rising loss.
+    noisy = {10: scored(10, 0.83, 0, loss=0.19), 20: scored(20, 0.83, 0, loss=0.21)}
+    decision = alarm_due(noisy, CEILING, total_steps=100, policy=policy)
+    assert decision is not None and decision.loss.text() == "the loss is about flat (0.190 → 0.210)"
     nan = {10: scored(10, 0.83, 0, loss=0.1), 20: scored(20, 0.83, 0, loss=float("nan"))}
     assert alarm_due(nan, CEILING, total_steps=100, policy=policy) is None
     # A face that was learned and fades is over-training (the peak call-out), not "the face is not coming".
