@@ -2,7 +2,8 @@
 
 A preset file has these tables:
 
-- ``[preset]`` name, family (sd15|sdxl|flux), summary, min_vram_gb, early_stop_patience;
+- ``[preset]`` name, family (sd15|sdxl|flux), summary, min_vram_gb, early_stop_patience,
+  face_alarm_checkpoint, face_alarm_fraction (when the face alarm judges);
 - ``[base_model]`` where the pod fetches the base checkpoint (Hugging Face repo + file; Flux lists its
   CLIP-L, T5-XXL and autoencoder as ``[[base_model.extra]]`` with a ``role``);
 - ``[speed_s_per_it]`` seconds per optimizer step per RunPod GPU type id, for the estimator;
