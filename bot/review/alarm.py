@@ -27,6 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.errors import ConflictError, NotFoundError
+from bot.outbox import FACE_ALARM
 from bot.review.notify import clip, inline, money
 from bot.review.ranking import money_saved
 from bot.review.suggest import DatasetFacts, JobFacts, Suggestions, suggest
@@ -34,7 +35,7 @@ from bot.review.verdict import AlarmDecision, CheckpointVerdict
 from bot.training.presets import OverrideError, apply_overrides, load_preset
 from bot.training.triggers import check_trigger
 from storage.db import unit_of_work
-from storage.models import Dataset, Image, Job, JobEvent, JobState
+from storage.models import Dataset, Image, Job, JobEvent, JobState, OwedMessage
 
 if TYPE_CHECKING:
     from bot.datasets.curation import CurationService
@@ -136,13 +137,17 @@ class AlarmActions:
     # -- the alarm -----------------------------------------------------------------------------------------
 
     async def record_alarm(self, job: Job, decision: AlarmDecision) -> bool:
-        """Record the alarm of ``job`` (once); True when this call recorded it."""
+        """Record the alarm of ``job``; True when it is to be posted: the first time, or again at a later
+        checkpoint when the earlier one never reached the channel (the bot died in between)."""
         async with unit_of_work(self._sessions) as session:
             existing = await session.scalar(
                 select(JobEvent.id).where(JobEvent.job_id == job.id, JobEvent.kind == ALARM_EVENT).limit(1)
             )
             if existing is not None:
-                return False
+                owed = await session.scalar(
+                    select(OwedMessage).where(OwedMessage.job_id == job.id, OwedMessage.key == FACE_ALARM)
+                )
+                return owed is None or (owed.message_id is None and owed.done_at is None)
             session.add(
                 JobEvent(
                     job_id=job.id,
