@@ -31,11 +31,11 @@ from bot.outbox import FACE_ALARM
 from bot.review.notify import clip, inline, money
 from bot.review.ranking import money_saved
 from bot.review.suggest import DatasetFacts, JobFacts, Suggestions, suggest
-from bot.review.verdict import AlarmDecision, CheckpointVerdict
+from bot.review.verdict import AlarmDecision, CheckpointVerdict, verdicts
 from bot.training.presets import OverrideError, apply_overrides, load_preset
 from bot.training.triggers import check_trigger
 from storage.db import unit_of_work
-from storage.models import Dataset, Image, Job, JobEvent, JobState, OwedMessage
+from storage.models import Checkpoint, Dataset, Image, Job, JobEvent, JobState, OwedMessage
 
 if TYPE_CHECKING:
     from bot.datasets.curation import CurationService
@@ -198,8 +198,6 @@ class AlarmActions:
             session.add(
                 JobEvent(job_id=job_id, kind=ALARM_CHOICE_EVENT, payload={"choice": "stop", "by": user_id})
             )
-        from storage.models import Checkpoint
-
         async with self._sessions() as session:
             kept = len(
                 (await session.scalars(select(Checkpoint.id).where(Checkpoint.job_id == job_id))).all()
@@ -285,8 +283,6 @@ class AlarmActions:
             ).all()
         history = {int(e.payload["step"]): dict(e.payload) for e in events if "step" in e.payload}
         if history:
-            from bot.review.verdict import verdicts
-
             ceiling = next((d.get("ceiling") for d in history.values() if d.get("ceiling")), None)
             judged = verdicts(history, ceiling)
             last = judged[-1]
