@@ -532,3 +532,22 @@ async def test_a_dataset_over_the_proxys_body_limit_goes_up_in_parts(e2e: E2E) -
     puts = [c for c in e2e.sim.proxy_calls if c.method == "PUT" and c.path.endswith("/dataset")]
     statuses = [c.status for c in puts]
     assert statuses[0] == 413 and statuses[-1] == 201 and statuses.count(202) >= 2, statuses
+
+
+async def test_a_pod_that_exited_while_the_bot_was_down_is_found_at_start_up(e2e_slow: E2E) -> None:
+    e = e2e_slow
+    job_id = await e.start(steps=200)
+    await e.wait_step(job_id, 2)
+    await e.orchestrator.close()  # the bot dies
+    pod_id = (await e.service.get(job_id)).pod_id
+    assert pod_id is not None
+    e.sim.exit_pod(pod_id, reason="host restart")
+    e.advance(minutes=30)  # nobody noticed for half an hour: the GPU was not billed meanwhile
+    e.new_process()
+    report = await e.reconciler.reconcile_once()
+    assert report.stopped == [job_id] and report.resumed == []
+    job = await e.service.get(job_id)
+    assert job.state == JobState.FAILED.value and job.pod_terminated_at is not None
+    (exited,) = await _events_of(e, job_id, "pod_exited")
+    # Billing stopped when RunPod says the pod exited, not when the bot came back.
+    assert datetime.fromisoformat(exited.payload["at"]) < job.pod_terminated_at - timedelta(minutes=29)
