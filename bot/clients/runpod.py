@@ -99,6 +99,13 @@ class AmbiguousCreateError(RunPodError):
         super().__init__(message, transient=True)
 
 
+class RunPodBalanceError(RunPodError):
+    """RunPod refuses to rent: the account's balance is too low (it wants an hour of credit)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, definite=True)
+
+
 class RunPodAuthError(RunPodError):
     """The API key is missing, wrong, or lacks permission for the call."""
 
@@ -427,9 +434,8 @@ def _map_error(error: Exception, action: str) -> RunPodError | None:
                 )
             return NoCapacityError("RunPod has no GPU of that type available right now.")
         if any(marker in lowered for marker in _BALANCE_MARKERS):
-            return RunPodError(
-                "RunPod refused: the account's balance is too low. Add credit in the RunPod console.",
-                definite=True,
+            return RunPodBalanceError(
+                "RunPod refused: the account's balance is too low. Add credit in the RunPod console."
             )
         if "unauthorized" in lowered or "permission" in lowered:
             return RunPodAuthError(f"RunPod refused to {action}: the API key lacks permission.")

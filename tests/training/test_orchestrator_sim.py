@@ -551,3 +551,13 @@ async def test_a_pod_that_exited_while_the_bot_was_down_is_found_at_start_up(e2e
     (exited,) = await _events_of(e, job_id, "pod_exited")
     # Billing stopped when RunPod says the pod exited, not when the bot came back.
     assert datetime.fromisoformat(exited.payload["at"]) < job.pod_terminated_at - timedelta(minutes=29)
+
+
+async def test_too_little_credit_to_rent_fails_at_once_and_says_so(e2e: E2E) -> None:
+    e2e.sim.balance = Decimal("0.10")  # RunPod wants an hour of the pod's price in credit
+    job_id = await e2e.start(steps=4)
+    assert await e2e.finish(job_id) == JobState.FAILED
+    job = await e2e.service.get(job_id)
+    assert job.error is not None and "balance is too low" in job.error
+    assert e2e.sim.pods == {}  # nothing rented, no other GPU type tried
+    assert len(e2e.sim.calls_for("podFindAndDeployOnDemand")) == 1
