@@ -181,6 +181,16 @@ class Pod:
         return self.desired_status in STOPPED_STATUSES
 
 
+@dataclass(frozen=True)
+class NetworkVolume:
+    """A network volume of the account (RunPod bills its size every hour, pods or not)."""
+
+    id: str
+    name: str
+    size_gb: int
+    data_center_id: str | None = None
+
+
 class RunPodClient:
     """RunPod pods and GPU types. Build one at start-up; safe to share between tasks."""
 
@@ -349,6 +359,20 @@ class RunPodClient:
         data = await self._query("query myPods { myself { pods {" + _POD_FIELDS + "} } }", "list pods")
         pods = [_pod_from(item) for item in (data["myself"] or {}).get("pods") or [] if item]
         return [pod for pod in pods if name_prefix is None or pod.name.startswith(name_prefix)]
+
+    async def get_network_volume(self, volume_id: str) -> NetworkVolume | None:
+        """The account's network volume with that id, or ``None``."""
+        query = "query myVolumes { myself { networkVolumes { id name size dataCenterId } } }"
+        data = await self._query(query, "list network volumes")
+        for item in (data["myself"] or {}).get("networkVolumes") or []:
+            if item and item.get("id") == volume_id:
+                return NetworkVolume(
+                    id=str(item["id"]),
+                    name=str(item.get("name") or ""),
+                    size_gb=int(item.get("size") or 0),
+                    data_center_id=item.get("dataCenterId"),
+                )
+        return None
 
     async def terminate_pod(self, pod_id: str) -> None:
         """Terminate the pod (stops billing, deletes its disks). A pod already gone is fine."""

@@ -561,3 +561,18 @@ async def test_too_little_credit_to_rent_fails_at_once_and_says_so(e2e: E2E) -> 
     assert job.error is not None and "balance is too low" in job.error
     assert e2e.sim.pods == {}  # nothing rented, no other GPU type tried
     assert len(e2e.sim.calls_for("podFindAndDeployOnDemand")) == 1
+
+
+async def test_the_network_volume_bills_every_month_budget_with_or_without_jobs(e2e: E2E) -> None:
+    e = e2e
+    volume = e.sim.add_network_volume("models", 500, "EU-RO-1")
+    e.settings.runpod_network_volume_id = volume
+    e.settings.discord_guild_ids = [GUILD, GUILD + 1]
+    report = await e.reconciler.reconcile_once()  # first sight: billing starts
+    assert report.errors == []
+    e.advance(days=10)
+    assert (await e.reconciler.reconcile_once()).errors == []
+    # 500 GB at $0.07/GB-month for 240 of 730 hours is $11.51, half for each guild.
+    spent = await e.orchestrator.ctx.money.month_spent(GUILD)
+    assert abs(spent - Decimal("5.753")) < Decimal("0.01")
+    assert await e.orchestrator.ctx.money.month_spent(GUILD + 1) == spent
