@@ -40,6 +40,7 @@ Driver API (``DiscordSimulator``):
 Paths in the recorder and in ``path_regex`` are relative to ``/api/v10`` (``/channels/1/messages``).
 """
 
+from . import spec
 from .driver import InteractionHandle
 from .gateway import GatewaySession, Intents
 from .patch import BOT_KWARGS, patch_discord
@@ -83,4 +84,5 @@ __all__ = [
     "SimulatorUsageError",
     "parse_emoji",
     "patch_discord",
+    "spec",
 ]
