@@ -38,6 +38,7 @@ from bot.review.service import CheckpointReview, FinalReview, ReviewListener
 from bot.review.votes import APPROVE, DOWN, UP, Outcome, normalise_emoji
 from bot.roles import Role, has_role
 from bot.training.context import prompt_lines
+from cogs._send import send_or_degrade
 from cogs._shared import guild_id_of, member_of, services_of
 from storage.models import Job, JobState
 
@@ -181,8 +182,13 @@ class ReviewCog(commands.Cog, name="Review"):
         self, job: Job, channel: discord.PartialMessageable, review: CheckpointReview
     ) -> None:
         name = _image_name(f"job{job.id}-step{review.step}", review.row.format)
-        message = await channel.send(
-            review.caption, file=_file(review.row.data, name), allowed_mentions=NO_MENTIONS
+        message = await send_or_degrade(
+            channel,
+            review.caption,
+            files=[_file(review.row.data, name)],
+            allowed_mentions=NO_MENTIONS,
+            what="grid row",
+            where=f"`/train samples job:{job.id} step:{review.step}` shows it.",
         )
         await self.services.votes.attach_row_message(job.id, review.step, message.id)
         for emoji in (UP, DOWN):
@@ -209,9 +215,13 @@ class ReviewCog(commands.Cog, name="Review"):
                     return
                 except discord.HTTPException as exc:  # deleted meanwhile: post a new one
                     log.info("chart message of job %s not editable (%s): posting a new one", job.id, exc)
-            message = await channel.send(
-                content, file=_file(review.chart_png, name), allowed_mentions=NO_MENTIONS
-            )
+            try:
+                message = await channel.send(
+                    content, file=_file(review.chart_png, name), allowed_mentions=NO_MENTIONS
+                )
+            except discord.Forbidden as exc:  # no Attach Files: the row already told the team
+                log.warning("no chart for job %s in channel %s: %s", job.id, channel.id, exc)
+                return
             self._charts[job.id] = (channel.id, message.id)
             await self.services.votes.attach_chart_message(
                 job.id, channel_id=channel.id, message_id=message.id
@@ -254,10 +264,13 @@ class ReviewCog(commands.Cog, name="Review"):
         if review.chart_png is not None:
             files.append(_file(review.chart_png, f"job{job.id}-chart.png"))
         notice = review.notice
-        message = await channel.send(
-            notice.content,
+        message = await send_or_degrade(
+            channel,
+            clip(notice.content + self._unpingable_note(job.guild_id, channel.id, notice.mention_role_ids)),
             files=files,
             allowed_mentions=summary_mentions(notice.mention_user_ids, notice.mention_role_ids),
+            what="grid and chart",
+            where=f"`/train samples job:{job.id}` shows the whole grid.",
         )
         if JobState(job.state) == JobState.SUCCEEDED and review.best is not None:
             await self.services.votes.attach_summary_message(job.id, message.id)
@@ -265,6 +278,27 @@ class ReviewCog(commands.Cog, name="Review"):
                 await message.add_reaction(APPROVE)
             except discord.HTTPException as exc:
                 log.warning("could not add ✅ to the summary of job %s: %s", job.id, exc)
+
+    def _unpingable_note(self, guild_id: int, channel_id: int, role_ids: tuple[int, ...]) -> str:
+        """Discord only pings a role the bot mentions if the role is mentionable or the bot may Mention
+        Everyone in the channel; otherwise the summary says so instead of silently pinging nobody."""
+        guild = self.bot.get_guild(guild_id)
+        if guild is None or not role_ids:
+            return ""
+        channel = guild.get_channel(channel_id)
+        if channel is not None and channel.permissions_for(guild.me).mention_everyone:
+            return ""
+        names = [
+            neutralise(role.name)
+            for role_id in role_ids
+            if (role := guild.get_role(role_id)) is not None and not role.mentionable
+        ]
+        if not names:
+            return ""
+        return (
+            f"\n(The {', '.join(names)} role was not pinged: make it mentionable in the server settings, "
+            "or give me **Mention Everyone**.)"
+        )
 
     # -- reactions ----------------------------------------------------------------------------------------
 

@@ -73,6 +73,8 @@ class BotHarness:
         self.reviewer = self.sim.add_member("bob", roles=["reviewer"])
         self.admin = self.sim.add_member("erin", roles=["admin"])
         self.visitor = self.sim.add_member("carol")
+        # As the README's set-up asks: reviewers are pinged by the summary, so their role is mentionable.
+        self.sim.role("reviewer").mentionable = True
 
     async def __aenter__(self) -> BotHarness:
         await self.sim.start()
