@@ -42,6 +42,8 @@ class SpecException:
     reason: str
 
 
+_SNOWFLAKE_INT = {"type": "integer", "minimum": 0, "maximum": 2**64 - 1}
+
 # What Discord really sends and accepts where the OpenAPI description says otherwise.
 EXCEPTIONS: tuple[SpecException, ...] = (
     SpecException(
@@ -96,6 +98,17 @@ EXCEPTIONS: tuple[SpecException, ...] = (
         },
         "Callback `resource`: the docs' interaction callback resource object has `type` for every "
         "callback type and `message` only for types 4 and 7; the spec only lists 4, 7 and 12.",
+    ),
+    SpecException(
+        "/components/schemas/MessageAllowedMentionsRequest/properties/users/items",
+        {"oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/SnowflakeType"}, _SNOWFLAKE_INT]},
+        "allowed_mentions.users: Discord accepts snowflakes as JSON integers too; discord.py 2.7's "
+        "AllowedMentions.to_dict sends the ids as integers.",
+    ),
+    SpecException(
+        "/components/schemas/MessageAllowedMentionsRequest/properties/roles/items",
+        {"oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/SnowflakeType"}, _SNOWFLAKE_INT]},
+        "allowed_mentions.roles: as for users, discord.py 2.7 sends integer ids, which Discord accepts.",
     ),
     SpecException(
         "/components/schemas/MessageAttachmentRequest/properties/id",

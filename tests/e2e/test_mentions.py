@@ -88,7 +88,7 @@ async def test_user_text_in_every_kind_of_message_pings_nobody(harness: BotHarne
         ("dataset exclude", {"name": "maya", "numbers": "1", "reason": evil}),
         ("dataset exclude", {"name": "maya", "numbers": evil}),
         ("dataset show", {"name": "maya"}),
-        ("dataset trigger", {"name": "maya", "word": evil}),
+        ("dataset trigger", {"name": "maya", "word": f"@here <@&{h.sim.role('reviewer').id}>"}),  # <= 64
         ("dataset show", {"name": evil}),
     ):
         handle = await h.sim.invoke_slash(command, options, user=h.trainer)
