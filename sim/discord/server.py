@@ -65,6 +65,10 @@ _SETTABLE_FLAGS = (1 << 2) | (1 << 12) | (1 << 15)
 NONCE_WINDOW_S = 5 * 60
 
 
+def _permissions_string(value: Any) -> str | None:
+    return None if value is None else str(int(value))
+
+
 class SimulatorUsageError(Exception):
     """A test asked the simulator for something a real Discord user could not do (a test bug)."""
 
@@ -1034,11 +1038,17 @@ class DiscordSimulator:
                 "application_id": str(self.application_id),
                 "version": str(self.snowflakes.next()),
                 "type": ctype,
+<<<<<<< HEAD
                 "description": cmd.get("description") or "",
                 "default_member_permissions": cmd.get("default_member_permissions"),
                 "dm_permission": cmd.get("dm_permission") is not False,
                 "contexts": cmd.get("contexts"),
                 "integration_types": cmd.get("integration_types") or [0],
+=======
+                "description": cmd.get("description", ""),
+                # Sent as an integer, answered as a string (ApplicationCommandResponse in the spec).
+                "default_member_permissions": _permissions_string(cmd.get("default_member_permissions")),
+>>>>>>> main
                 "nsfw": bool(cmd.get("nsfw", False)),
             }
             if gid is not None:

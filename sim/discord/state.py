@@ -18,6 +18,7 @@ class Perm:
 
     ADD_REACTIONS = 1 << 6
     ADMINISTRATOR = 1 << 3
+    MANAGE_GUILD = 1 << 5
     VIEW_CHANNEL = 1 << 10
     SEND_MESSAGES = 1 << 11
     SEND_TTS_MESSAGES = 1 << 12
