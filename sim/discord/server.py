@@ -1038,17 +1038,12 @@ class DiscordSimulator:
                 "application_id": str(self.application_id),
                 "version": str(self.snowflakes.next()),
                 "type": ctype,
-<<<<<<< HEAD
                 "description": cmd.get("description") or "",
-                "default_member_permissions": cmd.get("default_member_permissions"),
+                # Sent as an integer, answered as a string (ApplicationCommandResponse in the spec).
+                "default_member_permissions": _permissions_string(cmd.get("default_member_permissions")),
                 "dm_permission": cmd.get("dm_permission") is not False,
                 "contexts": cmd.get("contexts"),
                 "integration_types": cmd.get("integration_types") or [0],
-=======
-                "description": cmd.get("description", ""),
-                # Sent as an integer, answered as a string (ApplicationCommandResponse in the spec).
-                "default_member_permissions": _permissions_string(cmd.get("default_member_permissions")),
->>>>>>> main
                 "nsfw": bool(cmd.get("nsfw", False)),
             }
             if gid is not None:
