@@ -8,7 +8,7 @@ import re
 import secrets
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from aiohttp import web
 
@@ -724,9 +724,7 @@ class DiscordSimulator:
         self.violations.extend(violations)
         spec.record(violations)
 
-    def _check_request(
-        self, method: str, template: str, path: str, body: Any, query: dict[str, str]
-    ) -> None:
+    def _check_request(self, method: str, template: str, path: str, body: Any, query: dict[str, str]) -> None:
         """Refuse (400 50035, as Discord) and record a request the spec's schema refuses."""
         contract = spec.contract()
         for name, keyword, message in contract.query_errors(method, template, query):
@@ -743,7 +741,13 @@ class DiscordSimulator:
         self._record(
             [
                 spec.Violation(
-                    "request", method, template, path, None, error.json_path, error.message,
+                    "request",
+                    method,
+                    template,
+                    path,
+                    None,
+                    error.json_path,
+                    error.message,
                     str(error.validator),
                 )
             ]
@@ -761,6 +765,44 @@ class DiscordSimulator:
                 for e in errors
             ]
         )
+
+    # Gateway events whose objects the spec describes (as REST answers): event -> [(JSON path, schema)].
+    _EVENT_OBJECTS: ClassVar[dict[str, tuple[tuple[str, str], ...]]] = {
+        "MESSAGE_CREATE": (("$", "MessageResponse"),),
+        "MESSAGE_UPDATE": (("$", "MessageResponse"),),
+        "GUILD_CREATE": (
+            ("$.roles[]", "GuildRoleResponse"),
+            ("$.channels[]", "GuildChannelResponse"),
+            ("$.members[]", "GuildMemberResponse"),
+        ),
+        "GUILD_MEMBER_ADD": (("$", "GuildMemberResponse"),),
+        "GUILD_ROLE_CREATE": (("$.role", "GuildRoleResponse"),),
+        "CHANNEL_CREATE": (("$", "GuildChannelResponse"),),
+        "CHANNEL_UPDATE": (("$", "GuildChannelResponse"),),
+        "INTERACTION_CREATE": (("$.message", "MessageResponse"), ("$.member", "GuildMemberResponse")),
+    }
+
+    def check_event(self, event: str, data: dict[str, Any]) -> None:
+        """Validate the objects a gateway event carries against the spec's schemas for them."""
+        if not self.validate:
+            return
+        contract = spec.contract()
+        for where, schema in self._EVENT_OBJECTS.get(event, ()):
+            key = where.removeprefix("$").strip(".").removesuffix("[]")
+            value: Any = data.get(key) if key else data
+            if value is None:
+                continue
+            items = value if where.endswith("[]") else [value]
+            for item in items:
+                for e in contract.schema_errors(schema, item):
+                    path = where.replace("[]", "[*]") + e.json_path.removeprefix("$")
+                    self._record(
+                        [
+                            spec.Violation(
+                                "event", "GATEWAY", event, schema, None, path, e.message, str(e.validator)
+                            )
+                        ]
+                    )
 
     # ---- helpers -------------------------------------------------------------------------
     def _channel_or_404(self, request: web.Request) -> SimChannel:
@@ -1274,9 +1316,7 @@ class DiscordSimulator:
         ):
             if reference.get("fail_if_not_exists") is False:
                 return None
-            raise form_error(
-                ["message_reference"], "MESSAGE_REFERENCE_UNKNOWN_MESSAGE", "Unknown message"
-            )
+            raise form_error(["message_reference"], "MESSAGE_REFERENCE_UNKNOWN_MESSAGE", "Unknown message")
         return {
             "type": int(reference.get("type") or 0),
             "message_id": str(target.id),

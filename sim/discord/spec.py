@@ -123,7 +123,8 @@ EXCEPTIONS: tuple[SpecException, ...] = (
 class Violation:
     """A body that does not match the spec: where, and why."""
 
-    direction: str  # "request" (the bot sent it) or "response" (the simulator sent it)
+    # "request" (the bot sent it), "response" or "event" (the simulator sent it, REST or gateway)
+    direction: str
     method: str
     route: str  # the spec's path template, e.g. /channels/{channel_id}/messages
     path: str  # the concrete path
@@ -315,6 +316,11 @@ class SpecContract:
         if body is None:
             return [_Missing(f"the spec describes a JSON body for {status} of {method} {template}")]
         return _sorted_errors(self._validator(pointer + "/content/application~1json/schema"), body)
+
+    def schema_errors(self, schema_name: str, instance: Any) -> list[Any]:
+        """Errors of ``instance`` against ``components/schemas/<schema_name>`` (gateway objects: the
+        spec describes no gateway, but its events carry the same objects as the REST answers)."""
+        return _sorted_errors(self._validator(f"/components/schemas/{schema_name}"), instance)
 
     def query_errors(self, method: str, template: str, query: dict[str, str]) -> list[tuple[str, str, str]]:
         """(name, keyword, message) for query parameters whose value the spec's schema refuses."""
