@@ -447,6 +447,20 @@ def _deepest(error: Any) -> Any:
     return error
 
 
+def unavailable_reason() -> str | None:
+    """Why the referee cannot run here (no spec file, no jsonschema), or None when it can.
+
+    ``loraops sandbox`` on a user's machine has neither; the test suite requires both."""
+    if not SPEC_PATH.exists():
+        return f"Discord's OpenAPI description is not at {SPEC_PATH}"
+    try:
+        import jsonschema  # noqa: F401
+        import referencing  # noqa: F401
+    except ImportError:
+        return "jsonschema is not installed (pip install -e '.[dev]')"
+    return None
+
+
 @cache
 def contract() -> SpecContract:
     """The process-wide contract (validators are compiled lazily and cached per route)."""
