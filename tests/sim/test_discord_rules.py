@@ -849,3 +849,11 @@ async def test_every_route_answers_with_objects_the_spec_accepts(sim: DiscordSim
         assert answer.status in (200, 404), (method, path, answer.body)
     assert spec.VIOLATIONS == [] and sim.violations == []
     assert len([r for r in sim.requests if r.path.startswith("/")]) >= len(routes)
+
+
+async def test_injected_server_errors_are_not_held_against_the_spec(sim: DiscordSimulator, api: Api) -> None:
+    sim.inject_error("POST", r"/messages$", 502, 0, "Bad Gateway")
+    sim.inject_error("POST", r"/messages$", 403, 50013, "Missing Permissions")
+    assert (await api.send({"content": "x"})).status == 502
+    assert (await api.send({"content": "x"})).status == 403
+    assert sim.violations == []
