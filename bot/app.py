@@ -10,7 +10,9 @@ import hashlib
 import json
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -177,8 +179,13 @@ class Application:
         await self.engine.dispose()
 
 
-async def build_application(settings: Settings, **bot_options: Any) -> Application:
-    """Wire everything in one place. Applies migrations first; raises on an unreachable database."""
+async def build_application(
+    settings: Settings, *, clock: Callable[[], datetime] | None = None, **bot_options: Any
+) -> Application:
+    """Wire everything in one place. Applies migrations first; raises on an unreachable database.
+
+    ``clock`` (UTC now; the wall clock by default) times money and jobs: the simulators' harness
+    passes the RunPod simulator's clock, so the ledger and RunPod's meter read the same time."""
     await upgrade_to_head_async(settings.database_url)
     engine = make_engine(settings.database_url)
     try:
@@ -189,7 +196,7 @@ async def build_application(settings: Settings, **bot_options: Any) -> Applicati
     sessions = make_sessionmaker(engine)
     http = aiohttp.ClientSession(timeout=HTTP_TIMEOUT)
     try:
-        services = build_services(settings, sessions, http)
+        services = build_services(settings, sessions, http, clock=clock)
     except BaseException:
         # A start-up error (e.g. a malformed CLOUDINARY_URL) must not leak the session and the pool.
         await http.close()

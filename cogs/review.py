@@ -34,7 +34,7 @@ from discord.ext import commands
 from bot.errors import UserError
 from bot.review.delivery import DEFAULT_WEIGHT, lora_file_name
 from bot.review.notify import approval_text, clip, early_stop_text, inline, neutralise
-from bot.review.service import CheckpointReview, FinalReview, ReviewListener
+from bot.review.service import CheckpointReview, FinalReview
 from bot.review.votes import APPROVE, DOWN, UP, Outcome, normalise_emoji
 from bot.roles import Role, has_role
 from bot.training.context import prompt_lines
@@ -121,7 +121,6 @@ class ReviewCog(commands.Cog, name="Review"):
 
     def __init__(self, bot: LoraBot) -> None:
         self.bot = bot
-        self._listener: ReviewListener | None = None
         self._charts: dict[int, tuple[int, int]] = {}  # job id → (channel id, chart message id)
         self._chart_locks: dict[int, asyncio.Lock] = {}
 
@@ -130,17 +129,14 @@ class ReviewCog(commands.Cog, name="Review"):
         return self.bot.services
 
     async def cog_load(self) -> None:
-        training = self.services.training
-        if training is None:
-            return  # no RunPod: nothing will be trained, so nothing to review
-        self._listener = ReviewListener(self.services.review, self)
-        training.listeners.add(self._listener)
+        # The review runs in the domain either way (no RunPod: no listener, nothing to review); this cog
+        # only publishes it.
+        if self.services.review_listener is not None:
+            self.services.review_listener.publisher = self
 
     async def cog_unload(self) -> None:
-        training = self.services.training
-        if self._listener is not None and training is not None:
-            training.listeners.remove(self._listener)
-        self._listener = None
+        if self.services.review_listener is not None:
+            self.services.review_listener.publisher = None
 
     # -- where to post ------------------------------------------------------------------------------
 
@@ -165,18 +161,22 @@ class ReviewCog(commands.Cog, name="Review"):
         return role.id if role is not None else None
 
     async def checkpoint_reviewed(self, job: Job, review: CheckpointReview) -> None:
-        """Post the row (reviewers vote on it), renew the chart, and stop early if the review says so.
+        """Post the row (reviewers vote on it), renew the chart, and say so when the review stopped the run.
 
-        A failed post never keeps a run going that should stop: the early stop does not depend on it."""
+        The early stop itself already happened in the domain, before anything was posted."""
         channel = await self._channel(job)
-        if channel is not None:
-            try:
-                await self._post_row(job, channel, review)
-                await self._renew_chart(job, channel, review)
-            except discord.HTTPException as exc:
-                log.warning("could not post the review of job %s step %s: %s", job.id, review.step, exc)
-        if review.early_stop.stop:
-            await self._stop_early(job, channel, review)
+        if channel is None:
+            return
+        try:
+            await self._post_row(job, channel, review)
+            await self._renew_chart(job, channel, review)
+        except discord.HTTPException as exc:
+            log.warning("could not post the review of job %s step %s: %s", job.id, review.step, exc)
+        if review.stopped_now:  # later checkpoints decide the same: say it once
+            await channel.send(
+                early_stop_text(job_id=job.id, reason=review.early_stop.reason, saved=review.money_saved),
+                allowed_mentions=NO_MENTIONS,
+            )
 
     async def _post_row(
         self, job: Job, channel: discord.PartialMessageable, review: CheckpointReview
@@ -225,28 +225,6 @@ class ReviewCog(commands.Cog, name="Review"):
             self._charts[job.id] = (channel.id, message.id)
             await self.services.votes.attach_chart_message(
                 job.id, channel_id=channel.id, message_id=message.id
-            )
-
-    async def _stop_early(
-        self, job: Job, channel: discord.PartialMessageable | None, review: CheckpointReview
-    ) -> None:
-        training = self.services.training
-        if training is None:
-            return
-        decision = review.early_stop
-        payload = {
-            "best_step": decision.best_step,
-            "saved_usd": str(review.money_saved) if review.money_saved is not None else None,
-        }
-        try:
-            _, stopped = await training.service.stop_early(job.id, decision.reason, payload=payload)
-        except UserError as exc:
-            log.warning("job %s: early stop refused: %s", job.id, exc)
-            return
-        if stopped and channel is not None:  # later checkpoints decide the same: say it once
-            await channel.send(
-                early_stop_text(job_id=job.id, reason=decision.reason, saved=review.money_saved),
-                allowed_mentions=NO_MENTIONS,
             )
 
     async def job_reviewed(self, job: Job, review: FinalReview) -> None:

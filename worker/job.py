@@ -77,6 +77,9 @@ class Job:
         self.error: str | None = None
         self.log_tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
         self.dataset_received = False
+        # A dataset sent in parts (Content-Range): bytes received so far and the announced total.
+        self.dataset_offset = 0
+        self.dataset_total: int | None = None
         self.dataset_lock = asyncio.Lock()
         self.dataset_ready = asyncio.Event()
         self.stopped = asyncio.Event()  # set when the worker should exit

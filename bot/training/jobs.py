@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -50,6 +50,7 @@ from bot.training.states import transition
 from storage.blobs import BlobStore
 from storage.db import unit_of_work
 from storage.models import LIVE_STATES, Caption, Dataset, FaceAnalysis, Image, Job, JobEvent, JobState
+from storage.types import utcnow
 from worker.protocol import BaseModelSource
 
 log = logging.getLogger(__name__)
@@ -567,6 +568,7 @@ def build_training(
     money: Money,
     *,
     runpod: Any | None = None,
+    clock: Callable[[], datetime] = utcnow,
 ) -> Training | None:
     """Wire the training domain, or ``None`` when RunPod is not configured (no RUNPOD_API_KEY)."""
     if runpod is None:
@@ -576,7 +578,13 @@ def build_training(
 
         runpod = RunPodClient.from_settings(settings)
     ctx = TrainingContext(
-        sessions=sessions, settings=settings, runpod=runpod, blobs=blobs, http=http, money=money
+        sessions=sessions,
+        settings=settings,
+        runpod=runpod,
+        blobs=blobs,
+        http=http,
+        money=money,
+        clock=clock,
     )
     orchestrator = Orchestrator(ctx)
     service = JobService(ctx, orchestrator, DatasetRunPlanner(sessions, blobs))

@@ -90,6 +90,7 @@ class Orchestrator:
         self._driving: dict[int, asyncio.Task[JobState]] = {}
         self._last_progress: dict[int, float] = {}
         self._download_failures: dict[tuple[int, str], int] = {}
+        self._pull_shown: set[int] = set()  # jobs whose progress said "pulling the image"
         self._closed = False
         self.terminated_pods: set[str] = set()  # pods this process terminated successfully
 
@@ -388,6 +389,9 @@ class Orchestrator:
                 assert row is not None
                 row.price_per_hour = price
         if not pod.running:
+            # Minutes of "runtime: null" while RunPod pulls the image: say so once, then as throttled.
+            await self._emit_progress(job, force=job.id not in self._pull_shown)
+            self._pull_shown.add(job.id)
             raise _Retry
         if not await self.worker(job).health():
             raise _Retry

@@ -25,6 +25,7 @@ import pytest
 from sim.discord import DiscordSimulator, SimMessage, SimUser
 from sim.harness import HARNESS_HF_TOKEN, HARNESS_RUNPOD_KEY
 from sim.huggingface import HuggingFaceSim
+from sim.meter import assert_sqlite_ledger_matches_meter
 from sim.runpod import RunPodSim, worker_launcher
 
 # tests/conftest.py (pytest puts tests/ on sys.path; pyright resolves the e2e one)
@@ -165,7 +166,15 @@ async def test_sigkilled_bot_process_resumes_the_job_on_the_same_pod(tmp_path: P
             },
             stop_grace_s=2.0,
         )
-        runpod = RunPodSim(api_key=HARNESS_RUNPOD_KEY, data_dir=tmp_path / "runpod", launcher=launcher)
+        # The bot is another process on the wall clock: RunPod's clock must not run faster than it
+        # (a short pull, no warp), or the meter would bill minutes the ledger never saw.
+        runpod = RunPodSim(
+            api_key=HARNESS_RUNPOD_KEY,
+            data_dir=tmp_path / "runpod",
+            launcher=launcher,
+            boot_delay_s=2.0,
+            pull_warp=1.0,
+        )
         await runpod.start()
 
         env = bot_env(
@@ -265,6 +274,7 @@ async def test_sigkilled_bot_process_resumes_the_job_on_the_same_pod(tmp_path: P
         assert list(runpod.pods) == [pod.id]
         await runpod.wait_for(lambda: pod.phase == "terminated", within=15)
         assert runpod.live_pods() == []
+        assert_sqlite_ledger_matches_meter(db, runpod)  # what RunPod billed is what the ledger says
 
         # The restarted process kept editing the same progress message; it posted no second one.
         assert [m.id for m in bot_messages(sim, is_progress)] == [progress.id]

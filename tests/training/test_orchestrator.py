@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
@@ -328,6 +329,10 @@ async def test_progress_view_renders() -> None:
     assert "loss 0.0912 · 1.52 it/s · ETA 9m 52s" in text
     assert "$0.06 of $5.00 budget ($0.27/h)" in text
     assert hashlib.sha256(text.encode()).hexdigest()  # plain str
+    renting = replace(view, state=JobState.PROVISIONING, step=0, gpu_type=None)
+    assert "renting a GPU pod" in render_progress(renting)
+    # RunPod has the pod but reports no runtime for minutes while it pulls the worker image.
+    assert "pod rented, pulling the image" in render_progress(replace(renting, has_pod=True))
 
 
 async def test_dataset_planner_freezes_a_snapshot_and_quotes_it(harness: Harness) -> None:
