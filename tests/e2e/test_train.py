@@ -119,6 +119,8 @@ async def test_start_confirm_train_collect_and_pay(tmp_path: Path) -> None:
         steps = steps_shown(h, progress)
         assert steps == sorted(steps) and steps[-1] == 8
         assert len(set(steps)) >= 3, steps
+        # The final edit may wait for the channel's edit bucket while the announcement goes out.
+        await h.sim.wait_until(lambda: "finished" in h.sim.message(progress.id).content, timeout=20)
         final = h.sim.message(progress.id).content
         assert "finished" in final and "8/8" in final
 
