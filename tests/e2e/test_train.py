@@ -344,7 +344,8 @@ async def test_a_pod_whose_host_dies_fails_the_job_and_the_channel_says_why(tmp_
         job = await job_row(h, job_id)
         assert job.state == JobState.FAILED.value and job.error is not None
         assert "failed." in done.content and "host failed" in done.content and "DEAD" in done.content
-        assert "Cause:" in h.sim.message(progress.id).content
+        # The progress message's final edit can queue behind the channel's edit bucket: wait for it.
+        await h.sim.wait_until(lambda: "Cause:" in h.sim.message(progress.id).content, timeout=20)
         await h.runpod.wait_for(lambda: h.runpod is not None and h.runpod.pods[pod_id].phase == "terminated")
 
 
