@@ -7,7 +7,7 @@ import json
 import re
 import secrets
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 from aiohttp import web
@@ -46,6 +46,7 @@ from .util import (
     json_response,
     missing_access,
     missing_permissions,
+    snowflake_time,
     unauthorized,
     unknown_channel,
     unknown_interaction,
@@ -54,6 +55,8 @@ from .util import (
 )
 
 API = "/api/v10"
+# enforce_nonce is checked "in the past few minutes" (Discord's docs give no figure).
+NONCE_WINDOW = timedelta(minutes=5)
 # Parsed body of the current request, stored by the middleware for the handlers.
 _JSON = web.RequestKey("sim.json", object)
 _FILES = web.RequestKey("sim.files", dict)
@@ -61,8 +64,6 @@ _SIZE = web.RequestKey("sim.size", int)
 # Message flags a bot may set/change on create/edit: SUPPRESS_EMBEDS, EPHEMERAL (interactions
 # only), SUPPRESS_NOTIFICATIONS, IS_COMPONENTS_V2.
 _SETTABLE_FLAGS = (1 << 2) | (1 << 12) | (1 << 15)
-# enforce_nonce: a repeated nonce within this window returns the first message.
-NONCE_WINDOW_S = 5 * 60
 
 
 def _permissions_string(value: Any) -> str | None:
@@ -406,10 +407,20 @@ class DiscordSimulator:
         )
 
     def inject_error(
-        self, method: str, path_regex: str, status: int, code: int = 0, message: str = "", times: int = 1
+        self,
+        method: str,
+        path_regex: str,
+        status: int,
+        code: int = 0,
+        message: str = "",
+        times: int = 1,
+        *,
+        after: bool = False,
     ) -> None:
         """Answer the next ``times`` matching requests with ``status``/``code`` (e.g. 403 50013).
-        Note: discord.py retries 500/502/504/524 after sleeping 1 + 2n seconds."""
+        ``after=True``: carry the request out first, then answer with the error (a 5xx from Discord's
+        edge after the message was made). Note: discord.py retries 500/502/504/524 after sleeping
+        1 + 2n seconds."""
         self.ratelimiter.injections.append(
             Injection(
                 method.upper(),
@@ -418,6 +429,7 @@ class DiscordSimulator:
                 status=status,
                 code=code,
                 message=message or f"{status}: injected",
+                after=after,
             )
         )
 
@@ -688,6 +700,9 @@ class DiscordSimulator:
             if template is not None:
                 self._check_request(request.method, template, rel, body, dict(request.query))
             response = await handler(request)
+            injected = self.ratelimiter.take_injection(request.method, rel, after=True)
+            if injected is not None:
+                raise injected
         except ApiError as exc:
             response = exc.response()
         except web.HTTPException as exc:
@@ -1288,11 +1303,9 @@ class DiscordSimulator:
         mentions.check_allowed_mentions(body.get("allowed_mentions"))
         limits.check_not_empty(body, list(file_parts.values()))
         reference = self._reply_reference(channel, body.get("message_reference"))
-        if body.get("enforce_nonce") and body.get("nonce") is not None:
-            # Sent before (a retry): Discord answers with the first message instead of a duplicate.
-            earlier = self._message_with_nonce(channel, str(body["nonce"]))
-            if earlier is not None:
-                return json_response(self.message_payload(earlier), headers=headers)
+        same = self._same_nonce(channel, body)
+        if same is not None:  # enforce_nonce: the message this nonce already made, not a second one
+            return json_response(self.message_payload(same), headers=headers)
         flags = int(body.get("flags") or 0) & _SETTABLE_FLAGS
         msg_type = 19 if reference else 0
         payload = {**body, "message_reference": reference}
@@ -1325,13 +1338,18 @@ class DiscordSimulator:
             **({"guild_id": str(target.guild_id)} if target.guild_id is not None else {}),
         }
 
-    def _message_with_nonce(self, channel: SimChannel, nonce: str) -> SimMessage | None:
-        """The bot's recent message (last few minutes) in ``channel`` with this nonce."""
-        now = datetime.now(UTC)
+    def _same_nonce(self, channel: SimChannel, body: dict[str, Any]) -> SimMessage | None:
+        """Discord: with ``enforce_nonce`` the nonce "will be checked for uniqueness in the past few
+        minutes. If another message was created by the same author with the same nonce, that message
+        will be returned and no new message will be created"."""
+        if not body.get("enforce_nonce") or body.get("nonce") is None:
+            return None
+        nonce = str(body["nonce"])
+        since = datetime.now(UTC) - NONCE_WINDOW
         for msg in reversed(self.messages_in(channel)):
-            if (now - msg.timestamp).total_seconds() > NONCE_WINDOW_S:
+            if snowflake_time(msg.id) < since:
                 break
-            if msg.author.id == self.bot_user.id and msg.nonce == nonce:
+            if msg.nonce == nonce and msg.author.id == self.bot_user.id:
                 return msg
         return None
 
