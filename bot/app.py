@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.config import Settings
 from bot.errors import StartupError, UserError
 from bot.services import Services, build_services
+from bot.text import quote_inline
 from storage.db import check_connection, make_engine, make_sessionmaker
 from storage.migrate import upgrade_to_head_async
 
@@ -47,7 +48,9 @@ class LoraTree(app_commands.CommandTree["LoraBot"]):
             await reply_privately(interaction, str(error) or "You can't use this command here.")
             return
         if isinstance(error, app_commands.TransformerError):
-            await reply_privately(interaction, f"That value doesn't fit: {error.value!r}.")
+            await reply_privately(
+                interaction, f"That value doesn't fit: {quote_inline(str(error.value), 60)}."
+            )
             return
         reference = secrets.token_hex(4)
         command = interaction.command.qualified_name if interaction.command else "?"
@@ -100,6 +103,13 @@ class LoraBot(commands.Bot):
         if training is not None and self.run_background:
             # Reconcile at once (resumes live jobs after a restart, stops orphan pods), then on a timer.
             training.start_background(self.services.tasks)
+
+
+    async def on_ready(self) -> None:
+        # Every new gateway session (not a resume): the guilds and roles are known from here on.
+        training = self.services.training
+        if training is not None:
+            training.chat_ready()
 
 
 def command_fingerprints(bot: LoraBot) -> dict[str, str]:

@@ -24,9 +24,11 @@ from bot.datasets.manage import DatasetService
 from bot.errors import StartupError, UserError
 from bot.faces import FaceService
 from bot.guilds import GuildConfigService
+from bot.outbox import Outbox
+from bot.review.alarm import AlarmActions
 from bot.review.delivery import DeliveryService
 from bot.review.scoring import PooledScorer, SampleScorer
-from bot.review.service import ReviewService, ScorerFactory
+from bot.review.service import ReviewListener, ReviewService, ScorerFactory
 from bot.review.votes import VoteService
 from bot.roles import RoleNames
 from bot.training.jobs import Training, build_training
@@ -59,6 +61,13 @@ class Services:
     votes: VoteService
     delivery: DeliveryService
     review: ReviewService
+    # The face alarm's buttons and "Retry with these changes" (suggestions from the report card).
+    alarms: AlarmActions
+    # Subscribed to training at start-up: reviews checkpoints and stops runs early with or without Discord;
+    # the review cog attaches itself as the publisher.
+    review_listener: ReviewListener | None
+    # Messages jobs owe their channels, recorded before they are posted (each posted once).
+    outbox: Outbox
 
     async def close(self) -> None:
         """Stop background work; the start-up function closes the HTTP session and engine."""
@@ -96,6 +105,12 @@ def build_services(
     faces.start()  # creates the pool only: no process is spawned until the first task
     curation = CurationService(sessions, blobs, faces, gather, models_dir=settings.face_models_dir)
     votes = VoteService(sessions, default_approvals_required=settings.approvals_required)
+    alarms = AlarmActions(sessions, curation, training.service if training is not None else None)
+    review = ReviewService(sessions, blobs, votes, review_scorer(faces, curation), alarms=alarms)
+    review_listener = None
+    if training is not None:
+        review_listener = ReviewListener(review, training.service.stop_early)
+        training.listeners.add(review_listener)
     return Services(
         settings=settings,
         sessions=sessions,
@@ -117,7 +132,10 @@ def build_services(
         delivery=DeliveryService(
             sessions, blobs, loras_dir=settings.comfyui_loras_dir, cloudinary=gather.cloudinary
         ),
-        review=ReviewService(sessions, blobs, votes, review_scorer(faces, curation)),
+        alarms=alarms,
+        review=review,
+        review_listener=review_listener,
+        outbox=Outbox(sessions),
     )
 
 

@@ -51,6 +51,7 @@ from .protocol import (
     WorkerState,
     WorkerStatus,
 )
+from .redact import redact
 from .settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -119,10 +120,7 @@ class Job:
         )
 
     def redact(self, text: str) -> str:
-        for secret in self.settings.secrets:
-            if len(secret) >= 6:
-                text = text.replace(secret, "***")
-        return text
+        return redact(text, self.settings.secrets)  # by value and by shape (worker.redact)
 
     def note(self, line: str) -> None:
         """One line for the status log tail and the pod log (secrets removed)."""

@@ -164,7 +164,11 @@ def cell_label(cell: GridCell) -> tuple[str, str]:
     elif score.percent_of_ceiling is None:
         what = f"{score.similarity:.3f}"
     else:
-        what = f"{score.similarity:.3f}  {score.percent_of_ceiling:.0f}% of ceiling"
+        from bot.review.verdict import is_recognised, likeness_short
+
+        ceiling = 100.0 * score.similarity / score.percent_of_ceiling if score.percent_of_ceiling else None
+        mark = "  ✓" if is_recognised(score.similarity, score.engine) else ""
+        what = f"{score.similarity:.3f}  {likeness_short(score.similarity, ceiling, score.engine)}{mark}"
     return where, what
 
 
@@ -382,8 +386,12 @@ def _draw_side(
         else:
             lines.append(f"mean {summary.mean:.3f}")
             if pct is not None:
-                lines.append(f"{pct:.0f}% of ceiling")
+                from bot.review.verdict import likeness_short
+
+                lines.append(likeness_short(summary.mean, row.ceiling, summary.engine))
         lines.append(f"faces {summary.faces}/{summary.samples}")
+        if summary.engine is not None and summary.recognised is not None:
+            lines.append(f"recognised {summary.recognised}/{summary.samples}")
     if best:
         lines.append("BEST")
     pad = max(4, font_px // 2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
+from bot.text import plain
 from bot.training.money import usd
 from storage.models import Job, JobState
 
@@ -120,5 +121,5 @@ def render_progress(view: ProgressView) -> str:
         money += f" ({usd(view.price_per_hour)}/h)"
     lines.append(money)
     if view.error:
-        lines.append(f"Cause: {view.error[:300]}")
+        lines.append(f"Cause: {plain(view.error, 300)}")  # may carry user or trainer text
     return "\n".join(lines)

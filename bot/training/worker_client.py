@@ -120,6 +120,11 @@ class WorkerClient:
             raise WorkerAuthError(f"{method} {url.path}: the worker refused the token ({status})")
         if status in _TRANSIENT_STATUS:
             raise WorkerUnavailableError(f"{method} {url.path}: HTTP {status}")
+        content_type = next((v for k, v in response_headers.items() if k.lower() == "content-type"), "")
+        if status == 404 and content_type.startswith("text/html"):
+            # The proxy's own page, not the worker's answer: no pod (or port) behind this address any
+            # more. The caller asks RunPod whether the pod still exists.
+            raise WorkerUnavailableError(f"{method} {url.path}: the RunPod proxy has no such pod (404)")
         if status not in ok:
             raise WorkerProtocolError(f"{method} {url.path}: HTTP {status}: {body[:200]!r}")
         return status, response_headers, body

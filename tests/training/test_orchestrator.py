@@ -13,6 +13,7 @@ from sqlalchemy import select
 from bot.errors import BudgetExceededError, ConflictError, InvalidInputError, NotFoundError
 from bot.training.context import build_spec
 from bot.training.progress import ProgressView, render_progress
+from bot.training.tokens import worker_token
 from sim.testdata import TESTDATA_FACES
 from storage.db import unit_of_work
 from storage.models import Checkpoint, GuildSettings, Job, JobEvent, JobState, Sample, SpendEntry
@@ -65,7 +66,10 @@ async def test_happy_path(harness: Harness) -> None:
         spec.job_id == job_id and spec.total_steps == 10 and spec.dataset_sha256 == h.planner.archive_sha256
     )
     assert job.deadline_at is not None and spec.deadline_unix == job.deadline_at.timestamp()
-    assert created["env"][ENV_WORKER_TOKEN] == job.worker_token and len(job.worker_token or "") >= 32
+    # The token is derived from a stored nonce and a key from the environment; the row holds no token.
+    token = worker_token(h.settings, job_id, job.worker_token_nonce)
+    assert token is not None and token.startswith("lwt_") and len(token) >= 40
+    assert created["env"][ENV_WORKER_TOKEN] == token and token not in repr(job.__dict__)
     assert h.runpod.terminated == [job.pod_id] and job.pod_terminated_at is not None
     # Checkpoints and samples are in the blob store and verified, with rows.
     async with h.sessions() as session:
@@ -228,7 +232,10 @@ async def test_crash_between_create_and_store_adopts_the_pod(harness: Harness) -
         name=job.pod_name,
         gpu_type_id="NVIDIA RTX A5000",
         image="x",
-        env={ENV_JOB_SPEC: build_spec(job).to_env(), ENV_WORKER_TOKEN: job.worker_token},
+        env={
+            ENV_JOB_SPEC: build_spec(job).to_env(),
+            ENV_WORKER_TOKEN: worker_token(h.settings, job.id, job.worker_token_nonce) or "",
+        },
         cloud_type="SECURE",
         volume_in_gb=0,
         container_disk_in_gb=60,
