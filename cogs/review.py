@@ -253,6 +253,7 @@ class ReviewCog(commands.Cog, name="Review"):
             file_names=[name],
             make_files=lambda: [_file(review.row.data, name)],
             allowed_mentions=NO_MENTIONS,
+            degrade=("grid row", f"`/train samples job:{job.id} step:{review.step}` shows it."),
         )
         assert posted.message_id is not None
         await self.services.votes.attach_row_message(job.id, review.step, posted.message_id)
@@ -282,6 +283,7 @@ class ReviewCog(commands.Cog, name="Review"):
                 content=alarm.content(),
                 file_names=[name],
                 make_files=lambda: [_file(review.row.data, name)],
+                degrade=("row", f"`/train samples job:{job.id} step:{review.step}` shows it."),
                 view=alarm_view(job.id),
                 allowed_mentions=summary_mentions((alarm.requester_id,), ()),
             )
@@ -421,15 +423,17 @@ class ReviewCog(commands.Cog, name="Review"):
         if review.chart_png is not None:
             files.append((review.chart_png, f"job{job.id}-chart.png"))
         notice = review.notice
+        unpingable = self._unpingable_note(job.guild_id, channel.id, notice.mention_role_ids)
         posted = await post_owed(
             outbox,
             self.bot,
             job.id,
             SUMMARY,
             channel_id=channel.id,
-            content=notice.content,
+            content=clip(notice.content + unpingable),
             file_names=[name for _, name in files],
             make_files=lambda: [_file(data, name) for data, name in files],
+            degrade=("grid and chart", f"`/train samples job:{job.id}` shows the whole grid."),
             allowed_mentions=summary_mentions(notice.mention_user_ids, notice.mention_role_ids),
             # A poor or failed run's summary offers "Retry with these changes".
             view=alarm_view(job.id, ("retry",)) if review.retry else None,
@@ -442,6 +446,27 @@ class ReviewCog(commands.Cog, name="Review"):
                     await channel.get_partial_message(posted.message_id).add_reaction(APPROVE)
                 except discord.HTTPException as exc:
                     log.warning("could not add ✅ to the summary of job %s: %s", job.id, exc)
+
+    def _unpingable_note(self, guild_id: int, channel_id: int, role_ids: tuple[int, ...]) -> str:
+        """Discord only pings a role the bot mentions if the role is mentionable or the bot may Mention
+        Everyone in the channel; otherwise the summary says so instead of silently pinging nobody."""
+        guild = self.bot.get_guild(guild_id)
+        if guild is None or not role_ids:
+            return ""
+        channel = guild.get_channel(channel_id)
+        if channel is not None and channel.permissions_for(guild.me).mention_everyone:
+            return ""
+        names = [
+            neutralise(role.name)
+            for role_id in role_ids
+            if (role := guild.get_role(role_id)) is not None and not role.mentionable
+        ]
+        if not names:
+            return ""
+        return (
+            f"\n(The {', '.join(names)} role was not pinged: make it mentionable in the server settings, "
+            "or give me **Mention Everyone**.)"
+        )
 
     # -- reactions ----------------------------------------------------------------------------------------
 
