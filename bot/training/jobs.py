@@ -90,6 +90,7 @@ class RunPlan:
     volume_in_gb: int = 0
     notes: tuple[str, ...] = ()
     early_stop_patience: int | None = None  # checkpoints without a better face score before stopping
+    face_alarm: Mapping[str, Any] | None = None  # when the face alarm judges (checkpoint, fraction)
 
     def spec_json(self) -> dict[str, Any]:
         """The JobSpec fields that do not depend on the job id or the deadline."""
@@ -336,6 +337,7 @@ class JobService:
                         "container_disk_in_gb": plan.container_disk_in_gb,
                         "volume_in_gb": plan.volume_in_gb,
                     },
+                    **({"face_alarm": dict(plan.face_alarm)} if plan.face_alarm else {}),
                 },
                 state=JobState.PENDING.value,
                 gpu_type=quote.estimate.pick.gpu_type_id,
@@ -544,6 +546,7 @@ class DatasetRunPlanner:
             container_disk_in_gb=CONTAINER_DISK_GB_BY_FAMILY.get(family, 80),
             notes=tuple(result.warnings),
             early_stop_patience=result.preset.early_stop_patience,
+            face_alarm=result.preset.face_alarm,
         )
 
 

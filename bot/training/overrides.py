@@ -121,6 +121,9 @@ ALLOWED: dict[str, Allowed] = {
     "face.margin": Allowed("float", 0.0, 2.0),  # grown by up to twice the face box on each side
     "face.feather": Allowed("float", 0.0, 1.0),
     "preset.early_stop_patience": Allowed("int", 0, 100),
+    # the face alarm judges at this checkpoint or this share of the steps, whichever comes first
+    "preset.face_alarm_checkpoint": Allowed("int", 1, 100),
+    "preset.face_alarm_fraction": Allowed("float", 0.0, 1.0),
     # low: the preset's own value (a smaller GPU would run out of memory mid-run); see low_for
     "preset.min_vram_gb": Allowed("int", None, 192),
     "sampling.width": Allowed("int", 256, 2048),

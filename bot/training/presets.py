@@ -2,7 +2,8 @@
 
 A preset file has these tables:
 
-- ``[preset]`` name, family (sd15|sdxl|flux), summary, min_vram_gb, early_stop_patience;
+- ``[preset]`` name, family (sd15|sdxl|flux), summary, min_vram_gb, early_stop_patience,
+  face_alarm_checkpoint, face_alarm_fraction (when the face alarm judges);
 - ``[base_model]`` where the pod fetches the base checkpoint (Hugging Face repo + file; Flux lists its
   CLIP-L, T5-XXL and autoencoder as ``[[base_model.extra]]`` with a ``role``);
 - ``[speed_s_per_it]`` seconds per optimizer step per RunPod GPU type id, for the estimator;
@@ -87,6 +88,15 @@ class Preset:
     @property
     def early_stop_patience(self) -> int:
         return int(self.data["preset"]["early_stop_patience"])
+
+    @property
+    def face_alarm(self) -> dict[str, float | int]:
+        """When the face alarm judges (bot.review.verdict.AlarmPolicy): checkpoint and share of steps."""
+        preset = self.data["preset"]
+        return {
+            "checkpoint": int(preset.get("face_alarm_checkpoint", 2)),
+            "fraction": float(preset.get("face_alarm_fraction", 0.3)),
+        }
 
     @property
     def base_model(self) -> dict[str, Any]:
