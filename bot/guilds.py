@@ -84,6 +84,21 @@ def parse_usd(text: str, what: str = "A budget") -> Decimal:
     return check_budget(-amount if match["sign"] or match["sign2"] else amount, what)
 
 
+def parse_budgets(job: str | None, month: str | None) -> tuple[Decimal | None, Decimal | None]:
+    """``/budget set``'s two amounts, each parsed by :func:`parse_usd`; one refusal names every problem."""
+    parsed: list[Decimal | None] = []
+    problems: list[str] = []
+    for text, what in ((job, "The budget per job"), (month, "The monthly budget")):
+        try:
+            parsed.append(parse_usd(text, what) if text is not None else None)
+        except InvalidInputError as exc:
+            parsed.append(None)
+            problems.append(str(exc))
+    if problems:
+        raise InvalidInputError("\n".join(problems))
+    return parsed[0], parsed[1]
+
+
 class GuildConfigService:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], settings: Settings) -> None:
         self._sessions = sessions

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Iterable
 from typing import TextIO
 
-from worker.redact import redact
+from worker.redact import RedactingFormatter, redact
 
 _FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
@@ -58,21 +58,10 @@ class RedactSecrets(logging.Filter):
         return True
 
 
-class RedactingFormatter(logging.Formatter):
-    """The last guard: the whole formatted line (traceback and stack included) goes through redaction."""
-
-    def __init__(self, secrets: Iterable[str] = (), fmt: str = _FORMAT) -> None:
-        super().__init__(fmt)
-        self._secrets = [s for s in secrets if s and len(s) >= 6]
-
-    def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record), self._secrets)
-
-
 def redacting_handler(secrets: Iterable[str] = (), stream: TextIO | None = None) -> logging.Handler:
     secrets = list(secrets)
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(RedactingFormatter(secrets))
+    handler.setFormatter(RedactingFormatter(secrets, _FORMAT))
     handler.addFilter(RedactSecrets(secrets))
     return handler
 

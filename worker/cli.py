@@ -64,7 +64,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"loraops worker: {exc}", file=sys.stderr)
         return 2
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    from .redact import RedactingFormatter  # tracebacks too, by value and by shape
+
+    handler.setFormatter(RedactingFormatter(settings.secrets))
     handler.addFilter(_Redact(settings.secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]

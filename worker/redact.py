@@ -9,6 +9,7 @@ Discord tokens, long random strings). Hex digests stay: they are how blobs and f
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 
@@ -62,3 +63,17 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
     return _LONG_RANDOM.sub(_random_looking, text)
+
+
+class RedactingFormatter(logging.Formatter):
+    """The last guard of a log handler: the whole formatted line (traceback and stack included) is
+    redacted by value and by shape."""
+
+    def __init__(
+        self, secrets: Iterable[str] = (), fmt: str = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+    ) -> None:
+        super().__init__(fmt)
+        self._secrets = [s for s in secrets if s and len(s) >= 6]
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record), self._secrets)

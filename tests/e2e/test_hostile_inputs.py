@@ -104,6 +104,17 @@ async def test_hostile_overrides_are_refused_privately_before_any_spend(training
         if typed.startswith("**x**"):
             # What was typed is shown inside code spans, where Discord renders no Markdown and no link.
             assert "`**x**`" in said and "`[a](https://evil.example)`" in said
+    # The export renders the same settings for local training: refused the same way, nothing written.
+    export = await h.sim.invoke_slash(
+        "dataset export",
+        {"name": "elena", "preset": PRESET, "overrides": "network_weights=/etc/passwd output_dir=/tmp"},
+        user=trainer,
+    )
+    said = await _private(h, export)
+    assert "`network_weights` is refused: paths" in said and "`output_dir` is refused" in said, said
+    assert h.settings is not None
+    exports = h.settings.data_dir / "exports"
+    assert not exports.exists() or list(exports.iterdir()) == []
     # Nothing was planned, frozen, quoted or rented; no public message was left behind.
     assert await _count(h, Job) == 0
     assert await _count(h, DatasetSnapshot) == 0
@@ -143,6 +154,9 @@ async def test_budgets_are_checked_after_rounding_on_every_update(harness: BotHa
         handle = await h.sim.invoke_slash("budget set", options, user=admin)
         said = await _private(h, handle)
         assert reason in said and "between $0.01 and $10,000.00" in said, said
+    both = await h.sim.invoke_slash("budget set", {"job": "0.001", "month": "nan"}, user=admin)
+    said = await _private(h, both)  # one message, both problems
+    assert "The budget per job of $0.00" in said and "`nan` is not an amount in dollars" in said, said
     # Every refusal left the stored budgets as they were.
     async with unit_of_work(h.bot_app.services.sessions) as session:
         row = await session.get(GuildSettings, h.sim.guild.id)
