@@ -42,10 +42,12 @@ def _init_worker(spec: EngineSpec, nice: int = 0) -> None:
     _engine = build_engine(spec)
 
 
-def _analyse_in_worker(source: ImageSource, label: str | None, max_pixels: int) -> ImageAnalysis:
+def _analyse_in_worker(
+    source: ImageSource, label: str | None, max_pixels: int, scoring: bool = False
+) -> ImageAnalysis:
     if _engine is None:  # pragma: no cover - the initializer always ran
         raise RuntimeError("face worker has no engine")
-    return analyse_image(_engine, source, label=label, max_pixels=max_pixels)
+    return analyse_image(_engine, source, label=label, max_pixels=max_pixels, scoring=scoring)
 
 
 def _ready() -> str:
@@ -96,10 +98,16 @@ def analyse_sources(
     workers: int | None = None,
     progress: Progress | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    scoring: bool | Sequence[bool] = False,
 ) -> list[ImageAnalysis]:
-    """Synchronous path (CLI): analyse ``sources`` in order, in a process pool when it pays off."""
+    """Synchronous path (CLI): analyse ``sources`` in order, in a process pool when it pays off.
+    ``scoring`` (for all sources, or one flag per source): the image is a sample to score (see
+    :func:`~bot.faces.analysis.analyse_image`); one call, so one pool, serves references and samples."""
     if labels is not None and len(labels) != len(sources):
         raise ValueError("one label per source")
+    flags = [scoring] * len(sources) if isinstance(scoring, bool) else list(scoring)
+    if len(flags) != len(sources):
+        raise ValueError("one scoring flag per source")
     total = len(sources)
     names = [_label(s, labels[i] if labels else None) for i, s in enumerate(sources)]
     workers = workers if workers is not None else default_workers(total)
@@ -107,13 +115,15 @@ def analyse_sources(
     if workers <= 1 or total <= 1:
         engine = build_engine(spec)
         for index, source in enumerate(sources):
-            results[index] = analyse_image(engine, source, label=names[index], max_pixels=max_pixels)
+            results[index] = analyse_image(
+                engine, source, label=names[index], max_pixels=max_pixels, scoring=flags[index]
+            )
             if progress:
                 progress(index + 1, total)
     else:
         with make_pool(spec, min(workers, total)) as pool:
             futures = {
-                pool.submit(_analyse_in_worker, source, names[i], max_pixels): i
+                pool.submit(_analyse_in_worker, source, names[i], max_pixels, flags[i]): i
                 for i, source in enumerate(sources)
             }
             for done, future in enumerate(as_completed(futures), start=1):
@@ -186,10 +196,12 @@ class FaceService:
         *,
         labels: Sequence[str] | None = None,
         progress: AsyncProgress | None = None,
+        scoring: bool = False,
     ) -> list[ImageAnalysis]:
         """Analyse images (bytes or paths) in the pool; results in input order.
 
         ``progress(done, total)`` is called on the event loop after each image (may be async).
+        ``scoring``: the images are samples to score (exact detection, no picture hash).
         """
         if labels is not None and len(labels) != len(images):
             raise ValueError("one label per image")
@@ -198,7 +210,12 @@ class FaceService:
         total = len(images)
         futures = [
             loop.run_in_executor(
-                pool, _analyse_in_worker, image, _label(image, labels[i] if labels else None), self.max_pixels
+                pool,
+                _analyse_in_worker,
+                image,
+                _label(image, labels[i] if labels else None),
+                self.max_pixels,
+                scoring,
             )
             for i, image in enumerate(images)
         ]
@@ -232,7 +249,7 @@ class FaceService:
         """Similarity of each image's best face to ``reference`` (same engine only)."""
         if reference.engine != self.engine_id:
             raise ValueError(f"reference made by {reference.engine}, this service runs {self.engine_id}")
-        analyses = await self.analyse_many(images)
+        analyses = await self.analyse_many(images, scoring=True)
         return [reference.score(a) for a in analyses]
 
     async def render_report_card(
