@@ -22,7 +22,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 # Bump when dlib_resnet's graph changes, so old cached graphs are not reused.
-CONVERTER_VERSION = "1"
+CONVERTER_VERSION = "2"
 
 
 def cache_dir() -> Path:

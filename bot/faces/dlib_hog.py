@@ -121,23 +121,27 @@ class HogDetector:
         import cv2
 
         # dlib truncates each interpolated value to an integer; OpenCV rounds. Working on value·256 in
-        # 16 bits and clearing the low byte after each step truncates the way dlib does.
-        image: np.ndarray = rgb.astype(np.uint16) << 8
-        for w, h in sizes:
-            # dlib's bilinear resize maps output pixel x to input x·(in-1)/(out-1) ("corners aligned").
-            in_h, in_w = image.shape[:2]
-            matrix = np.array([[(in_w - 1) / max(w - 1, 1), 0, 0], [0, (in_h - 1) / max(h - 1, 1), 0]])
-            image = np.asarray(
-                cv2.warpAffine(
-                    image,
-                    matrix,
-                    (w, h),
-                    flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                    borderMode=cv2.BORDER_REPLICATE,
+        # 16 bits and clearing the low byte after each step truncates the way dlib does. One channel at
+        # a time: the doubled image in 16 bits is 19 MB for three channels at 1024 px.
+        channels = []
+        for channel in range(rgb.shape[2]):
+            image: np.ndarray = rgb[:, :, channel].astype(np.uint16) << 8
+            for w, h in sizes:
+                # dlib's bilinear resize maps output pixel x to input x·(in-1)/(out-1) ("corners aligned").
+                in_h, in_w = image.shape[:2]
+                matrix = np.array([[(in_w - 1) / max(w - 1, 1), 0, 0], [0, (in_h - 1) / max(h - 1, 1), 0]])
+                image = np.asarray(
+                    cv2.warpAffine(
+                        image,
+                        matrix,
+                        (w, h),
+                        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                        borderMode=cv2.BORDER_REPLICATE,
+                    )
                 )
-            )
-            image &= 0xFF00
-        return (image >> 8).astype(np.uint8)
+                image &= 0xFF00
+            channels.append((image >> 8).astype(np.uint8))
+        return np.dstack(channels)
 
     def _coarse(self, rgb: np.ndarray, *, exact: bool) -> list[tuple[Box, float]]:
         level = np.ascontiguousarray(self.level4(rgb, exact=exact))
