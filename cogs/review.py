@@ -1,4 +1,4 @@
-"""Review in Discord (DESIGN §2 steps 6–8): grid rows, the chart, votes by reaction, the summary, delivery.
+"""Review in Discord (design §2 steps 6–8): grid rows, the chart, votes by reaction, the summary, delivery.
 
 :class:`ReviewCog` subscribes a :class:`~bot.review.service.ReviewListener` to the training listeners and
 is its publisher:
@@ -32,12 +32,14 @@ import discord
 from discord.ext import commands
 
 from bot.errors import UserError
+from bot.outbox import CHART, EARLY_STOP, SUMMARY, delivery_key, row_key
 from bot.review.delivery import DEFAULT_WEIGHT, lora_file_name
 from bot.review.notify import approval_text, clip, early_stop_text, inline, neutralise
-from bot.review.service import CheckpointReview, FinalReview, ReviewListener
+from bot.review.service import CheckpointReview, FinalReview
 from bot.review.votes import APPROVE, DOWN, UP, Outcome, normalise_emoji
 from bot.roles import Role, has_role
 from bot.training.context import prompt_lines
+from cogs._outbox import post_owed
 from cogs._shared import guild_id_of, member_of, services_of
 from storage.models import Job, JobState
 
@@ -120,7 +122,6 @@ class ReviewCog(commands.Cog, name="Review"):
 
     def __init__(self, bot: LoraBot) -> None:
         self.bot = bot
-        self._listener: ReviewListener | None = None
         self._charts: dict[int, tuple[int, int]] = {}  # job id → (channel id, chart message id)
         self._chart_locks: dict[int, asyncio.Lock] = {}
 
@@ -129,17 +130,14 @@ class ReviewCog(commands.Cog, name="Review"):
         return self.bot.services
 
     async def cog_load(self) -> None:
-        training = self.services.training
-        if training is None:
-            return  # no RunPod: nothing will be trained, so nothing to review
-        self._listener = ReviewListener(self.services.review, self)
-        training.listeners.add(self._listener)
+        # The review runs in the domain either way (no RunPod: no listener, nothing to review); this cog
+        # only publishes it.
+        if self.services.review_listener is not None:
+            self.services.review_listener.publisher = self
 
     async def cog_unload(self) -> None:
-        training = self.services.training
-        if self._listener is not None and training is not None:
-            training.listeners.remove(self._listener)
-        self._listener = None
+        if self.services.review_listener is not None:
+            self.services.review_listener.publisher = None
 
     # -- where to post ------------------------------------------------------------------------------
 
@@ -164,27 +162,50 @@ class ReviewCog(commands.Cog, name="Review"):
         return role.id if role is not None else None
 
     async def checkpoint_reviewed(self, job: Job, review: CheckpointReview) -> None:
-        """Post the row (reviewers vote on it), renew the chart, and stop early if the review says so.
+        """Post the row (reviewers vote on it), renew the chart, and say so when the review stopped the run.
 
-        A failed post never keeps a run going that should stop: the early stop does not depend on it."""
+        The early stop itself already happened in the domain, before anything was posted."""
         channel = await self._channel(job)
-        if channel is not None:
-            try:
-                await self._post_row(job, channel, review)
-                await self._renew_chart(job, channel, review)
-            except discord.HTTPException as exc:
-                log.warning("could not post the review of job %s step %s: %s", job.id, review.step, exc)
-        if review.early_stop.stop:
-            await self._stop_early(job, channel, review)
+        if channel is None:
+            return
+        try:
+            await self._post_row(job, channel, review)
+            await self._renew_chart(job, channel, review)
+        except discord.HTTPException as exc:
+            log.warning("could not post the review of job %s step %s: %s", job.id, review.step, exc)
+        if review.stopped_now:  # later checkpoints decide the same: say it once
+            await post_owed(
+                self.services.outbox,
+                self.bot,
+                job.id,
+                EARLY_STOP,
+                channel_id=channel.id,
+                content=early_stop_text(
+                    job_id=job.id, reason=review.early_stop.reason, saved=review.money_saved
+                ),
+                allowed_mentions=NO_MENTIONS,
+            )
 
     async def _post_row(
         self, job: Job, channel: discord.PartialMessageable, review: CheckpointReview
     ) -> None:
         name = _image_name(f"job{job.id}-step{review.step}", review.row.format)
-        message = await channel.send(
-            review.caption, file=_file(review.row.data, name), allowed_mentions=NO_MENTIONS
+        posted = await post_owed(
+            self.services.outbox,
+            self.bot,
+            job.id,
+            row_key(review.step),
+            channel_id=channel.id,
+            content=review.caption,
+            file_names=[name],
+            make_files=lambda: [_file(review.row.data, name)],
+            allowed_mentions=NO_MENTIONS,
         )
-        await self.services.votes.attach_row_message(job.id, review.step, message.id)
+        assert posted.message_id is not None
+        await self.services.votes.attach_row_message(job.id, review.step, posted.message_id)
+        if not (posted.fresh or posted.recovered):
+            return  # posted and set up before
+        message = channel.get_partial_message(posted.message_id)
         for emoji in (UP, DOWN):
             try:
                 await message.add_reaction(emoji)
@@ -207,64 +228,68 @@ class ReviewCog(commands.Cog, name="Review"):
                         content=content, attachments=[_file(review.chart_png, name)]
                     )
                     return
-                except discord.HTTPException as exc:  # deleted meanwhile: post a new one
-                    log.info("chart message of job %s not editable (%s): posting a new one", job.id, exc)
-            message = await channel.send(
-                content, file=_file(review.chart_png, name), allowed_mentions=NO_MENTIONS
-            )
-            self._charts[job.id] = (channel.id, message.id)
-            await self.services.votes.attach_chart_message(
-                job.id, channel_id=channel.id, message_id=message.id
-            )
-
-    async def _stop_early(
-        self, job: Job, channel: discord.PartialMessageable | None, review: CheckpointReview
-    ) -> None:
-        training = self.services.training
-        if training is None:
-            return
-        decision = review.early_stop
-        payload = {
-            "best_step": decision.best_step,
-            "saved_usd": str(review.money_saved) if review.money_saved is not None else None,
-        }
-        try:
-            _, stopped = await training.service.stop_early(job.id, decision.reason, payload=payload)
-        except UserError as exc:
-            log.warning("job %s: early stop refused: %s", job.id, exc)
-            return
-        if stopped and channel is not None:  # later checkpoints decide the same: say it once
-            await channel.send(
-                early_stop_text(job_id=job.id, reason=decision.reason, saved=review.money_saved),
+                except discord.NotFound as exc:  # deleted meanwhile: post a new one
+                    log.info("chart message of job %s is gone (%s): posting a new one", job.id, exc)
+                    await self.services.outbox.forget(job.id, CHART, known[1])
+            posted = await post_owed(
+                self.services.outbox,
+                self.bot,
+                job.id,
+                CHART,
+                channel_id=channel.id,
+                content=content,
+                file_names=[name],
+                make_files=lambda: [_file(review.chart_png, name)],
                 allowed_mentions=NO_MENTIONS,
             )
+            assert posted.message_id is not None
+            self._charts[job.id] = (channel.id, posted.message_id)
+            await self.services.votes.attach_chart_message(
+                job.id, channel_id=channel.id, message_id=posted.message_id
+            )
+            if not posted.fresh:  # an older chart message: bring it up to date
+                await channel.get_partial_message(posted.message_id).edit(
+                    content=content, attachments=[_file(review.chart_png, name)]
+                )
 
     async def job_reviewed(self, job: Job, review: FinalReview) -> None:
-        """The summary: only the requester and the reviewer role may be pinged."""
+        """The summary: only the requester and the reviewer role may be pinged. Posted through the
+        outbox, so it is posted once even if the bot dies around the post (and found again)."""
         self._charts.pop(job.id, None)
         self._chart_locks.pop(job.id, None)
+        outbox = self.services.outbox
         if job.pod_id is None and JobState(job.state) == JobState.CANCELLED:
+            await outbox.settle(job.id, SUMMARY)
             return  # cancelled at the quote: nothing ran, and the quote message already says so
         channel = await self._channel(job)
         if channel is None:
+            await outbox.settle(job.id, SUMMARY)
             return
-        files: list[discord.File] = []
+        files: list[tuple[bytes, str]] = []
         if review.grid is not None:
-            files.append(_file(review.grid.data, _image_name(f"job{job.id}-grid", review.grid.format)))
+            files.append((review.grid.data, _image_name(f"job{job.id}-grid", review.grid.format)))
         if review.chart_png is not None:
-            files.append(_file(review.chart_png, f"job{job.id}-chart.png"))
+            files.append((review.chart_png, f"job{job.id}-chart.png"))
         notice = review.notice
-        message = await channel.send(
-            notice.content,
-            files=files,
+        posted = await post_owed(
+            outbox,
+            self.bot,
+            job.id,
+            SUMMARY,
+            channel_id=channel.id,
+            content=notice.content,
+            file_names=[name for _, name in files],
+            make_files=lambda: [_file(data, name) for data, name in files],
             allowed_mentions=summary_mentions(notice.mention_user_ids, notice.mention_role_ids),
         )
+        assert posted.message_id is not None
         if JobState(job.state) == JobState.SUCCEEDED and review.best is not None:
-            await self.services.votes.attach_summary_message(job.id, message.id)
-            try:
-                await message.add_reaction(APPROVE)
-            except discord.HTTPException as exc:
-                log.warning("could not add ✅ to the summary of job %s: %s", job.id, exc)
+            await self.services.votes.attach_summary_message(job.id, posted.message_id)
+            if posted.fresh or posted.recovered:
+                try:
+                    await channel.get_partial_message(posted.message_id).add_reaction(APPROVE)
+                except discord.HTTPException as exc:
+                    log.warning("could not add ✅ to the summary of job %s: %s", job.id, exc)
 
     # -- reactions ----------------------------------------------------------------------------------------
 
@@ -284,24 +309,40 @@ class ReviewCog(commands.Cog, name="Review"):
             return
         member = payload.member
         is_reviewer = member is not None and has_role(member_of(member), Role.REVIEWER, self.services.roles)
-        emoji = str(payload.emoji)
-        result = await self.services.votes.reaction_added(
-            payload.message_id, payload.user_id, emoji, is_reviewer=is_reviewer
+        await self._reaction_added(
+            payload.message_id, payload.channel_id, payload.user_id, str(payload.emoji), is_reviewer
         )
+
+    async def _reaction_added(
+        self, message_id: int, channel_id: int, user_id: int, emoji: str, is_reviewer: bool
+    ) -> None:
+        result = await self.services.votes.reaction_added(message_id, user_id, emoji, is_reviewer=is_reviewer)
         if result.outcome is Outcome.NOT_REVIEWER:
-            log.info("%s on job %s by %s not counted: not a reviewer", emoji, result.job_id, payload.user_id)
+            log.info("%s on job %s by %s not counted: not a reviewer", emoji, result.job_id, user_id)
             return
         if result.approved_step is None or result.job_id is None:
             return
+        await self._deliver_approved(result.job_id, result.approved_step, result.approvers, channel_id)
+
+    async def _deliver_approved(
+        self, job_id: int, step: int, approvers: tuple[int, ...], channel_id: int
+    ) -> None:
+        """Deliver an approved checkpoint and say so, once (the message is owed under ``delivery:<step>``)."""
+        key = delivery_key(step)
+        if key in await self.services.outbox.done_keys(job_id):
+            return
         content = await delivery_message(
-            self.services,
-            job_id=result.job_id,
-            step=result.approved_step,
-            approvers=result.approvers,
-            promoted=False,
+            self.services, job_id=job_id, step=step, approvers=approvers, promoted=False
         )
-        channel = self.bot.get_partial_messageable(payload.channel_id, guild_id=payload.guild_id)
-        await channel.send(content, allowed_mentions=NO_MENTIONS)
+        await post_owed(
+            self.services.outbox,
+            self.bot,
+            job_id,
+            key,
+            channel_id=channel_id,
+            content=content,
+            allowed_mentions=NO_MENTIONS,
+        )
 
     @commands.Cog.listener()
     async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
@@ -313,6 +354,72 @@ class ReviewCog(commands.Cog, name="Review"):
         )
         if result.outcome is Outcome.REMOVED:
             log.info("%s by %s on job %s withdrawn", payload.emoji, payload.user_id, result.job_id)
+
+    # -- reactions made while the bot was away -------------------------------------------------------------
+
+    @commands.Cog.listener()
+    async def on_ready(self) -> None:
+        """A new gateway session (a start, or an invalidated session): Discord does not replay the
+        reactions made meanwhile, so read them from the review messages still open and apply the change."""
+        if self.services.training is None:
+            return
+        self.services.tasks.spawn(self.sync_reactions(), name="review-reaction-sync")
+
+    async def sync_reactions(self) -> int:
+        """Apply the reactions on open review messages (rows and summaries of jobs still in review) that
+        the database does not know yet, and withdraw votes whose reaction is gone. Idempotent: votes are
+        unique, an approval is made once, a delivery is announced once. Returns how many changed."""
+        training = self.services.training
+        if training is not None:
+            # Rows and summaries recovered at start-up are open review messages too: wait for them.
+            await training.owed_settled()
+        changed = 0
+        for job_id, channel_id, message_id, emojis in await self.services.votes.open_review_messages():
+            try:
+                changed += await self._sync_message(job_id, channel_id, message_id, emojis)
+            except discord.HTTPException as exc:
+                log.warning("job %s: could not read reactions of message %s: %s", job_id, message_id, exc)
+        for job_id, step, approvers, channel_id in await self.services.votes.approved_undelivered():
+            await self._deliver_approved(job_id, step, approvers, channel_id)
+        if changed:
+            log.info("applied %d reaction change(s) made while the bot was away", changed)
+        return changed
+
+    async def _sync_message(
+        self, job_id: int, channel_id: int, message_id: int, emojis: frozenset[str]
+    ) -> int:
+        me = self.bot.user
+        job = await self.services.votes.job(job_id)
+        guild = self.bot.get_guild(job.guild_id)
+        if me is None or guild is None:
+            return 0
+        channel = self.bot.get_partial_messageable(channel_id, guild_id=job.guild_id)
+        try:
+            message = await channel.fetch_message(message_id)
+        except discord.NotFound:
+            return 0
+        present: set[tuple[int, str]] = set()
+        for reaction in message.reactions:
+            emoji = normalise_emoji(str(reaction.emoji))
+            if emoji not in emojis:
+                continue
+            async for user in reaction.users(limit=None):
+                if user.id != me.id:
+                    present.add((user.id, emoji))
+        recorded = await self.services.votes.recorded(message_id)
+        changed = 0
+        for user_id, emoji in sorted(present - recorded):
+            try:
+                member = await guild.fetch_member(user_id)
+            except discord.NotFound:
+                continue  # left the server: not a reviewer
+            is_reviewer = has_role(member_of(member), Role.REVIEWER, self.services.roles)
+            await self._reaction_added(message_id, channel_id, user_id, emoji, is_reviewer)
+            changed += 1
+        for user_id, emoji in sorted(recorded - present):
+            await self.services.votes.reaction_removed(message_id, user_id, emoji)
+            changed += 1
+        return changed
 
 
 # -- /train samples and /train promote (the commands live in the train group, cogs/train.py) -----------
@@ -354,7 +461,11 @@ async def promote_checkpoint(interaction: discord.Interaction[Any], job_id: int,
     content = await delivery_message(
         services, job_id=job_id, step=step, approvers=approval.approved_by, promoted=True
     )
-    await interaction.followup.send(content, allowed_mentions=NO_MENTIONS)
+    message = await interaction.followup.send(content, allowed_mentions=NO_MENTIONS, wait=True)
+    # Its delivery is announced: a restarted bot must not announce it again.
+    await services.outbox.record(
+        job_id, delivery_key(step), channel_id=message.channel.id, message_id=message.id
+    )
 
 
 async def setup(bot: commands.Bot) -> None:

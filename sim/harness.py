@@ -18,6 +18,7 @@ from bot.app import Application, build_application
 from bot.config import Settings
 from sim.cloudinary import CloudinarySim
 from sim.discord import BOT_KWARGS, DiscordSimulator, SimUser
+from sim.discord.state import Perm
 
 if TYPE_CHECKING:
     from sim.huggingface import HuggingFaceSim
@@ -71,7 +72,9 @@ class BotHarness:
     def __post_init__(self) -> None:
         self.trainer = self.sim.add_member("alice", roles=["trainer"])
         self.reviewer = self.sim.add_member("bob", roles=["reviewer"])
-        self.admin = self.sim.add_member("erin", roles=["admin"])
+        # A studio's admin role carries Manage Server, which the admin-only commands ask for by default.
+        admin_role = self.sim.add_role("admin", permissions=Perm.MANAGE_GUILD)
+        self.admin = self.sim.add_member("erin", roles=[admin_role])
         self.visitor = self.sim.add_member("carol")
 
     async def __aenter__(self) -> BotHarness:
@@ -104,7 +107,10 @@ class BotHarness:
 
     async def _start_bot(self) -> None:
         assert self.settings is not None
-        self.app = await build_application(self.settings, **BOT_KWARGS)
+        # The bot reads the RunPod simulator's clock: minutes of image pull pass fast for both, and
+        # the ledger stays comparable with the meter.
+        clock = self.runpod.clock.now if self.runpod is not None else None
+        self.app = await build_application(self.settings, clock=clock, **BOT_KWARGS)
         token = self.sim.bot_token
         self._task = asyncio.create_task(self.app.bot.start(token), name="harness-bot")
         ready = asyncio.create_task(self.app.bot.wait_until_ready())
@@ -139,6 +145,16 @@ class BotHarness:
             "runpod_proxy_url_template": self.runpod.proxy_url_template,
             "hf_token": SecretStr(HARNESS_HF_TOKEN),
         }
+
+    async def assert_ledger_matches_meter(self, within: float = 15.0) -> None:
+        """Once every pod is gone (waiting up to ``within`` s): the bot's ledger equals the RunPod
+        simulator's meter, compute and storage, to the cent (``sim.meter``)."""
+        from sim.meter import assert_ledger_matches_meter
+
+        assert self.runpod is not None, "start the harness with with_training=True"
+        runpod = self.runpod
+        await runpod.wait_for(lambda: not runpod.live_pods(), within=within)
+        await assert_ledger_matches_meter(self.bot_app.services.sessions, runpod)
 
     async def restart_bot(self) -> None:
         """The bot process dies and starts again: same data directory, same simulators.

@@ -5,7 +5,8 @@ Flow: ``starting`` (config files written, base model fetched; the dataset may al
 line by line) → ``finished`` / ``failed`` / ``cancelled``, and ``acknowledged`` once the bot has
 collected everything. A NaN loss kills the trainer at once (sd-scripts itself never stops on NaN);
 exit 0 without the final checkpoint is a failure (sd-scripts returns 0 when it finds no images).
-Past ``deadline_unix`` everything stops and the pod terminates itself.
+Past ``deadline_unix`` or ``budget_stop_unix`` everything stops and the pod terminates itself; so it
+does once training has ended and the bot has not called for ``unattended_stop_s`` (the bot is down).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from .protocol import (
     WorkerState,
     WorkerStatus,
 )
+from .redact import redact
 from .settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,9 @@ class Job:
         self.error: str | None = None
         self.log_tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
         self.dataset_received = False
+        # A dataset sent in parts (Content-Range): bytes received so far and the announced total.
+        self.dataset_offset = 0
+        self.dataset_total: int | None = None
         self.dataset_lock = asyncio.Lock()
         self.dataset_ready = asyncio.Event()
         self.stopped = asyncio.Event()  # set when the worker should exit
@@ -91,6 +96,8 @@ class Job:
         self._no_data: str | None = None
         self._last_exception: str | None = None
         self._shutting_down = False
+        self.last_contact = time.monotonic()  # the bot's last authenticated request
+        self.ended_at: float | None = None  # monotonic time training reached a terminal state
 
     # ---- status ----
 
@@ -113,10 +120,7 @@ class Job:
         )
 
     def redact(self, text: str) -> str:
-        for secret in self.settings.secrets:
-            if len(secret) >= 6:
-                text = text.replace(secret, "***")
-        return text
+        return redact(text, self.settings.secrets)  # by value and by shape (worker.redact)
 
     def note(self, line: str) -> None:
         """One line for the status log tail and the pod log (secrets removed)."""
@@ -125,10 +129,15 @@ class Job:
             self.log_tail.append(clean)
             log.info("%s", clean)
 
+    def heard_from_bot(self) -> None:
+        self.last_contact = time.monotonic()
+
     def _set_state(self, state: WorkerState, error: str | None = None) -> None:
         if self.state in TERMINAL_STATES and state != "acknowledged":
             return
         self.state = state
+        if state in TERMINAL_STATES and self.ended_at is None:
+            self.ended_at = time.monotonic()
         if error is not None:
             self.error = self.redact(error)
             self.note(f"[worker] {state}: {self.error}")
@@ -191,6 +200,10 @@ class Job:
         self._main = self._spawn(self._run(), "job")
         if self.spec.deadline_unix > 0:
             self._spawn(self._deadline(), "deadline")
+        if self.spec.budget_stop_unix > 0:
+            self._spawn(self._budget(), "budget")
+        if self.spec.unattended_stop_s > 0:
+            self._spawn(self._unattended(), "unattended")
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro, name=f"worker:{name}")
@@ -438,6 +451,28 @@ class Job:
         self.note("[worker] hard deadline reached: stopping and terminating the pod")
         await self.stop_everything("failed", "hard deadline reached; training stopped")
         await self.shutdown()
+
+    async def _budget(self) -> None:
+        await asyncio.sleep(max(0.0, self.spec.budget_stop_unix - time.time()))
+        self.note("[worker] the job's budget is spent: stopping and terminating the pod")
+        await self.stop_everything("failed", "job budget reached; training stopped by the pod itself")
+        await self.shutdown()
+
+    async def _unattended(self) -> None:
+        """After training ended, terminate the pod once the bot has been silent for the set time."""
+        limit = self.spec.unattended_stop_s
+        while True:
+            await asyncio.sleep(min(limit / 4, 30.0))
+            if self.ended_at is None or self.state == "acknowledged":
+                continue
+            silent = time.monotonic() - max(self.last_contact, self.ended_at)
+            if silent >= limit:
+                self.note(
+                    f"[worker] training ended and the bot has not called for {silent:.0f} s: "
+                    "terminating the pod"
+                )
+                await self.shutdown()
+                return
 
     async def shutdown(self, delay: float = 0.0) -> None:
         """Terminates the pod (RunPod SDK) and lets the process exit, whether or not that worked."""

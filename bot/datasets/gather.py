@@ -23,8 +23,10 @@ from bot.clients.fetch import SafeFetcher
 from bot.datasets.contact_sheet import PER_PAGE, SheetTile, page_count, render_page
 from bot.datasets.imaging import thumbnail
 from bot.datasets.ingest import Candidate, IngestLimits, Ingestor, IngestRun, NamedBytes
+from bot.datasets.positions import position_list
 from bot.datasets.report import IngestReport, ProgressCallback, notify
 from bot.errors import InvalidInputError, NotFoundError, ServiceUnavailableError, UserError
+from bot.text import plain
 from storage.blobs import BlobNotFoundError, BlobStore
 from storage.db import unit_of_work
 from storage.models import Dataset, Image
@@ -44,11 +46,11 @@ class ExclusionResult:
     def summary(self, verb: str) -> str:
         parts = []
         if self.changed:
-            parts.append(f"{verb} {_numbers(self.changed)}")
+            parts.append(f"{verb} {position_list(self.changed)}")
         if self.unchanged:
-            parts.append(f"already {verb}: {_numbers(self.unchanged)}")
+            parts.append(f"already {verb}: {position_list(self.unchanged)}")
         if self.missing:
-            parts.append(f"no such image: {_numbers(self.missing)}")
+            parts.append(f"no such image: {position_list(self.missing)}")
         return "; ".join(parts) + "." if parts else "Nothing to do."
 
 
@@ -139,13 +141,13 @@ class DatasetGatherService:
             raise InvalidInputError("choose exactly one of folder, tag or query")
         kind, value = chosen[0]
         if kind == "folder":
-            label = f"Cloudinary folder “{value}”"
+            label = f"Cloudinary folder “{plain(value, 80)}”"  # typed text: shown, never markup
             pages = client.iter_asset_folder(value)
         elif kind == "tag":
-            label = f"Cloudinary tag “{value}”"
+            label = f"Cloudinary tag “{plain(value, 80)}”"  # typed text: shown, never markup
             pages = client.iter_tag(value)
         else:
-            label = f"Cloudinary search “{value}”"
+            label = f"Cloudinary search “{plain(value, 80)}”"  # typed text: shown, never markup
             pages = client.iter_search(value)
 
         async with self.ingestor.run(dataset_id, added_by=added_by, source=label, progress=progress) as run:
@@ -351,6 +353,3 @@ class DatasetGatherService:
         return render_page(tiles, title=title, page=page, pages=pages)
 
 
-def _numbers(values: list[int]) -> str:
-    shown = ", ".join(f"#{v}" for v in values[:30])
-    return shown + (f" and {len(values) - 30} more" if len(values) > 30 else "")

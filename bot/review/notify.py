@@ -1,4 +1,4 @@
-"""Message texts for the end of a run and for review events (DESIGN §2 steps 7–8), free of Discord.
+"""Message texts for the end of a run and for review events (design §2 steps 7–8), free of Discord.
 
 The cog turns a :class:`Notice` into a message and passes ``allowed_mentions`` built from
 ``mention_user_ids``/``mention_role_ids``, so only the requester and the reviewer role can be pinged.
@@ -10,43 +10,34 @@ where the text sits inline. Every content fits Discord's 2 000 characters.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 
+from bot.text import ZWSP as ZWSP  # re-exported: tests and callers import it from here
+from bot.text import escape_markdown as text_escape_markdown
+from bot.text import no_mentions, plain, visible
 from bot.training.money import usd
 from storage.models import JobState
 
 MESSAGE_LIMIT = 2000
-ZWSP = "\u200b"
-
-_EVERYONE_HERE = re.compile(r"@(everyone|here)", re.IGNORECASE)
-_ANGLE_MENTION = re.compile(r"<(?=@)")
-_MARKDOWN = re.compile(r"([\\*_~`|>\[\]])")
 
 
 def neutralise(text: str) -> str:
-    """Make user-written text unable to mention anyone: ``@everyone``, ``@here``, ``<@id>``/``<@&id>``
-    are broken
-    with a zero-width space (they still read the same)."""
-    text = _EVERYONE_HERE.sub(lambda m: "@" + ZWSP + m.group(1), text)
-    # "<@123>", "<@!123>" (users) and "<@&123>" (roles): "<\u200b@123>" is plain text.
-    return _ANGLE_MENTION.sub("<" + ZWSP, text)
+    """User-written text that can mention no one and carries no control or bidi characters (the rules
+    live in :mod:`bot.text`, the one home for showing user text)."""
+    return no_mentions(visible(text, keep_newlines=True))
 
 
 def escape_markdown(text: str) -> str:
     """Escape Markdown so a name like ``**x**`` shows as typed."""
-    return _MARKDOWN.sub(r"\\\1", text)
+    return text_escape_markdown(text)
 
 
 def inline(text: str, limit: int = 100) -> str:
     """User text shown inline in a sentence: one line, clipped, no mentions, no Markdown."""
-    one_line = " ".join(text.split())
-    if len(one_line) > limit:
-        one_line = one_line[: limit - 1] + "…"
-    return escape_markdown(neutralise(one_line))
+    return plain(" ".join(text.split()), limit)
 
 
 def code_block(lines: Sequence[str], limit: int = 700) -> str:

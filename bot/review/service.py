@@ -1,4 +1,4 @@
-"""The review service: what happens when a checkpoint arrives and when a run ends (DESIGN §2 steps 6–8).
+"""The review service: what happens when a checkpoint arrives and when a run ends (design §2 steps 6–8).
 
 ``review_checkpoint`` scores the checkpoint's samples against the dataset's identity reference, stores
 the scores, renders the checkpoint's grid row and the renewed chart, and decides on early stopping.
@@ -15,14 +15,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.errors import NotFoundError
+from bot.errors import NotFoundError, UserError
 from bot.review.chart import ChartPoint, render_chart
 from bot.review.grid import GridCell, GridRow, RenderedImage, render_grid, render_row
 from bot.review.notify import BestCheckpoint, JobReport, Notice, checkpoint_caption, job_summary
@@ -50,6 +50,14 @@ EARLY_STOP_EVENT = "early_stop"
 ScorerFactory = Callable[[Job], Awaitable[SampleScorer | None]]
 
 
+class StopEarly(Protocol):
+    """Stops a training job and keeps what it made; returns the job and whether this call stopped it."""
+
+    async def __call__(
+        self, job_id: int, reason: str, *, payload: Mapping[str, Any] | None = None
+    ) -> tuple[Job, bool]: ...
+
+
 @dataclass(frozen=True)
 class CheckpointReview:
     """Everything the cog posts for one checkpoint: the row (reviewers vote on it) and the chart."""
@@ -66,6 +74,8 @@ class CheckpointReview:
     caption: str
     early_stop: EarlyStopDecision
     money_saved: Decimal | None
+    # True when this review stopped the run (the domain already did; the publisher only says so, once).
+    stopped_now: bool = False
 
 
 @dataclass(frozen=True)
@@ -470,24 +480,48 @@ class ReviewPublisher(Protocol):
 
 
 class ReviewListener(JobListener):
-    """Bridges the training orchestrator to the review service and the cog's publisher."""
+    """Bridges the training orchestrator to the review service, and to the publisher when one is attached.
 
-    def __init__(self, review: ReviewService, publisher: ReviewPublisher) -> None:
+    The review and its consequences (an early stop) happen here, in the domain, whether or not a
+    publisher (the Discord cog) is loaded: a run that should stop never keeps spending for want of it."""
+
+    def __init__(
+        self, review: ReviewService, stop_early: StopEarly, publisher: ReviewPublisher | None = None
+    ) -> None:
         self._review = review
-        self._publisher = publisher
+        self._stop_early = stop_early
+        self.publisher = publisher
 
     async def on_checkpoint(self, job: Job, checkpoint: Checkpoint, samples: Sequence[Sample]) -> None:
         result = await self._review.review_checkpoint(job, checkpoint, samples)
-        await self._publisher.checkpoint_reviewed(job, result)
+        if result.early_stop.stop:
+            result = replace(result, stopped_now=await self._stop(job, result))
+        if self.publisher is not None:
+            await self.publisher.checkpoint_reviewed(job, result)
+
+    async def _stop(self, job: Job, review: CheckpointReview) -> bool:
+        decision = review.early_stop
+        payload = {
+            "best_step": decision.best_step,
+            "saved_usd": str(review.money_saved) if review.money_saved is not None else None,
+        }
+        try:
+            _, stopped = await self._stop_early(job.id, decision.reason, payload=payload)
+        except UserError as exc:
+            log.warning("job %s: early stop refused: %s", job.id, exc)
+            return False
+        return stopped
 
     async def on_state(self, job: Job, old: JobState, new: JobState, payload: Mapping[str, Any]) -> None:
         if not new.is_terminal:
             return
         by = payload.get("by") if new is JobState.CANCELLED else None
+        publisher = self.publisher
         result = await self._review.final_review(
             job.id,
-            reviewer_role_id=self._publisher.reviewer_role_id(job.guild_id),
+            reviewer_role_id=publisher.reviewer_role_id(job.guild_id) if publisher is not None else None,
             cancelled_by=int(by) if by is not None else None,
         )
         self._review.forget(job.id)
-        await self._publisher.job_reviewed(job, result)
+        if publisher is not None:
+            await publisher.job_reviewed(job, result)

@@ -1,4 +1,4 @@
-"""Drives one training job through its states (DESIGN §5), resumable from whatever the row says.
+"""Drives one training job through its states (design §5), resumable from whatever the row says.
 
 The database is the source of truth: :meth:`Orchestrator.drive` reads the job row, does the next
 step for its state, and loops. Every transition is committed (row + ``JobEvent``) before the side
@@ -17,6 +17,7 @@ import inspect
 import logging
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -24,15 +25,34 @@ from typing import Any
 from sqlalchemy import select
 
 from bot.background import TaskGroup
-from bot.clients.runpod import NoCapacityError, PodNotReadableError, RunPodAuthError, RunPodError
+from bot.clients.runpod import (
+    AmbiguousCreateError,
+    NoCapacityError,
+    PodNotReadableError,
+    RunPodAuthError,
+    RunPodError,
+)
+from bot.crashpoints import crashpoint
 from bot.training.context import (
     TrainingContext,
     build_spec,
     prompt_lines,
 )
 from bot.training.money import usd
+from bot.training.pods import (
+    budget_stop_at,
+    catalogue_price,
+    pick_keeper,
+    pod_price,
+    pods_named,
+    record_exit,
+    rented_at,
+    retire_extra_pod,
+    stop_reason,
+)
 from bot.training.progress import ProgressView
 from bot.training.states import record_event, transition
+from bot.training.tokens import worker_token
 from bot.training.worker_client import (
     IntegrityError,
     WorkerAuthError,
@@ -72,6 +92,7 @@ class Orchestrator:
         self._driving: dict[int, asyncio.Task[JobState]] = {}
         self._last_progress: dict[int, float] = {}
         self._download_failures: dict[tuple[int, str], int] = {}
+        self._pull_shown: set[int] = set()  # jobs whose progress said "pulling the image"
         self._closed = False
         self.terminated_pods: set[str] = set()  # pods this process terminated successfully
 
@@ -113,12 +134,15 @@ class Orchestrator:
         return job
 
     def worker(self, job: Job) -> WorkerClient:
-        if not job.pod_id or not job.worker_token:
-            raise ValueError(f"job {job.id} has no pod or token yet")
+        if not job.pod_id:
+            raise ValueError(f"job {job.id} has no pod yet")
         base = self.ctx.runpod.worker_base_url(job.pod_id)
         if inspect.isawaitable(base):  # tolerate an async implementation
             raise TypeError("worker_base_url must be synchronous")
-        return WorkerClient(self.ctx.http, str(base), job.worker_token)
+        # Derived, never stored (bot.training.tokens). A job from before that has none: the worker
+        # refuses the empty token, so the job fails and its pod is terminated.
+        token = worker_token(self.ctx.settings, job.id, job.worker_token_nonce) or ""
+        return WorkerClient(self.ctx.http, str(base), token)
 
     async def _sleep(self) -> None:
         await asyncio.sleep(self.poll_interval_s)
@@ -140,6 +164,7 @@ class Orchestrator:
         """Commit a forward transition and tell the listeners. False if the job moved elsewhere."""
         result = await transition(self.ctx.sessions, job_id, new, payload=payload, now=self.ctx.now())
         if result.changed:
+            crashpoint(f"transition:{new.value}")  # announced after a restart if not now (owed.py)
             await self.ctx.listeners.state(result.job, result.old, result.new, result.payload)
             await self._emit_progress(result.job, force=True)
         return result.changed
@@ -171,6 +196,8 @@ class Orchestrator:
         result = await transition(
             self.ctx.sessions, job_id, new, payload=data, update=_update, now=self.ctx.now()
         )
+        if result.changed:
+            crashpoint(f"stop:{new.value}")  # before the terminate call: the reconciler finishes both
         job = await self.finalize(job_id)
         if result.changed:
             log.info("job %s → %s: %s", job_id, new.value, cause)
@@ -224,13 +251,28 @@ class Orchestrator:
             )
         return found is not None
 
-    async def finalize(self, job_id: int) -> Job:
+    async def finalize(self, job_id: int, *, gone_at: datetime | None = None) -> Job:
         """Make sure the pod of a finishing job is terminated, stamp when, and bring cost up to date.
 
-        If RunPod cannot be reached the stamp stays empty and the reconciler tries again later.
+        ``gone_at``: the pod is already gone by itself (it terminates itself once acknowledged); it
+        stopped billing then, not when we noticed. If RunPod cannot be reached the stamp stays empty and
+        the reconciler tries again later.
         """
         job = await self.load(job_id)
-        if job.pod_id and job.pod_terminated_at is None:
+        if job.pod_id and job.pod_terminated_at is None and gone_at is not None:
+            async with unit_of_work(self.ctx.sessions) as session:
+                row = await session.get(Job, job_id)
+                if row is not None and row.pod_terminated_at is None:
+                    row.pod_terminated_at = max(gone_at, row.pod_created_at or gone_at)
+                    session.add(
+                        JobEvent(
+                            job_id=job_id,
+                            at=self.ctx.now(),
+                            kind="pod_gone",
+                            payload={"pod_id": job.pod_id, "since": gone_at.isoformat()},
+                        )
+                    )
+        elif job.pod_id and job.pod_terminated_at is None:
             try:
                 await self.ctx.runpod.terminate_pod(job.pod_id)
             except RunPodError as exc:
@@ -319,11 +361,30 @@ class Orchestrator:
 
     # -- provisioning ---------------------------------------------------------------------------------
 
-    async def _find_pod_by_name(self, name: str) -> Any | None:
-        for pod in await self.ctx.runpod.list_pods():
-            if pod.name == name:
-                return pod
-        return None
+    async def _adopt_by_name(self, job: Job) -> bool:
+        """Keep one pod of the job's name (adopting it), terminate and charge the others. False: none."""
+        assert job.pod_name is not None
+        pods = await pods_named(self.ctx, job.pod_name)
+        if not pods:
+            return False
+        keeper = pick_keeper(pods, job.pod_id)
+        for pod in pods:
+            if pod is not keeper:
+                await retire_extra_pod(self.ctx, job, pod, why="a second pod made by an ambiguous create")
+        if keeper.id != job.pod_id:
+            await self._store_pod(job, keeper, adopted=True)
+        return True
+
+    async def pod_stopped(self, job: Job, pod: Any) -> None:
+        """The pod left RUNNING on its own: bill up to then, say why, end the job (pod terminated)."""
+        await record_exit(self.ctx, job, pod)
+        why = stop_reason(pod)
+        await self.stop(
+            job.id,
+            why.state,
+            why.cause,
+            payload={"reason": f"pod_{why.reason}", "pod_status": str(pod.desired_status)},
+        )
 
     async def _provision(self, job: Job) -> None:
         if job.pod_id is None:
@@ -340,6 +401,9 @@ class Orchestrator:
                 payload={"reason": "pod_vanished"},
             )
             return
+        if getattr(pod, "stopped", False):
+            await self.pod_stopped(job, pod)
+            return
         price = Decimal(str(pod.cost_per_hr or 0))
         if price > 0 and price != job.price_per_hour:
             await self.ctx.money.accrue(job.id)  # at the old price up to now, then the real one
@@ -348,6 +412,9 @@ class Orchestrator:
                 assert row is not None
                 row.price_per_hour = price
         if not pod.running:
+            # Minutes of "runtime: null" while RunPod pulls the image: say so once, then as throttled.
+            await self._emit_progress(job, force=job.id not in self._pull_shown)
+            self._pull_shown.add(job.id)
             raise _Retry
         if not await self.worker(job).health():
             raise _Retry
@@ -355,16 +422,16 @@ class Orchestrator:
 
     async def _create_pod(self, job: Job) -> None:
         assert job.pod_name is not None
-        # A pod may exist from before a crash (created, id not yet stored): adopt it, never rent twice.
-        existing = await self._find_pod_by_name(job.pod_name)
-        if existing is not None:
-            await self._store_pod(job, existing, adopted=True)
+        # A pod may exist from before a crash (created, id not yet stored) or from a create that
+        # answered with an error: adopt one, never rent twice.
+        if await self._adopt_by_name(job):
             return
         options = [str(option["gpu_type_id"]) for option in job.estimate.get("options", [])]
         if not options and job.gpu_type:
             options = [job.gpu_type]
-        spec = build_spec(job)
-        env = {ENV_JOB_SPEC: spec.to_env(), ENV_WORKER_TOKEN: job.worker_token or ""}
+        base_spec = replace(build_spec(job), unattended_stop_s=self.ctx.settings.worker_unattended_stop_s)
+        # Derived, never stored (bot.training.tokens).
+        env = {ENV_WORKER_TOKEN: worker_token(self.ctx.settings, job.id, job.worker_token_nonce) or ""}
         hf_token = self.ctx.settings.hf_token
         if hf_token is not None and hf_token.get_secret_value():
             env["HF_TOKEN"] = hf_token.get_secret_value()
@@ -384,6 +451,10 @@ class Orchestrator:
                         payload={"gpu_type": gpu, "pod_name": job.pod_name},
                     )
                 )
+            # The pod stops itself when the budget is spent at this GPU's price, bot or no bot.
+            price = await catalogue_price(self.ctx, job, gpu)
+            budget_stop = budget_stop_at(job, price, self.ctx.now()).timestamp() if price else 0.0
+            env[ENV_JOB_SPEC] = replace(base_spec, budget_stop_unix=budget_stop).to_env()
             try:
                 pod = await self.ctx.runpod.create_pod(
                     name=job.pod_name,
@@ -408,6 +479,12 @@ class Orchestrator:
             except RunPodAuthError:
                 await self.stop(job.id, JobState.FAILED, "RunPod refused the API key")
                 return
+            except AmbiguousCreateError as exc:
+                # RunPod may have made (and be billing) a pod despite the error: find it by name.
+                await self._event(job, "create_ambiguous", {"gpu_type": gpu, "error": str(exc)})
+                if await self._adopt_by_name(await self.load(job.id)):
+                    return
+                raise _Retry from exc  # nothing listed yet: the next turn looks again before renting
             except RunPodError as exc:
                 if exc.transient:
                     raise  # ambiguous (maybe created): the next turn looks for the pod by name first
@@ -448,7 +525,8 @@ class Orchestrator:
         now = self.ctx.now()
         created_at = now
         if adopted:
-            # The pod existed since about when we asked for it: bill from then, never less.
+            # The pod existed since RunPod rented it, or about when we asked for it: bill from the
+            # earlier of the two, never less.
             async with self.ctx.sessions() as session:
                 requested = await session.scalar(
                     select(JobEvent.at)
@@ -456,8 +534,18 @@ class Orchestrator:
                     .order_by(JobEvent.id.desc())
                     .limit(1)
                 )
-            created_at = requested or now
-        price = Decimal(str(pod.cost_per_hr))
+            created_at = min(t for t in (requested, rented_at(pod), now) if t is not None)
+        price = await pod_price(self.ctx, job, pod)
+        if price is None:
+            # Neither RunPod nor its catalogue says what this pod costs: never run one as if free.
+            await self._store_pod_id(job, pod.id, getattr(pod, "gpu_type_id", None) or job.gpu_type or "")
+            await self.stop(
+                job.id,
+                JobState.FAILED,
+                "RunPod reports no price for the pod and lists none for its GPU: not renting blind",
+                payload={"reason": "no_price"},
+            )
+            return
         async with unit_of_work(self.ctx.sessions) as session:
             row = await session.get(Job, job.id)
             assert row is not None
@@ -521,6 +609,8 @@ class Orchestrator:
             pod = await self.ctx.runpod.get_pod(job.pod_id or "")
             if pod is None:
                 await self._pod_vanished(job)
+            elif getattr(pod, "stopped", False):
+                await self.pod_stopped(job, pod)
             return None
 
     async def _pod_vanished(self, job: Job) -> None:
@@ -579,11 +669,17 @@ class Orchestrator:
     # -- collecting ------------------------------------------------------------------------------------
 
     async def _acked(self, job_id: int) -> bool:
+        return await self.acked_at(job_id) is not None
+
+    async def acked_at(self, job_id: int) -> datetime | None:
+        """When the bot told the worker it had everything (the pod terminates itself after that)."""
         async with self.ctx.sessions() as session:
-            found = await session.scalar(
-                select(JobEvent.id).where(JobEvent.job_id == job_id, JobEvent.kind == "acked").limit(1)
+            return await session.scalar(
+                select(JobEvent.at)
+                .where(JobEvent.job_id == job_id, JobEvent.kind == "acked")
+                .order_by(JobEvent.id)
+                .limit(1)
             )
-        return found is not None
 
     async def _collect(self, job: Job) -> None:
         if job.pod_terminated_at is None:
@@ -595,12 +691,23 @@ class Orchestrator:
                 await self.stop(job.id, JobState.FAILED, "the worker refused this job's token")
                 return
             except WorkerUnavailableError:
-                if await self.ctx.runpod.get_pod(job.pod_id or "") is not None:
+                pod = await self.ctx.runpod.get_pod(job.pod_id or "")
+                stopped = pod is not None and getattr(pod, "stopped", False)
+                if pod is not None and not stopped:
                     raise _Retry from None
+                if stopped:
+                    await record_exit(self.ctx, job, pod)  # billing ends there whatever comes next
                 if not acked:
-                    await self._pod_vanished(job)
+                    if stopped:
+                        await self.pod_stopped(job, pod)
+                    else:
+                        await self._pod_vanished(job)
                     return
-                status = None  # acknowledged; the pod terminated itself: everything is here
+                if pod is None:
+                    # Acknowledged, so everything is here, and the pod terminated itself: finished,
+                    # and billed until it went (not until we noticed).
+                    job = await self.finalize(job.id, gone_at=await self.acked_at(job.id))
+                status = None
             if status is not None and status.state != "acknowledged":
                 complete = await self._collect_files(job, worker, status, final=True)
                 if not complete:
@@ -611,6 +718,7 @@ class Orchestrator:
                     await worker.ack()
                 except WorkerUnavailableError:
                     pass  # it may already be exiting; terminating the pod settles it
+                crashpoint("collect.acked")
             job = await self.finalize(job.id)
             if job.pod_terminated_at is None:
                 raise _Retry  # RunPod unreachable: do not call it done while the meter may run
@@ -753,6 +861,7 @@ class Orchestrator:
                 {"step": checkpoint.step, "checkpoint_id": checkpoint.id},
                 now=self.ctx.now(),
             )
+            crashpoint("checkpoint.announced")  # the row is owed now (bot/training/owed.py posts it)
             await self.ctx.listeners.checkpoint(job, checkpoint, at_step)
 
 

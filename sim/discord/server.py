@@ -7,7 +7,7 @@ import json
 import re
 import secrets
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -42,6 +42,7 @@ from .util import (
     invalid_webhook_token,
     json_response,
     missing_permissions,
+    snowflake_time,
     unauthorized,
     unknown_channel,
     unknown_interaction,
@@ -50,12 +51,18 @@ from .util import (
 )
 
 API = "/api/v10"
+# enforce_nonce is checked "in the past few minutes" (Discord's docs give no figure).
+NONCE_WINDOW = timedelta(minutes=5)
 # Parsed body of the current request, stored by the middleware for the handlers.
 _JSON = web.RequestKey("sim.json", object)
 _FILES = web.RequestKey("sim.files", dict)
 # Message flags a bot may set/change on create/edit: SUPPRESS_EMBEDS, EPHEMERAL (interactions
 # only), SUPPRESS_NOTIFICATIONS, IS_COMPONENTS_V2.
 _SETTABLE_FLAGS = (1 << 2) | (1 << 12) | (1 << 15)
+
+
+def _permissions_string(value: Any) -> str | None:
+    return None if value is None else str(int(value))
 
 
 class SimulatorUsageError(Exception):
@@ -361,10 +368,20 @@ class DiscordSimulator:
         )
 
     def inject_error(
-        self, method: str, path_regex: str, status: int, code: int = 0, message: str = "", times: int = 1
+        self,
+        method: str,
+        path_regex: str,
+        status: int,
+        code: int = 0,
+        message: str = "",
+        times: int = 1,
+        *,
+        after: bool = False,
     ) -> None:
         """Answer the next ``times`` matching requests with ``status``/``code`` (e.g. 403 50013).
-        Note: discord.py retries 500/502/504/524 after sleeping 1 + 2n seconds."""
+        ``after=True``: carry the request out first, then answer with the error (a 5xx from Discord's
+        edge after the message was made). Note: discord.py retries 500/502/504/524 after sleeping
+        1 + 2n seconds."""
         self.ratelimiter.injections.append(
             Injection(
                 method.upper(),
@@ -373,6 +390,7 @@ class DiscordSimulator:
                 status=status,
                 code=code,
                 message=message or f"{status}: injected",
+                after=after,
             )
         )
 
@@ -593,6 +611,9 @@ class DiscordSimulator:
             if injected is not None:
                 raise injected
             response = await handler(request)
+            injected = self.ratelimiter.take_injection(request.method, rel, after=True)
+            if injected is not None:
+                raise injected
         except ApiError as exc:
             response = exc.response()
         except web.HTTPException as exc:
@@ -854,7 +875,8 @@ class DiscordSimulator:
                 "version": str(self.snowflakes.next()),
                 "type": ctype,
                 "description": cmd.get("description", ""),
-                "default_member_permissions": cmd.get("default_member_permissions"),
+                # Sent as an integer, answered as a string (ApplicationCommandResponse in the spec).
+                "default_member_permissions": _permissions_string(cmd.get("default_member_permissions")),
                 "nsfw": bool(cmd.get("nsfw", False)),
             }
             if gid is not None:
@@ -1045,11 +1067,29 @@ class DiscordSimulator:
         limits.check_files(list(file_parts.values()), self._file_limit(channel))
         limits.check_message(body)
         limits.check_not_empty(body, list(file_parts.values()))
+        same = self._same_nonce(channel, body)
+        if same is not None:  # enforce_nonce: the message this nonce already made, not a second one
+            return json_response(self.message_payload(same), headers=headers)
         flags = int(body.get("flags") or 0) & _SETTABLE_FLAGS
         msg_type = 19 if body.get("message_reference") else 0
         msg = self.create_message(channel, self.bot_user, body, file_parts, flags=flags, msg_type=msg_type)
         self.dispatch_message("MESSAGE_CREATE", msg)
         return json_response(self.message_payload(msg), headers=headers)
+
+    def _same_nonce(self, channel: SimChannel, body: dict[str, Any]) -> SimMessage | None:
+        """Discord: with ``enforce_nonce`` the nonce "will be checked for uniqueness in the past few
+        minutes. If another message was created by the same author with the same nonce, that message
+        will be returned and no new message will be created"."""
+        if not body.get("enforce_nonce") or body.get("nonce") is None:
+            return None
+        nonce = str(body["nonce"])
+        since = datetime.now(UTC) - NONCE_WINDOW
+        for msg in reversed(self.messages_in(channel)):
+            if snowflake_time(msg.id) < since:
+                break
+            if msg.nonce == nonce and msg.author.id == self.bot_user.id:
+                return msg
+        return None
 
     async def _get_message(self, request: web.Request) -> web.Response:
         channel = self._channel_or_404(request)

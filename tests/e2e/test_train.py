@@ -43,6 +43,7 @@ async def training_bot(tmp_path: Path, **standin_env: str) -> AsyncIterator[BotH
     async with BotHarness(tmp_path / "bot", with_training=True, standin_env=standin_env) as h:
         await create_dataset_with_photos(h, sorted((faces_dir() / "obama").glob("obama_[0-9].jpg"))[:3])
         yield h
+        await h.assert_ledger_matches_meter()  # every test that rents a pod ends with the money right
 
 
 async def start_job(
@@ -320,6 +321,29 @@ async def test_the_requester_cancels_and_the_pod_is_terminated(tmp_path: Path) -
         assert done.content.startswith(f"<@{h.trainer.id}> training job #{job_id}")
         assert f"was cancelled by <@{h.trainer.id}>" in done.content
         assert "cancelled" in h.sim.message(progress.id).content
+
+
+async def test_a_pod_whose_host_dies_fails_the_job_and_the_channel_says_why(tmp_path: Path) -> None:
+    async with training_bot(tmp_path, SDSTANDIN_STEP_SECONDS="0.3") as h:
+        assert h.runpod is not None
+        job_id, quote = await start_job(
+            h, overrides="steps=200 save_every_n_steps=100 sample_every_n_steps=100"
+        )
+        await confirm(h, job_id, quote)
+        progress = await wait_message(h, progress_message(h, job_id))
+        await h.sim.wait_until(lambda: any(s >= 1 for s in steps_shown(h, progress)), timeout=60)
+        # While RunPod pulled the image (minutes, runtime null), the progress message said so.
+        assert any("pulling the image" in v.content for v in h.sim.message(progress.id).versions)
+        pod_id = (await job_row(h, job_id)).pod_id
+        assert pod_id is not None
+        h.runpod.exit_pod(pod_id, dead=True)  # the host is gone; RunPod reports the pod DEAD
+
+        done = await wait_message(h, announcement(job_id), timeout=60)
+        job = await job_row(h, job_id)
+        assert job.state == JobState.FAILED.value and job.error is not None
+        assert "failed." in done.content and "host failed" in done.content and "DEAD" in done.content
+        assert "Cause:" in h.sim.message(progress.id).content
+        await h.runpod.wait_for(lambda: h.runpod is not None and h.runpod.pods[pod_id].phase == "terminated")
 
 
 async def test_without_runpod_train_says_what_to_configure(harness: BotHarness) -> None:

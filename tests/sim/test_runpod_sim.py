@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 import requests
 
-from sim.runpod import NO_CAPACITY, PodLauncher, RunPodSim, SimClock
+from sim.runpod import NO_CAPACITY, NO_CAPACITY_DISK, Meter, PodLauncher, RunPodSim, SimClock
 
 KEY = "rpa_TESTACCOUNTKEY0123456789"
 READ_ONLY_KEY = "rpa_READONLYKEY0123456789"
@@ -91,8 +91,12 @@ async def _started(sim: RunPodSim, monkeypatch: pytest.MonkeyPatch) -> RunPodSim
 
 @pytest.fixture
 async def sim(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> AsyncIterator[RunPodSim]:
-    sim = RunPodSim(
-        api_key=KEY, read_only_keys=[READ_ONLY_KEY], data_dir=tmp_path / "rp", launcher=stub_launcher()
+    sim = RunPodSim(  # pods start at once: these tests are about the API and the proxy
+        api_key=KEY,
+        read_only_keys=[READ_ONLY_KEY],
+        data_dir=tmp_path / "rp",
+        launcher=stub_launcher(),
+        boot_delay_s=0,
     )
     yield await _started(sim, monkeypatch)
     await sim.close()
@@ -209,11 +213,13 @@ async def test_cost_per_hour_follows_cloud_and_billing_accrues(frozen: RunPodSim
     assert costs == [0.27, 0.16, 0.16]
 
     frozen.clock.advance(3600)
-    assert frozen.pods[secure["id"]].cost(frozen.clock.time()) == Decimal("0.27")
+    disk_hour = Decimal(40) * Decimal("0.10") / 730  # 40 GB of container disk for an hour
+    assert frozen.pods[secure["id"]].usage(frozen.clock.time()) == Meter(Decimal("0.27"), disk_hour)
     await call(runpod.terminate_pod, secure["id"])
     frozen.clock.advance(3600)
-    assert frozen.pods[secure["id"]].cost(frozen.clock.time()) == Decimal("0.27")
-    assert frozen.total_cost() == Decimal("0.27") + 2 * Decimal("0.16") * 2
+    assert frozen.pods[secure["id"]].usage(frozen.clock.time()) == Meter(Decimal("0.27"), disk_hour)
+    assert frozen.meter() == Meter(Decimal("0.27") + 2 * Decimal("0.16") * 2, 5 * disk_hour)
+    assert frozen.total_cost() == frozen.meter().total
 
 
 async def test_no_capacity_is_the_real_graphql_error(sim: RunPodSim, runpod: Any) -> None:
@@ -357,7 +363,9 @@ async def test_proxy_reaches_the_container_with_the_pods_environment(sim: RunPod
 async def test_proxy_answers_404_502_and_524_like_the_real_one(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, runpod: Any
 ) -> None:
-    sim = RunPodSim(api_key=KEY, data_dir=tmp_path / "rp", launcher=stub_launcher(), proxy_timeout_s=0.5)
+    sim = RunPodSim(
+        api_key=KEY, data_dir=tmp_path / "rp", launcher=stub_launcher(), proxy_timeout_s=0.5, boot_delay_s=0
+    )
     await _started(sim, monkeypatch)
     try:
         async with aiohttp.ClientSession() as http:
@@ -429,3 +437,115 @@ async def test_a_pods_key_only_reaches_its_own_pod(frozen: RunPodSim, runpod: An
     ):
         with pytest.raises(runpod.error.QueryError, match=r"^Unauthorized$"):
             await call(denied)
+
+
+# ---------------------------------------------------------------------- failures RunPod produces
+
+
+async def test_a_create_that_errors_after_creating_leaves_a_billing_pod(
+    frozen: RunPodSim, runpod: Any
+) -> None:
+    frozen.fail_create_after_creating()
+    with pytest.raises(runpod.error.QueryError, match="Something went wrong"):
+        await call(create, runpod)
+    (ghost,) = await call(runpod.get_pods)
+    assert ghost["name"] == "loraops-7" and ghost["desiredStatus"] == "RUNNING"
+    frozen.clock.advance(3600)
+    assert frozen.meter().compute == Decimal("0.27")
+    # The edge's HTML page after creating: the SDK leaks JSONDecodeError, and a second pod exists.
+    frozen.fail_create_after_creating(None, http_status=502, html=True)
+    with pytest.raises(requests.exceptions.JSONDecodeError):
+        await call(create, runpod)
+    assert len(await call(runpod.get_pods)) == 2
+
+
+async def test_exited_and_dead_pods_stop_gpu_billing_but_keep_volume_billing(
+    frozen: RunPodSim, runpod: Any
+) -> None:
+    exited = await call(create, runpod, volume_in_gb=20)
+    dead = await call(create, runpod)
+    frozen.clock.advance(600)
+    await frozen.tick()
+    frozen.exit_pod(exited["id"], reason="host restart")
+    frozen.exit_pod(dead["id"], dead=True)
+    for pod_id, status in ((exited["id"], "EXITED"), (dead["id"], "DEAD")):
+        pod = await call(runpod.get_pod, pod_id)
+        assert pod["desiredStatus"] == status and pod["runtime"] is None and pod["uptimeSeconds"] == 0
+    before = frozen.meter()
+    frozen.clock.advance(3600)
+    after = frozen.meter()
+    assert after.compute == before.compute  # no GPU time once it left RUNNING
+    # The volume bills on at the stopped rate.
+    assert round(after.storage - before.storage, 12) == round(Decimal(20) * Decimal("0.20") / 730, 12)
+    with pytest.raises(runpod.error.QueryError, match="cannot be resumed"):
+        await call(runpod.resume_pod, dead["id"], 1)
+
+
+async def test_balance_running_out_stops_every_pod(frozen: RunPodSim, runpod: Any) -> None:
+    frozen.balance = Decimal("1.00")
+    created = await call(create, runpod)
+    frozen.clock.advance(4 * 3600)  # $1.08 of GPU time
+    await frozen.tick()
+    pod = await call(runpod.get_pod, created["id"])
+    assert pod["desiredStatus"] == "EXITED" and pod["runtime"] is None
+    assert "insufficient balance" in pod["lastStatusChange"]
+    with pytest.raises(runpod.error.QueryError, match="enough credits"):
+        await call(create, runpod)
+
+
+async def test_network_volumes_bill_always_and_disk_space_has_its_own_no_instances(
+    frozen: RunPodSim, runpod: Any
+) -> None:
+    frozen.add_network_volume("models", 1100, "EU-RO-1")
+    frozen.clock.advance(730 * 3600)
+    meter = frozen.meter()
+    assert meter.compute == 0 and round(meter.storage, 9) == Decimal(1000) * Decimal("0.07") + 100 * Decimal(
+        "0.05"
+    )
+    frozen.host_disk_gb = 100
+    with pytest.raises(runpod.error.QueryError) as caught:
+        await call(create, runpod, container_disk_in_gb=80, volume_in_gb=40)
+    assert str(caught.value) == NO_CAPACITY_DISK
+    await call(create, runpod, container_disk_in_gb=80, volume_in_gb=20)
+
+
+async def test_desired_status_is_typed_and_cost_per_hour_may_show_zero(
+    frozen: RunPodSim, runpod: Any
+) -> None:
+    from runpod.api.graphql import run_graphql_query
+
+    created = await call(create, runpod)
+    frozen.cost_per_hr_shown = "zero"
+    pod = await call(runpod.get_pod, created["id"])
+    assert pod["costPerHr"] == 0.0 and pod["desiredStatus"] == "RUNNING"
+    frozen.clock.advance(3600)
+    assert frozen.meter().compute == Decimal("0.27")  # billed at the real price all the same
+    with pytest.raises(runpod.error.QueryError, match="must not have a selection"):
+        await call(
+            run_graphql_query, 'query { pod(input: {podId: "x"}) { desiredStatus { id } } }', api_key=KEY
+        )
+
+
+async def test_by_default_a_pod_pulls_its_image_for_minutes_on_a_fast_clock(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, runpod: Any
+) -> None:
+    sim = await _started(RunPodSim(api_key=KEY, data_dir=tmp_path / "rp"), monkeypatch)
+    try:
+        created = await call(create, runpod)
+        pod = await call(runpod.get_pod, created["id"])
+        assert pod["runtime"] is None and pod["desiredStatus"] == "RUNNING"
+        loop = asyncio.get_running_loop()
+        real = loop.time()
+        simulated = sim.pods[created["id"]]
+        await sim.wait_for(lambda: simulated.phase == "running", within=10)
+        assert simulated.started_at is not None
+        assert simulated.started_at - simulated.created_at >= 180  # three minutes of pulling
+        assert loop.time() - real < 5  # in a second or two of the test's time
+        assert (await call(runpod.get_pod, created["id"]))["runtime"] is not None
+        # The pull was billed like RunPod bills it: the whole time, GPU and container disk.
+        assert sim.meter().compute >= Decimal("0.27") * 180 / 3600
+        later = sim.clock.time()
+        await asyncio.sleep(0.5)
+        assert sim.clock.time() - later < 2  # back to real time once nothing pulls
+    finally:
+        await sim.close()

@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
@@ -178,16 +179,17 @@ class Harness:
 
 
 @pytest.fixture
-def training_settings(tmp_path: Path) -> Settings:
+def training_settings(tmp_path: Path, database_url: str) -> Settings:
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'loraops.db'}",
+        database_url=database_url,
         data_dir=tmp_path / "data",
         poll_interval_s=0.05,
         progress_edit_interval_s=1.0,
         default_job_budget_usd=Decimal("5.00"),
         monthly_budget_usd=Decimal("50.00"),
         max_live_jobs_per_guild=2,
+        worker_token_key=SecretStr("test-key-for-worker-tokens"),
     )
 
 

@@ -67,6 +67,7 @@ def _no_base_url_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 async def _sim(tmp_path: Path, **options: Any) -> RunPodSim:
     options.setdefault("launcher", PodLauncher(command=[sys.executable, "-c", ECHO], stop_grace_s=2.0))
+    options.setdefault("boot_delay_s", 0)  # the client's calls are under test, not the pull
     sim = RunPodSim(api_key=KEY, read_only_keys=[READ_ONLY_KEY], data_dir=tmp_path / "rp", **options)
     await sim.start()
     return sim
