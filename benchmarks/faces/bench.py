@@ -289,7 +289,7 @@ def compare_scoring(photos: list[Path], rounds: int) -> float:
         f"  today's path (dlib upsample 1 + dlib ResNet + phash): median {1000 * _median(before_t):6.1f} ms"
     )
     print(
-        f"  fast scoring path (exact coarse levels + onnxruntime):  median {1000 * _median(after_t):6.1f} ms"
+        f"  fast path (coarse levels, onnxruntime, no phash):       median {1000 * _median(after_t):6.1f} ms"
     )
     print(
         f"  => {ratio:.2f}x faster; largest score difference {worst:.2e} (same to 3 decimals: {worst < 5e-4})"

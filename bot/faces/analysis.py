@@ -182,9 +182,8 @@ def analyse_image(
     """Run ``engine`` on one image and measure every face found. Never raises for a bad image:
     the result's ``error`` says what went wrong.
 
-    ``scoring``: the image is a sample to score against a reference, so detection is the engine's exact
-    one (scores must not move with a detection shortcut) and the picture hash, which only deduplication
-    needs, is skipped."""
+    ``scoring``: the image is a sample to score against a reference: the picture hash, which only
+    deduplication needs, is skipped."""
     name = label if label is not None else (str(source) if not isinstance(source, bytes) else "<bytes>")
     try:
         image = load_image(source, max_pixels=max_pixels)
@@ -203,7 +202,7 @@ def analyse_image(
             (max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.LANCZOS
         )
     )
-    detected = [_to_original(face, scale) for face in engine.detect(np.asarray(work), exact=scoring)]
+    detected = [_to_original(face, scale) for face in engine.detect(np.asarray(work))]
     grey_image = image.convert("L")
     grey = np.asarray(grey_image)
     faces: list[FaceInfo] = []

@@ -248,8 +248,7 @@ def _score(args: argparse.Namespace) -> int:
     spec = _resolve(args, settings)
     if spec is None:
         return EXIT_UNAVAILABLE
-    # References are analysed as curation analyses them (that is where a dataset's reference comes
-    # from); the images to score get the exact detection, so their scores never move with a shortcut.
+    # One pool for both; the images to score skip the picture hash only deduplication needs.
     flags = [False] * len(references) + [True] * len(images)
     analyses = _analyse(spec, [*references, *images], args, settings, "analysed", scoring=flags)
     if analyses is None:

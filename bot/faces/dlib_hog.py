@@ -11,10 +11,13 @@ doubled image shrunk four times (scale 0.96). So:
    level, rounded once; then ``pyramid_down<2>``: p/2 − (1.25, 0.75)), so boxes match to the pixel.
 2. The level-4 image is made either by dlib itself (``resize_image`` = ``pyramid_up``, then four
    ``pyramid_down(6)``: bit-identical to upsample 1, ~40 ms at 1024 px) or by the same bilinear
-   resizes done with OpenCV (~10 ms, pixel values within a few grey levels, so scores differ by a few
-   hundredths and a box now and then moves by a cell). ``exact=True`` (scoring) always uses dlib's
-   chain; the fast chain (curation) falls back to it whenever a candidate scores near the threshold,
-   so no face that upsample 1 finds is lost to the approximation.
+   resizes done with OpenCV in 16 bits, truncating as dlib does (~18 ms; 85 % of pixels identical,
+   the rest one grey level off). Detection scores then differ by a few hundredths, and where two
+   pyramid levels score a face almost equally (about 1 photo in 100 of the generated benchmark set, none
+   of the shared photos) the box can land on the other level. So dlib's own chain is used again when a
+   candidate scores near the threshold (no face upsample 1 finds is lost) and when several faces are
+   found (which face is the subject, and whether the others count, depend on their relative sizes).
+   ``exact=True`` always uses dlib's chain.
 3. When nothing at all is found on the coarse levels, the full ``run(image, 1)`` runs: small faces are
    only searched in photos where no larger face was found. A face under ~85 px beside a larger one in a
    1024 px photo is not looked for; it cannot be the training subject (``small_face`` starts at 3 % of

@@ -218,8 +218,9 @@ class DlibEngine:
         return [(r, float(s)) for r, s in zip(rects, scores, strict=True) if s >= self.profile.det_score_min]
 
     def detect(self, rgb: np.ndarray, *, exact: bool = False) -> list[DetectedFace]:
-        """Faces largest first. ``exact``: detection bit-identical to ``run(rgb, 1)`` on faces over
-        ~85 px (scoring asks for it; curation accepts a box now and then moved by a HOG cell)."""
+        """Faces largest first. ``exact``: detection bit-identical to ``run(rgb, 1)`` on faces of 75 px
+        and more, at twice the detection cost (see :mod:`bot.faces.dlib_hog` for what the default
+        approximation can move)."""
         image = np.ascontiguousarray(rgb)
         boxes = self._boxes(image, exact)
         shapes = [self._shape(image, rect) for rect, _ in boxes]

@@ -262,7 +262,7 @@ class FaceService:
         """Analyse images (bytes or paths) in the pool; results in input order.
 
         ``progress(done, total)`` is called on the event loop after each image (may be async).
-        ``scoring``: the images are samples to score (exact detection, no picture hash).
+        ``scoring``: the images are samples to score (no picture hash).
         """
         if labels is not None and len(labels) != len(images):
             raise ValueError("one label per image")

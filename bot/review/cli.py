@@ -124,7 +124,7 @@ def _score(args: argparse.Namespace, references: list[Path], images: list[Path])
     try:
         spec, note = resolve_engine(args.engine or settings.face_engine, settings.face_models_dir)
         print(f"loraops: {note}", file=sys.stderr)
-        # Samples get the engine's exact detection (analyse_image(scoring=True)).
+        # Samples skip the picture hash only deduplication needs (analyse_image(scoring=True)).
         analyses = analyse_sources(
             spec,
             [*references, *images],
