@@ -232,6 +232,9 @@ def compare_curation(
                 f"{run.peak_pss_mib:>8.0f} {run.peak_rss_mib:>8.0f} {run.load:>6.2f}{status}"
             )
     ours, theirs = results["loraops curate"], results["face_recognition"]
+    if any(r.code != 0 for r in ours + theirs):
+        print("  => a run failed: no ratio")
+        return float("nan"), float("nan")
     wall_ratio = _median([r.wall for r in theirs]) / _median([r.wall for r in ours])
     cpu_ratio = _median([r.cpu for r in theirs]) / _median([r.cpu for r in ours])
     for name, rs in results.items():

@@ -37,8 +37,8 @@ COARSE_LEVELS_SKIPPED = 4
 # frontal_face_detector: its boxes are 72·(6/5)^level px in the scanned image, rounded).
 _BOX_SIDE = 72
 # Candidates scoring within this band around the threshold are re-scored with dlib's own chain.
-RECHECK_BELOW = 0.4
-RECHECK_ABOVE = 0.25
+RECHECK_BELOW = 0.15
+RECHECK_ABOVE = 0.15
 
 
 def _round(value: float) -> int:

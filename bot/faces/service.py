@@ -35,33 +35,11 @@ AsyncProgress = Callable[[int, int], Awaitable[None] | None]
 _engine: FaceEngine | None = None
 
 
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-
-
-def _return_freed_memory() -> None:
-    """Make glibc hand large freed blocks back to the system.
-
-    Each image allocates and frees tens of MB (the doubled image, its pyramid, HOG features). glibc's
-    mmap threshold adapts upwards to the largest block freed, after which such blocks come from the heap
-    and stay mapped: a worker's RSS then sits at its high-water mark (~+90 MB). A fixed 1 MiB threshold
-    keeps them as separate mappings, returned on free.
-    """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, 1 << 20)
-        libc.mallopt(_M_TRIM_THRESHOLD, 4 << 20)
-    except (OSError, AttributeError):  # not glibc: nothing to tune
-        pass
-
-
 def _init_worker(spec: EngineSpec, nice: int = 0) -> None:
     global _engine
     if nice and hasattr(os, "nice"):
         # Workers yield the CPU to the process running the event loop (Discord heartbeats, 3 s deadlines).
         os.nice(nice)
-    _return_freed_memory()
     _engine = build_engine(spec)
 
 
@@ -150,7 +128,6 @@ def analyse_sources(
         )
 
     if workers <= 1 or total <= 1:
-        _return_freed_memory()
         engine = build_engine(spec)
         for index in range(total):
             finished(index, here(engine, index))
@@ -181,7 +158,6 @@ def analyse_sources(
                     finished(in_flight.pop(future), future.result())
 
             feed()
-            _return_freed_memory()
             engine = build_engine(spec)
             while pending or in_flight:
                 collect(block=False)
