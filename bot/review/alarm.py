@@ -27,14 +27,15 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.errors import ConflictError, NotFoundError
+from bot.outbox import FACE_ALARM
 from bot.review.notify import clip, inline, money
 from bot.review.ranking import money_saved
 from bot.review.suggest import DatasetFacts, JobFacts, Suggestions, suggest
-from bot.review.verdict import AlarmDecision, CheckpointVerdict
+from bot.review.verdict import AlarmDecision, CheckpointVerdict, verdicts
 from bot.training.presets import OverrideError, apply_overrides, load_preset
 from bot.training.triggers import check_trigger
 from storage.db import unit_of_work
-from storage.models import Dataset, Image, Job, JobEvent, JobState
+from storage.models import Checkpoint, Dataset, Image, Job, JobEvent, JobState, OwedMessage
 
 if TYPE_CHECKING:
     from bot.datasets.curation import CurationService
@@ -136,13 +137,17 @@ class AlarmActions:
     # -- the alarm -----------------------------------------------------------------------------------------
 
     async def record_alarm(self, job: Job, decision: AlarmDecision) -> bool:
-        """Record the alarm of ``job`` (once); True when this call recorded it."""
+        """Record the alarm of ``job``; True when it is to be posted: the first time, or again at a later
+        checkpoint when the earlier one never reached the channel (the bot died in between)."""
         async with unit_of_work(self._sessions) as session:
             existing = await session.scalar(
                 select(JobEvent.id).where(JobEvent.job_id == job.id, JobEvent.kind == ALARM_EVENT).limit(1)
             )
             if existing is not None:
-                return False
+                owed = await session.scalar(
+                    select(OwedMessage).where(OwedMessage.job_id == job.id, OwedMessage.key == FACE_ALARM)
+                )
+                return owed is None or (owed.message_id is None and owed.done_at is None)
             session.add(
                 JobEvent(
                     job_id=job.id,
@@ -193,8 +198,6 @@ class AlarmActions:
             session.add(
                 JobEvent(job_id=job_id, kind=ALARM_CHOICE_EVENT, payload={"choice": "stop", "by": user_id})
             )
-        from storage.models import Checkpoint
-
         async with self._sessions() as session:
             kept = len(
                 (await session.scalars(select(Checkpoint.id).where(Checkpoint.job_id == job_id))).all()
@@ -280,8 +283,6 @@ class AlarmActions:
             ).all()
         history = {int(e.payload["step"]): dict(e.payload) for e in events if "step" in e.payload}
         if history:
-            from bot.review.verdict import verdicts
-
             ceiling = next((d.get("ceiling") for d in history.values() if d.get("ceiling")), None)
             judged = verdicts(history, ceiling)
             last = judged[-1]

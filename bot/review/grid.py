@@ -122,6 +122,7 @@ class GridCell:
     prompt_index: int
     score: SampleScore | None = None
     title: str | None = None
+    copy_of: int | None = None  # the training photo (its number) this sample copies, face and picture
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +170,8 @@ def cell_label(cell: GridCell) -> tuple[str, str]:
         ceiling = 100.0 * score.similarity / score.percent_of_ceiling if score.percent_of_ceiling else None
         mark = "  ✓" if is_recognised(score.similarity, score.engine) else ""
         what = f"{score.similarity:.3f}  {likeness_short(score.similarity, ceiling, score.engine)}{mark}"
+    if cell.copy_of is not None and cell.image is not None:
+        what = f"COPY of #{cell.copy_of} · {what}"
     return where, what
 
 

@@ -221,13 +221,13 @@ class ReviewService:
         scorer = await self._scorer(job)
         scores: list[SampleScore | None] = [None] * len(ordered)
         summary: CheckpointScore | None = None
+        copies: list[list[int]] = []
         if scorer is not None:
             present = [i for i, data in enumerate(images) if data is not None]
             found: list[Examined] = await scorer.examine_many([data for data in images if data is not None])
             for i, examined in zip(present, found, strict=True):
                 scores[i] = examined.score
             photos = await self._training_photos(job, scorer.engine)
-            copies: list[list[int]] = []
             for i, examined in zip(present, found, strict=True):
                 position = copied_photo(examined.phash, examined.embedding, photos, scorer.engine)
                 if position is not None:
@@ -273,8 +273,15 @@ class ReviewService:
                 )
         ceiling = scorer.ceiling if scorer is not None else None
         engine = scorer.engine if scorer is not None else None
+        copied = {int(prompt): int(position) for prompt, position in copies}  # prompt → photo number
         cells = [
-            GridCell(image=data, step=checkpoint.step, prompt_index=sample.prompt_index, score=score)
+            GridCell(
+                image=data,
+                step=checkpoint.step,
+                prompt_index=sample.prompt_index,
+                score=score,
+                copy_of=copied.get(sample.prompt_index),
+            )
             for sample, data, score in zip(ordered, images, scores, strict=True)
         ]
         row_image = await asyncio.to_thread(render_row, cells, cell_px=self._row_cell_px) if cells else None
@@ -456,7 +463,7 @@ class ReviewService:
         history = await self._history(job_id)
         ceiling = next((d.get("ceiling") for d in reversed(list(history.values())) if d.get("ceiling")), None)
         best = best_of(await self.votes.standings(job_id))
-        grid = await self._full_grid(checkpoints, samples, ceiling, best.step if best else None)
+        grid = await self._full_grid(checkpoints, samples, ceiling, best.step if best else None, history)
         if step is not None:
             checkpoint = checkpoints[0]
             prompts = {s.prompt_index: s.prompt for s in samples}
@@ -515,7 +522,7 @@ class ReviewService:
 
         grid = None
         if checkpoints and samples:
-            grid = await self._full_grid(checkpoints, samples, ceiling, best.step if best else None)
+            grid = await self._full_grid(checkpoints, samples, ceiling, best.step if best else None, history)
         chart_png = (
             (
                 await asyncio.to_thread(
@@ -609,7 +616,13 @@ class ReviewService:
         samples: Sequence[Sample],
         ceiling: float | None,
         best_step: int | None,
+        history: Mapping[int, Mapping[str, Any]] | None = None,
     ) -> RenderedImage:
+        copied = {
+            (step, int(prompt)): int(position)
+            for step, data in (history or {}).items()
+            for prompt, position in data.get("copies") or ()
+        }
         columns = max(s.prompt_index for s in samples) + 1
         by_key = {(s.step, s.prompt_index): s for s in samples}
         wanted = [by_key.get((c.step, p)) for c in checkpoints for p in range(columns)]
@@ -623,7 +636,15 @@ class ReviewService:
                 score = _stored_score(sample) if sample is not None else None
                 if score is not None:
                     scores.append(score)
-                cells.append(GridCell(image=data, step=checkpoint.step, prompt_index=p, score=score))
+                cells.append(
+                    GridCell(
+                        image=data,
+                        step=checkpoint.step,
+                        prompt_index=p,
+                        score=score,
+                        copy_of=copied.get((checkpoint.step, p)),
+                    )
+                )
             rows.append(
                 GridRow(
                     step=checkpoint.step,

@@ -22,6 +22,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from bot.training.overrides import ALIASES
 from bot.training.presets import OverrideError, apply_overrides, load_preset, preset_names
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 FACE_PRESETS = {"sdxl": "sdxl-face", "flux": "flux-dev-face"}
 # The rank an identity usually needs per family (the face presets' own network_dim).
 IDENTITY_RANK = {"sd15": 16, "sdxl": 64, "flux": 32}
-# Overrides the suggestion itself decides; the job's own values for them are not carried over.
+# Overrides a new preset decides for itself: the job's own values for them are not carried over to it.
 _REPLACED = {"network_dim", "dim", "rank", "network_alpha", "alpha", "face.crops_subset", "face.alpha_mask"}
 
 
@@ -116,8 +117,10 @@ def _carried(preset: str, overrides: Mapping[str, str], replaced: set[str]) -> d
     """The job's overrides that ``preset`` accepts, one by one (an unknown key is dropped, not fatal)."""
     kept: dict[str, str] = {}
     base = load_preset(preset)
+    # "steps" and "max_train_steps" name one setting: compare what the keys resolve to.
+    resolved = {ALIASES.get(key, key) for key in replaced}
     for key, value in overrides.items():
-        if key in replaced:
+        if ALIASES.get(key, key) in resolved:
             continue
         try:
             apply_overrides(base, {key: value})
@@ -211,7 +214,8 @@ def suggest(dataset: DatasetFacts, job: JobFacts) -> Suggestions:
     if others:
         items.append(f"leave out the {_photos(len(others))} curation flagged ({_numbers(sorted(others))})")
 
-    overrides = _carried(preset, job.overrides, _REPLACED | set(changes))
+    # A new preset brings its own rank and face settings; within the same preset the job's stay.
+    overrides = _carried(preset, job.overrides, set(changes) | (_REPLACED if preset != job.preset else set()))
     overrides.update(changes)
     return Suggestions(
         items=tuple(items),

@@ -33,6 +33,7 @@ from bot.errors import (
 )
 from bot.guilds import check_budget
 from bot.outbox import QUOTE
+from bot.text import quote_inline
 from bot.training.context import Listeners, TrainingContext, pod_name_for
 from bot.training.estimate import (
     DEADLINE_FACTOR,
@@ -557,7 +558,9 @@ def prefer_gpu(estimate: Estimate, wanted: str) -> Estimate:
             rest = estimate.options[:index] + estimate.options[index + 1 :]
             return replace(estimate, options=(option, *rest))
     suitable = ", ".join(option.display_name for option in estimate.options[:8])
-    raise InvalidInputError(f"GPU {wanted!r} is not offered for this preset; suitable: {suitable}")
+    raise InvalidInputError(
+        f"GPU {quote_inline(wanted, 60)} is not offered for this preset; suitable: {suitable}"
+    )
 
 
 def _slowest_s(estimate: Mapping[str, Any]) -> float:

@@ -314,12 +314,24 @@ def range_problem(key: str, value: Any, low: float | None, high: float | None) -
     return None
 
 
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+
+
 def text_problem(key: str, value: str, max_chars: int) -> str | None:
-    """Text values go into config.toml or prompts.txt: one short line of printable characters."""
+    """Text values go into config.toml or prompts.txt: one short line of printable characters.
+
+    sd-scripts' text options (optimizer, scheduler, sampler, precision ...) take names; only a prompt
+    (``sampling.negative``) is free text, and it may not start another prompt option with `` --``.
+    """
     if len(value) > max_chars:
         return f"{key}: at most {max_chars} characters"
     if any(not ch.isprintable() for ch in value):
         return f"{key}: line breaks and control characters are not allowed"
+    if key == "sampling.negative":
+        if " --" in f" {value}":
+            return f"{key}: ' --' would start another option of the sample prompt"
+    elif not _NAME.fullmatch(value):
+        return f"{key}: expected a name (letters, digits and . _ + -), as sd-scripts spells it"
     return None
 
 

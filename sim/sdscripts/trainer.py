@@ -120,13 +120,12 @@ def _crash(exc: BaseException, where: str) -> int:
 def _parse_prompts(path: str) -> list[dict[str, Any]]:
     """train_util.load_prompts + line_to_prompt_dict (the options the stand-in uses)."""
     import re
-    import tomllib
 
     if path.endswith(".txt"):
         lines = Path(path).read_text(encoding="utf-8").splitlines()
         raw: list[Any] = [line.strip() for line in lines if line.strip() and line[0] != "#"]
     elif path.endswith(".toml"):
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        data = toml.loads(Path(path).read_text(encoding="utf-8"))  # toml 0.10.2, as load_prompts reads it
         raw = [dict(**data["prompt"], **subset) for subset in data["prompt"]["subset"]]
     elif path.endswith(".json"):
         raw = json.loads(Path(path).read_text(encoding="utf-8"))

@@ -204,7 +204,7 @@ async def test_only_trainers_start_and_only_the_requester_confirms(
         )
         unknown = await h.sim.invoke_slash("train estimate", {**options, "gpu": "Voodoo 2"}, user=h.trainer)
         shown = await unknown.response(timeout=20)
-        assert shown is not None and unknown.ephemeral and "'Voodoo 2' is not offered" in shown.content
+        assert shown is not None and unknown.ephemeral and "`Voodoo 2` is not offered" in shown.content
 
         job_id, quote = await start_job(h)
         click = await h.sim.invoke_component(quote.id, f"loraops:train:confirm:{job_id}", h.visitor)

@@ -11,9 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.config import Settings
 from bot.datasets.curation import CurationPlan
 from bot.errors import ConflictError
+from bot.outbox import FACE_ALARM, Outbox
 from bot.review.alarm import ALARM_EVENT, AlarmActions
 from bot.review.scoring import ReferenceScorer, SampleScorer, ThreadedScorer
-from bot.review.service import ReviewService
+from bot.review.service import CheckpointReview, ReviewService
 from bot.review.votes import VoteService
 from storage.blobs import BlobStore
 from storage.models import Checkpoint, Job, JobEvent, Sample
@@ -54,14 +55,20 @@ async def test_the_alarm_is_raised_once_at_the_second_checkpoint_and_its_choices
         assert job is not None
         checkpoints = (await session.scalars(select(Checkpoint).order_by(Checkpoint.step))).all()
         samples = (await session.scalars(select(Sample))).all()
-    reviews = []
-    for checkpoint in checkpoints:
-        reviews.append(
-            await service.review_checkpoint(
-                job, checkpoint, [s for s in samples if s.step == checkpoint.step]
-            )
+
+    async def review(checkpoint: Checkpoint) -> CheckpointReview:
+        return await service.review_checkpoint(
+            job, checkpoint, [s for s in samples if s.step == checkpoint.step]
         )
-    assert [r.alarm is not None for r in reviews] == [False, True, False]  # once, at the 2nd checkpoint
+
+    reviews = [await review(checkpoints[0]), await review(checkpoints[1])]
+    assert [r.alarm is not None for r in reviews] == [False, True]  # at the 2nd checkpoint
+    # Not posted (the bot died before the post): raised again at the next checkpoint...
+    again = await review(checkpoints[2])
+    assert again.alarm is not None and "3rd checkpoint, step 300/1000" in again.alarm.content()
+    # ...and once the channel has it, never again.
+    await Outbox(sessions).record(seeded.job_id, FACE_ALARM, channel_id=1, message_id=99)
+    assert (await review(checkpoints[2])).alarm is None
     alarm = reviews[1].alarm
     assert alarm is not None
     text = alarm.content()

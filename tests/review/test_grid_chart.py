@@ -84,6 +84,10 @@ def test_cell_labels_show_step_prompt_and_score() -> None:
     # At or above the dataset's ceiling reads as such, never "101%"; 99.6 is not rounded up to "100%".
     assert cell_label(GridCell(b"x", 1500, 1, _score(101)))[1] == "0.808  at ceiling  ✓"
     assert cell_label(GridCell(b"x", 1500, 1, _score(99.6)))[1] == "0.797  99% of ceiling  ✓"
+    # A sample that copies a training photo (face and picture) says which.
+    assert (
+        cell_label(GridCell(b"x", 1500, 1, _score(101), copy_of=3))[1] == "COPY of #3 · 0.808  at ceiling  ✓"
+    )
     assert cell_label(GridCell(b"x", 1500, 0, _score(None)))[1] == "NO FACE"
     assert cell_label(GridCell(None, 1500, 0, None))[1] == "missing sample"
     assert cell_label(GridCell(b"x", None, 0, None, title="a.png")) == ("a.png", "not scored")

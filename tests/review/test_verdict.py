@@ -201,8 +201,18 @@ def test_suggestions_within_a_family_without_a_face_preset() -> None:
     result = suggest(facts(), job(preset="sd15-local", family="sd15", network_dim=8, crops_subset=True))
     assert result.preset == "sd15-local"
     assert result.overrides == {"steps": "1500", "network_dim": "16", "network_alpha": "8"}
-    rising = suggest(facts(), job(preset="sdxl-face", network_dim=64, total_steps=1000, rising_at_end=True))
-    assert rising.overrides["steps"] == "1500" and rising.preset == "sdxl-face"
+    rising = suggest(
+        facts(),
+        job(
+            preset="sdxl-face",
+            network_dim=64,
+            total_steps=1000,
+            rising_at_end=True,
+            overrides={"max_train_steps": "1000", "rank": "64"},
+        ),
+    )
+    # The job's own "max_train_steps" gives way to the suggested steps (one setting, two names).
+    assert rising.overrides == {"rank": "64", "steps": "1500"} and rising.preset == "sdxl-face"
 
 
 @pytest.mark.parametrize("preset", ["sdxl-face", "flux-dev-face"])
