@@ -43,6 +43,7 @@ PROGRESS = "progress"
 SUMMARY = "summary"
 CHART = "chart"
 EARLY_STOP = "early_stop"
+FACE_ALARM = "face_alarm"
 QUOTE = "quote"
 
 

@@ -25,6 +25,7 @@ from bot.errors import StartupError, UserError
 from bot.faces import FaceService
 from bot.guilds import GuildConfigService
 from bot.outbox import Outbox
+from bot.review.alarm import AlarmActions
 from bot.review.delivery import DeliveryService
 from bot.review.scoring import PooledScorer, SampleScorer
 from bot.review.service import ReviewListener, ReviewService, ScorerFactory
@@ -60,6 +61,8 @@ class Services:
     votes: VoteService
     delivery: DeliveryService
     review: ReviewService
+    # The face alarm's buttons and "Retry with these changes" (suggestions from the report card).
+    alarms: AlarmActions
     # Subscribed to training at start-up: reviews checkpoints and stops runs early with or without Discord;
     # the review cog attaches itself as the publisher.
     review_listener: ReviewListener | None
@@ -102,7 +105,8 @@ def build_services(
     faces.start()  # creates the pool only: no process is spawned until the first task
     curation = CurationService(sessions, blobs, faces, gather, models_dir=settings.face_models_dir)
     votes = VoteService(sessions, default_approvals_required=settings.approvals_required)
-    review = ReviewService(sessions, blobs, votes, review_scorer(faces, curation))
+    alarms = AlarmActions(sessions, curation, training.service if training is not None else None)
+    review = ReviewService(sessions, blobs, votes, review_scorer(faces, curation), alarms=alarms)
     review_listener = None
     if training is not None:
         review_listener = ReviewListener(review, training.service.stop_early)
@@ -128,6 +132,7 @@ def build_services(
         delivery=DeliveryService(
             sessions, blobs, loras_dir=settings.comfyui_loras_dir, cloudinary=gather.cloudinary
         ),
+        alarms=alarms,
         review=review,
         review_listener=review_listener,
         outbox=Outbox(sessions),

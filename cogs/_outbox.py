@@ -17,6 +17,7 @@ from typing import Any
 import discord
 
 from bot.outbox import Outbox, Posted
+from cogs._send import MISSING_PERMISSIONS, degraded_text
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +67,13 @@ async def post_owed(
     make_files: Callable[[], list[discord.File]] | None = None,
     allowed_mentions: discord.AllowedMentions | None = None,
     view: discord.ui.View | None = None,
+    degrade: tuple[str, str] | None = None,
 ) -> Posted:
     """Post ``content`` (and fresh files from ``make_files``) as the job's ``key`` message, once.
 
-    Files are made per attempt: a ``discord.File`` can be sent only once."""
+    Files are made per attempt: a ``discord.File`` can be sent only once. With ``degrade`` (what the
+    files show, where else to see them) a channel that denies the bot Attach Files gets the text alone
+    and a line saying so (cogs/_send.py), instead of nothing."""
     channel = client.get_partial_messageable(channel_id)
 
     async def send(nonce: str) -> int:
@@ -80,10 +84,22 @@ async def post_owed(
             kwargs["allowed_mentions"] = allowed_mentions
         if view is not None:
             kwargs["view"] = view
-        message = await channel.send(content, **kwargs)
+        try:
+            message = await channel.send(content, **kwargs)
+        except discord.Forbidden as exc:
+            if degrade is None or "files" not in kwargs or exc.code != MISSING_PERMISSIONS:
+                raise
+            log.warning(
+                "job %s: channel %s refused the files of %s (%s): text alone", job_id, channel_id, key, exc
+            )
+            del kwargs["files"]
+            message = await channel.send(degraded_text(content, *degrade), **kwargs)
         return message.id
 
     async def find(found_in: int, since: datetime, sent: str) -> int | None:
-        return await find_own_message(client, found_in, since, sent, file_names)
+        found = await find_own_message(client, found_in, since, sent, file_names)
+        if found is None and degrade is not None and file_names:
+            found = await find_own_message(client, found_in, since, degraded_text(sent, *degrade))
+        return found
 
     return await outbox.deliver(job_id, key, channel_id=channel_id, content=content, send=send, find=find)

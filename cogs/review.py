@@ -9,6 +9,10 @@ is its publisher:
   bot edits the same message);
 - when the review decides training has stopped improving it stops the job early (results kept) and
   says how much money that saved;
+- when the review raises the **face alarm** (the face is not coming while training goes on) it posts
+  the alarm with the checkpoint's row, mentioning the requester only, with three buttons: **Stop now**,
+  **Let it run** and **Retry with these changes** (the decisions live in ``bot.review.alarm``; a poor
+  or failed run's summary carries the retry button too);
 - when the job ends it posts the summary (best checkpoint, score, cost, time, full grid, chart; or the
   cause and last log lines of a failure, cancel or budget stop). Only the requester and the reviewer
   role can be pinged by it: ``allowed_mentions`` names exactly those, so text that users wrote (dataset
@@ -26,13 +30,14 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 
 import discord
 from discord.ext import commands
 
-from bot.errors import UserError
-from bot.outbox import CHART, EARLY_STOP, SUMMARY, delivery_key, row_key
+from bot.errors import PermissionDeniedError, UserError
+from bot.outbox import CHART, EARLY_STOP, FACE_ALARM, SUMMARY, delivery_key, row_key
 from bot.review.delivery import DEFAULT_WEIGHT, lora_file_name
 from bot.review.notify import approval_text, clip, early_stop_text, inline, neutralise
 from bot.review.service import CheckpointReview, FinalReview
@@ -51,6 +56,51 @@ log = logging.getLogger(__name__)
 
 NO_MENTIONS = discord.AllowedMentions.none()
 REVIEW_EMOJIS = frozenset({UP, DOWN, APPROVE})
+ALARM_LABELS = {"stop": "Stop now", "run": "Let it run", "retry": "Retry with these changes"}
+ALARM_STYLES = {
+    "stop": discord.ButtonStyle.danger,
+    "run": discord.ButtonStyle.secondary,
+    "retry": discord.ButtonStyle.primary,
+}
+
+
+class AlarmButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]],
+    template=r"loraops:alarm:(?P<action>stop|run|retry):(?P<job>\d+)",
+):
+    """Stop now / Let it run / Retry with these changes, on a face alarm or a poor run's summary.
+
+    A dynamic item: the job id lives in the custom id, so the buttons work after a restart.
+    """
+
+    def __init__(self, job_id: int, action: str) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label=ALARM_LABELS[action],
+                style=ALARM_STYLES[action],
+                custom_id=f"loraops:alarm:{action}:{job_id}",
+            )
+        )
+        self.job_id = job_id
+        self.action = action
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> AlarmButton:
+        return cls(int(match["job"]), match["action"])
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        cog = interaction.client.get_cog(ReviewCog.__cog_name__)  # type: ignore[attr-defined]
+        if isinstance(cog, ReviewCog):
+            await cog.alarm_button(interaction, self.job_id, self.action)
+
+
+def alarm_view(job_id: int, actions: tuple[str, ...] = ("stop", "run", "retry")) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    for action in actions:
+        view.add_item(AlarmButton(job_id, action))
+    return view
 
 
 def _file(data: bytes, name: str) -> discord.File:
@@ -136,6 +186,7 @@ class ReviewCog(commands.Cog, name="Review"):
             self.services.review_listener.publisher = self
 
     async def cog_unload(self) -> None:
+        self.bot.remove_dynamic_items(AlarmButton)
         if self.services.review_listener is not None:
             self.services.review_listener.publisher = None
 
@@ -173,6 +224,8 @@ class ReviewCog(commands.Cog, name="Review"):
             await self._renew_chart(job, channel, review)
         except discord.HTTPException as exc:
             log.warning("could not post the review of job %s step %s: %s", job.id, review.step, exc)
+        if review.alarm is not None:
+            await self._post_alarm(job, channel, review)
         if review.stopped_now:  # later checkpoints decide the same: say it once
             await post_owed(
                 self.services.outbox,
@@ -200,6 +253,7 @@ class ReviewCog(commands.Cog, name="Review"):
             file_names=[name],
             make_files=lambda: [_file(review.row.data, name)],
             allowed_mentions=NO_MENTIONS,
+            degrade=("grid row", f"`/train samples job:{job.id} step:{review.step}` shows it."),
         )
         assert posted.message_id is not None
         await self.services.votes.attach_row_message(job.id, review.step, posted.message_id)
@@ -211,6 +265,104 @@ class ReviewCog(commands.Cog, name="Review"):
                 await message.add_reaction(emoji)
             except discord.HTTPException as exc:
                 log.warning("could not add %s to the row of job %s: %s", emoji, job.id, exc)
+
+    async def _post_alarm(
+        self, job: Job, channel: discord.PartialMessageable, review: CheckpointReview
+    ) -> None:
+        """The face alarm: the row again (what the review saw), the requester pinged, three buttons."""
+        alarm = review.alarm
+        assert alarm is not None
+        name = _image_name(f"job{job.id}-step{review.step}-alarm", review.row.format)
+        try:
+            await post_owed(
+                self.services.outbox,
+                self.bot,
+                job.id,
+                FACE_ALARM,
+                channel_id=channel.id,
+                content=alarm.content(),
+                file_names=[name],
+                make_files=lambda: [_file(review.row.data, name)],
+                degrade=("row", f"`/train samples job:{job.id} step:{review.step}` shows it."),
+                view=alarm_view(job.id),
+                allowed_mentions=summary_mentions((alarm.requester_id,), ()),
+            )
+        except discord.HTTPException as exc:
+            log.warning("could not post the face alarm of job %s: %s", job.id, exc)
+
+    async def alarm_button(self, interaction: discord.Interaction[Any], job_id: int, action: str) -> None:
+        """Route a button of the alarm (or of a poor run's summary) to the domain and render the result."""
+        from bot.app import reply_privately
+
+        try:
+            await self._may_act(interaction, job_id)
+            if action == "retry":
+                await self._retry(interaction, job_id)
+                return
+            await interaction.response.defer()
+            alarms = self.services.alarms
+            who = interaction.user.mention
+            if action == "stop":
+                outcome = await alarms.stop_now(
+                    job_id, user_id=interaction.user.id, guild_id=interaction.guild_id
+                )
+                note = outcome.text(job_id, who)
+            else:
+                first = await alarms.let_run(
+                    job_id, user_id=interaction.user.id, guild_id=interaction.guild_id
+                )
+                note = (
+                    f"▶️ {who} lets job #{job_id} run to the end."
+                    if first
+                    else f"Job #{job_id}: someone already chose."
+                )
+        except UserError as exc:
+            await reply_privately(interaction, str(exc))
+            return
+        message = interaction.message
+        if message is not None:  # the choice is made: only the retry stays
+            await interaction.edit_original_response(view=alarm_view(job_id, ("retry",)))
+        await interaction.followup.send(note, allowed_mentions=NO_MENTIONS)
+
+    async def _may_act(self, interaction: discord.Interaction[Any], job_id: int) -> None:
+        """The requester, a trainer or an admin may press the alarm's buttons (they spend or save money)."""
+        training = self.services.training
+        if training is None:
+            raise PermissionDeniedError("Training is not set up on this bot.")
+        job = await training.service.get(job_id, guild_id=interaction.guild_id)
+        member = member_of(interaction.user)
+        roles = self.services.roles
+        if job.requested_by == interaction.user.id or has_role(member, Role.TRAINER, roles):
+            return
+        raise PermissionDeniedError(f"This needs the **{roles.name_of(Role.TRAINER)}** role.")
+
+    async def _retry(self, interaction: discord.Interaction[Any], job_id: int) -> None:
+        from cogs.train import quote_text, quote_view
+
+        await interaction.response.defer(thinking=True)
+        try:
+            outcome = await self.services.alarms.retry(
+                job_id,
+                user_id=interaction.user.id,
+                channel_id=interaction.channel_id,
+                guild_id=interaction.guild_id,
+            )
+        except UserError as exc:
+            await interaction.delete_original_response()
+            await interaction.followup.send(str(exc)[:2000], ephemeral=True)
+            return
+        quote = outcome.quote
+        assert quote.job_id is not None
+        applied = f"Applied to the dataset: {', '.join(outcome.applied)}.\n" if outcome.applied else ""
+        suggested = outcome.suggestions
+        overrides = f" · overrides `{suggested.overrides_text()}`" if suggested.overrides else ""
+        head = (
+            f"Retry of job #{job_id} with the suggested changes: preset `{suggested.preset}`{overrides}.\n"
+            f"{applied}"
+        )
+        await interaction.edit_original_response(
+            content=clip(head + quote_text(quote)), view=quote_view(quote.job_id)
+        )
 
     async def _renew_chart(
         self, job: Job, channel: discord.PartialMessageable, review: CheckpointReview
@@ -271,16 +423,20 @@ class ReviewCog(commands.Cog, name="Review"):
         if review.chart_png is not None:
             files.append((review.chart_png, f"job{job.id}-chart.png"))
         notice = review.notice
+        unpingable = self._unpingable_note(job.guild_id, channel.id, notice.mention_role_ids)
         posted = await post_owed(
             outbox,
             self.bot,
             job.id,
             SUMMARY,
             channel_id=channel.id,
-            content=notice.content,
+            content=clip(notice.content + unpingable),
             file_names=[name for _, name in files],
             make_files=lambda: [_file(data, name) for data, name in files],
+            degrade=("grid and chart", f"`/train samples job:{job.id}` shows the whole grid."),
             allowed_mentions=summary_mentions(notice.mention_user_ids, notice.mention_role_ids),
+            # A poor or failed run's summary offers "Retry with these changes".
+            view=alarm_view(job.id, ("retry",)) if review.retry else None,
         )
         assert posted.message_id is not None
         if JobState(job.state) == JobState.SUCCEEDED and review.best is not None:
@@ -290,6 +446,27 @@ class ReviewCog(commands.Cog, name="Review"):
                     await channel.get_partial_message(posted.message_id).add_reaction(APPROVE)
                 except discord.HTTPException as exc:
                     log.warning("could not add ✅ to the summary of job %s: %s", job.id, exc)
+
+    def _unpingable_note(self, guild_id: int, channel_id: int, role_ids: tuple[int, ...]) -> str:
+        """Discord only pings a role the bot mentions if the role is mentionable or the bot may Mention
+        Everyone in the channel; otherwise the summary says so instead of silently pinging nobody."""
+        guild = self.bot.get_guild(guild_id)
+        if guild is None or not role_ids:
+            return ""
+        channel = guild.get_channel(channel_id)
+        if channel is not None and channel.permissions_for(guild.me).mention_everyone:
+            return ""
+        names = [
+            neutralise(role.name)
+            for role_id in role_ids
+            if (role := guild.get_role(role_id)) is not None and not role.mentionable
+        ]
+        if not names:
+            return ""
+        return (
+            f"\n(The {', '.join(names)} role was not pinged: make it mentionable in the server settings, "
+            "or give me **Mention Everyone**.)"
+        )
 
     # -- reactions ----------------------------------------------------------------------------------------
 

@@ -76,6 +76,8 @@ class BotHarness:
         admin_role = self.sim.add_role("admin", permissions=Perm.MANAGE_GUILD)
         self.admin = self.sim.add_member("erin", roles=[admin_role])
         self.visitor = self.sim.add_member("carol")
+        # As the README's set-up asks: reviewers are pinged by the summary, so their role is mentionable.
+        self.sim.role("reviewer").mentionable = True
 
     async def __aenter__(self) -> BotHarness:
         await self.sim.start()

@@ -3,7 +3,7 @@
 RunPod's billing splits what it charges into compute (GPU time) and storage (disks); the ledger
 (``spend_ledger``) holds the same two, by kind. Both must agree to the cent: a ledger that counts less
 than the meter hides money spent, one that counts more stops jobs early. The meter compared is the
-pods' own (network volumes bill the account, not a job).
+account's: pods and the network volume (which the ledger shares between the guilds).
 """
 
 from __future__ import annotations
@@ -56,9 +56,12 @@ def ledger_of_sqlite(db: Path) -> Meter:
 
 
 def pods_meter(sim: RunPodSim, exclude: Collection[str] = ()) -> Meter:
-    """What the pods cost; ``exclude``: pods a test rented itself that belong to no job of the bot."""
+    """What RunPod billed the account (pods and network volumes), less ``exclude``: pods a test
+    rented itself that belong to no job of the bot."""
     now = sim.clock.time()
-    return sum((pod.usage(now) for pod in sim.pods.values() if pod.id not in exclude), Meter())
+    excluded = sum((sim.pods[pod_id].usage(now) for pod_id in exclude if pod_id in sim.pods), Meter())
+    total = sim.meter()
+    return Meter(total.compute - excluded.compute, total.storage - excluded.storage)
 
 
 def mismatch(ledger: Meter, meter: Meter) -> str | None:

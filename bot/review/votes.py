@@ -307,6 +307,17 @@ class VoteService:
                 select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step)
             )
         ).all()
+        # The review records whether a checkpoint's samples mostly copy training photos (latest wins).
+        memorising: dict[int, bool] = {}
+        for payload in (
+            await session.scalars(
+                select(JobEvent.payload)
+                .where(JobEvent.job_id == job_id, JobEvent.kind == "checkpoint_scored")
+                .order_by(JobEvent.id)
+            )
+        ).all():
+            if "step" in payload:
+                memorising[int(payload["step"])] = bool(payload.get("memorising"))
         return [
             Standing(
                 step=c.step,
@@ -316,6 +327,7 @@ class VoteService:
                 up=counts.get((c.id, UP), 0),
                 down=counts.get((c.id, DOWN), 0),
                 checkpoint_id=c.id,
+                memorising=memorising.get(c.step, False),
             )
             for c in checkpoints
         ]

@@ -33,6 +33,7 @@ from bot.errors import (
 )
 from bot.guilds import check_budget
 from bot.outbox import QUOTE
+from bot.text import quote_inline
 from bot.training.context import Listeners, TrainingContext, pod_name_for
 from bot.training.estimate import (
     DEADLINE_FACTOR,
@@ -89,6 +90,7 @@ class RunPlan:
     volume_in_gb: int = 0
     notes: tuple[str, ...] = ()
     early_stop_patience: int | None = None  # checkpoints without a better face score before stopping
+    face_alarm: Mapping[str, Any] | None = None  # when the face alarm judges (checkpoint, fraction)
 
     def spec_json(self) -> dict[str, Any]:
         """The JobSpec fields that do not depend on the job id or the deadline."""
@@ -335,6 +337,7 @@ class JobService:
                         "container_disk_in_gb": plan.container_disk_in_gb,
                         "volume_in_gb": plan.volume_in_gb,
                     },
+                    **({"face_alarm": dict(plan.face_alarm)} if plan.face_alarm else {}),
                 },
                 state=JobState.PENDING.value,
                 gpu_type=quote.estimate.pick.gpu_type_id,
@@ -543,6 +546,7 @@ class DatasetRunPlanner:
             container_disk_in_gb=CONTAINER_DISK_GB_BY_FAMILY.get(family, 80),
             notes=tuple(result.warnings),
             early_stop_patience=result.preset.early_stop_patience,
+            face_alarm=result.preset.face_alarm,
         )
 
 
@@ -554,7 +558,9 @@ def prefer_gpu(estimate: Estimate, wanted: str) -> Estimate:
             rest = estimate.options[:index] + estimate.options[index + 1 :]
             return replace(estimate, options=(option, *rest))
     suitable = ", ".join(option.display_name for option in estimate.options[:8])
-    raise InvalidInputError(f"GPU {wanted!r} is not offered for this preset; suitable: {suitable}")
+    raise InvalidInputError(
+        f"GPU {quote_inline(wanted, 60)} is not offered for this preset; suitable: {suitable}"
+    )
 
 
 def _slowest_s(estimate: Mapping[str, Any]) -> float:

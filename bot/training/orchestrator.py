@@ -30,6 +30,7 @@ from bot.clients.runpod import (
     NoCapacityError,
     PodNotReadableError,
     RunPodAuthError,
+    RunPodBalanceError,
     RunPodError,
 )
 from bot.crashpoints import crashpoint
@@ -467,11 +468,18 @@ class Orchestrator:
                     ports=f"{WORKER_PORT}/http",
                     network_volume_id=self.ctx.settings.runpod_network_volume_id,
                 )
-            except NoCapacityError:
+            except NoCapacityError as exc:
                 tried.append(gpu)
                 following = options[index + 1] if index + 1 < len(options) else None
-                await self._event(job, "no_capacity", {"gpu_type": gpu, "next": following})
+                payload: dict[str, Any] = {"gpu_type": gpu, "next": following}
+                if exc.disk:  # GPUs were free, but no host had the disk the pod asks for
+                    payload["disk"] = True
+                await self._event(job, "no_capacity", payload)
                 continue
+            except RunPodBalanceError as exc:
+                # No GPU type will do: RunPod rents nothing until the account has credit.
+                await self.stop(job.id, JobState.FAILED, str(exc), payload={"reason": "balance"})
+                return
             except PodNotReadableError as exc:
                 # Created, but RunPod did not show it back yet: keep its id now, read it later.
                 await self._store_pod_id(job, exc.pod_id, gpu)

@@ -121,6 +121,9 @@ ALLOWED: dict[str, Allowed] = {
     "face.margin": Allowed("float", 0.0, 2.0),  # grown by up to twice the face box on each side
     "face.feather": Allowed("float", 0.0, 1.0),
     "preset.early_stop_patience": Allowed("int", 0, 100),
+    # the face alarm judges at this checkpoint or this share of the steps, whichever comes first
+    "preset.face_alarm_checkpoint": Allowed("int", 1, 100),
+    "preset.face_alarm_fraction": Allowed("float", 0.0, 1.0),
     # low: the preset's own value (a smaller GPU would run out of memory mid-run); see low_for
     "preset.min_vram_gb": Allowed("int", None, 192),
     "sampling.width": Allowed("int", 256, 2048),
@@ -311,12 +314,24 @@ def range_problem(key: str, value: Any, low: float | None, high: float | None) -
     return None
 
 
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+
+
 def text_problem(key: str, value: str, max_chars: int) -> str | None:
-    """Text values go into config.toml or prompts.txt: one short line of printable characters."""
+    """Text values go into config.toml or prompts.txt: one short line of printable characters.
+
+    sd-scripts' text options (optimizer, scheduler, sampler, precision ...) take names; only a prompt
+    (``sampling.negative``) is free text, and it may not start another prompt option with `` --``.
+    """
     if len(value) > max_chars:
         return f"{key}: at most {max_chars} characters"
     if any(not ch.isprintable() for ch in value):
         return f"{key}: line breaks and control characters are not allowed"
+    if key == "sampling.negative":
+        if " --" in f" {value}":
+            return f"{key}: ' --' would start another option of the sample prompt"
+    elif not _NAME.fullmatch(value):
+        return f"{key}: expected a name (letters, digits and . _ + -), as sd-scripts spells it"
     return None
 
 

@@ -2,7 +2,8 @@
 
 A preset file has these tables:
 
-- ``[preset]`` name, family (sd15|sdxl|flux), summary, min_vram_gb, early_stop_patience;
+- ``[preset]`` name, family (sd15|sdxl|flux), summary, min_vram_gb, early_stop_patience,
+  face_alarm_checkpoint, face_alarm_fraction (when the face alarm judges);
 - ``[base_model]`` where the pod fetches the base checkpoint (Hugging Face repo + file; Flux lists its
   CLIP-L, T5-XXL and autoencoder as ``[[base_model.extra]]`` with a ``role``);
 - ``[speed_s_per_it]`` seconds per optimizer step per RunPod GPU type id, for the estimator;
@@ -16,7 +17,9 @@ Per-run overrides are ``KEY=VALUE`` strings (:func:`apply_overrides`): an sd-scr
 (``network_dim=32``), a dataset key (``resolution=768``), ``face_crops.num_repeats=3``,
 ``face.background=0.2``, ``preset.early_stop_patience=5``, or a friendly alias (steps, rank, dim, alpha,
 lr). Values are parsed as TOML (``1e-4``, ``true``, ``["a=1"]``), else taken as text, then converted to
-the type the target expects; anything unknown is refused with the nearest known names.
+the type the target expects. Only the settings of the allow-list (:mod:`bot.training.overrides`, per
+preset family, with types and ranges) may be set; a key the bot owns is refused with the reason, an
+unknown one with the nearest known names. :func:`check_overrides` is what the commands call first.
 """
 
 from __future__ import annotations
@@ -85,6 +88,15 @@ class Preset:
     @property
     def early_stop_patience(self) -> int:
         return int(self.data["preset"]["early_stop_patience"])
+
+    @property
+    def face_alarm(self) -> dict[str, float | int]:
+        """When the face alarm judges (bot.review.verdict.AlarmPolicy): checkpoint and share of steps."""
+        preset = self.data["preset"]
+        return {
+            "checkpoint": int(preset.get("face_alarm_checkpoint", 2)),
+            "fraction": float(preset.get("face_alarm_fraction", 0.3)),
+        }
 
     @property
     def base_model(self) -> dict[str, Any]:

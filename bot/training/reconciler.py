@@ -9,7 +9,7 @@
   pod that is not its job's own is charged to the job for the time it ran;
 - a live job whose pod exited or died on its own is ended with the reason, billed up to the stop;
 - pending jobs nobody confirmed in time are cancelled;
-- cost is accrued for every job that has a pod;
+- cost is accrued for every job that has a pod, and the network volume's storage for the guilds;
 - messages a job still owes its channel (a summary, a grid row) are announced again, after the pods are
   settled (``bot/training/owed.py``).
 """
@@ -112,6 +112,14 @@ class Reconciler:
             except Exception as exc:
                 log.exception("reconciler: finalizing job %s", job.id)
                 report.errors.append(f"job {job.id}: {exc}")
+
+        volume_id = self.ctx.settings.runpod_network_volume_id
+        if volume_id:
+            try:
+                await self._bill_network_volume(volume_id)
+            except Exception as exc:
+                log.exception("reconciler: network volume %s", volume_id)
+                report.errors.append(f"network volume {volume_id}: {exc}")
 
         if pods is not None:
             # Pods this pass terminated itself are still in the (earlier) list: not orphans.
@@ -266,6 +274,18 @@ class Reconciler:
                 now = self.ctx.now()
                 await record_event(self.ctx.sessions, job.id, "orphan_terminated", payload, now=now)
                 await self.ctx.listeners.event(job, "orphan_terminated", payload)
+
+    async def _bill_network_volume(self, volume_id: str) -> None:
+        """RunPod bills the network volume every hour: put it in the ledger, shared by the guilds
+        (those configured, else those with jobs), so each month's budget counts it."""
+        volume = await self.ctx.runpod.get_network_volume(volume_id)  # type: ignore[attr-defined]
+        if volume is None:
+            return
+        guilds = list(self.ctx.settings.discord_guild_ids)
+        if not guilds:
+            async with self.ctx.sessions() as session:
+                guilds = sorted(set((await session.scalars(select(Job.guild_id).distinct())).all()))
+        await self.ctx.money.accrue_network_volume(volume.id, volume.size_gb, guilds)
 
     async def _maybe_job(self, job_id: int) -> Job | None:
         async with self.ctx.sessions() as session:

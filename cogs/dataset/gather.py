@@ -152,7 +152,8 @@ async def send_report(interaction: discord.Interaction[Any], report: IngestRepor
         await channel.send(
             content=prefix + report.summary(limit=2000 - len(prefix)),
             files=_report_files(report),
-            allowed_mentions=discord.AllowedMentions(users=True),
+            # Only the invoker may be pinged: the text carries dataset names and file names.
+            allowed_mentions=discord.AllowedMentions(users=[interaction.user]),
         )
 
 

@@ -298,6 +298,9 @@ async def test_numeric_hosts_are_refused_with_the_policy_reason() -> None:
         ("optimizer_args=[\"foo=__import__('os')\"]", "`foo` is not an optimizer option"),
         ('optimizer_args=["weight_decay=nan"]', "weight_decay = `nan` must be finite numbers"),
         ("image_dir=/", "`image_dir` is refused: paths"),
+        ("optimizer_type=**AdamW**", "optimizer_type: expected a name (letters, digits and . _ + -)"),
+        ("lr_scheduler=[x](https://evil.example)", "lr_scheduler: expected a name"),
+        ('"sampling.negative=blurry --n 1"', "sampling.negative: ' --' would start another option"),
         ("face_crops.image_dir=/", "`face_crops.image_dir` is refused: paths"),
     ],
 )
@@ -351,11 +354,11 @@ def test_the_commands_check_lists_schema_ranges_before_deferring() -> None:
     from bot.training.presets import check_overrides
 
     with pytest.raises(OverrideError) as caught:
-        check_overrides("sdxl-face", "rank=0 steps=1e7 batch=100000 mixed_precision=**fp32**")
+        check_overrides("sdxl-face", "rank=0 steps=1e7 batch=100000 mixed_precision=fp32")
     assert caught.value.problems == [
         "network_dim = 0 is below the minimum 1",
         "max_train_steps = 10000000 is above the maximum 100000",
         "batch_size = 100000 is above the maximum 64",
-        "mixed_precision = `**fp32**`: must be one of 'no', 'fp16', 'bf16'",
+        "mixed_precision = `fp32`: must be one of 'no', 'fp16', 'bf16'",
     ]
     assert check_overrides("sdxl-face", "rank=16 lr=1e-4") == {"rank": "16", "lr": "1e-4"}

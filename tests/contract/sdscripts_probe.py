@@ -12,7 +12,8 @@ The request is ``{"mode": "parsers"}``, ``{"mode": "dataset_schema"}``, ``{"mode
 prints to stdout itself, so stdout is not ours). This file imports nothing of loraops: it must run
 where loraops is not installed, and what it reports comes from sd-scripts' own code.
 
-What runs, per case, is what ``python <script> <argv>`` does at v0.10.1, in the work directory:
+What runs, per case, is what ``accelerate launch <launcher options> <script> <argv>`` does at v0.10.1,
+in the work directory: accelerate's ``launch_command_parser()`` on the launcher's part, then
 ``setup_parser()``, ``parse_args(argv)``, ``verify_command_line_training_args``,
 ``read_config_from_file``, then the script's own ``Trainer().train(args)`` — ``verify_training_args``,
 ``prepare_dataset_args``, the dataset through ``config_util`` (``ConfigSanitizer`` +
@@ -363,6 +364,23 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
     module = _module(script)
     parser = module.setup_parser()
     captured = io.StringIO()
+
+    # 0. the launcher: accelerate's own `launch` parser on what the worker puts after "accelerate launch"
+    if case.get("launcher") is not None:
+        from accelerate.commands.launch import launch_command_parser
+
+        try:
+            with contextlib.redirect_stderr(captured):
+                launch = launch_command_parser().parse_args(case["launcher"])
+        except SystemExit as exc:
+            result.update(
+                stage="accelerate_launch", error=f"exit {exc.code}: {_last_line(captured.getvalue())}"
+            )
+            return result
+        ran = (Path(launch.training_script).name, list(launch.training_script_args))
+        if ran != (script, case["argv"]):
+            result.update(stage="accelerate_launch", error=f"accelerate would run {ran}, not {script}")
+            return result
 
     # 1. the command line the worker runs
     try:

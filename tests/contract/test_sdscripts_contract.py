@@ -118,6 +118,7 @@ class Case:
     script: str
     work_dir: Path
     argv: list[str]
+    launcher: list[str]  # what follows "accelerate launch" in the worker's command (script and argv too)
 
 
 def _photo_set(root: Path) -> dict[str, list[Path]]:
@@ -160,9 +161,9 @@ def _images(photos: dict[str, list[Path]], *, boxes: bool, crops: bool) -> list[
     return images
 
 
-def _work_dir(result: Any, root: Path) -> tuple[str, list[str]]:
+def _work_dir(result: Any, root: Path) -> tuple[str, list[str], list[str]]:
     """The worker's work directory for a render, laid out by the worker's own code; returns
-    (script name, the argv the worker passes to it)."""
+    (script name, the argv the worker passes to it, the worker's command after "accelerate launch")."""
     archive = build_zip(result)
     spec = build_job_spec(result, dataset_sha256="0" * 64, job_id=1, deadline_unix=0.0)
     settings = WorkerSettings(
@@ -178,7 +179,8 @@ def _work_dir(result: Any, root: Path) -> tuple[str, list[str]]:
     command = job._command()
     script_path = f"{SD_SCRIPTS_DIR}/{spec.train_script}"
     assert script_path in command, command
-    return spec.train_script, command[command.index(script_path) + 1 :]
+    assert command[:2] == ["accelerate", "launch"], command  # the worker's default launcher
+    return spec.train_script, command[command.index(script_path) + 1 :], command[2:]
 
 
 def _edit_toml(path: Path, edit: Callable[[str], str]) -> None:
@@ -279,24 +281,32 @@ def contract(sdscripts_env: SdScriptsEnv, tmp_path_factory: pytest.TempPathFacto
                 overrides=overrides,
             )
             work = root / f"{name}--{variant}"
-            script, argv = _work_dir(result, work)
-            cases.append(Case(f"{name}--{variant}", script, work, argv))
+            script, argv, launcher = _work_dir(result, work)
+            cases.append(Case(f"{name}--{variant}", script, work, argv, launcher))
     # Negative cases start from a good sd15 render and change one thing.
     base = render(
         _images(photos, boxes=True, crops=True), preset="sd15-local", trigger=TRIGGER, class_word=CLASS_WORD
     )
     for negative, (file, edit, _) in NEGATIVES.items():
         work = root / f"negative--{negative}"
-        script, argv = _work_dir(base, work)
+        script, argv, launcher = _work_dir(base, work)
         _edit_toml(work / file, edit)
-        cases.append(Case(f"negative--{negative}", script, work, argv))
+        cases.append(Case(f"negative--{negative}", script, work, argv, launcher))
     work = root / "negative--argv"
-    script, argv = _work_dir(base, work)
-    cases.append(Case("negative--argv", script, work, [*argv, ARGV_NEGATIVE]))
+    script, argv, launcher = _work_dir(base, work)
+    cases.append(Case("negative--argv", script, work, [*argv, ARGV_NEGATIVE], [*launcher, ARGV_NEGATIVE]))
+    work = root / "negative--launcher"
+    script, argv, launcher = _work_dir(base, work)
+    cases.append(
+        Case("negative--launcher", script, work, argv, ["--num_cpu_thread_per_process", "1", *launcher])
+    )
 
     request = {
         "mode": "cases",
-        "cases": [{"id": c.id, "script": c.script, "argv": c.argv, "cwd": str(c.work_dir)} for c in cases],
+        "cases": [
+            {"id": c.id, "script": c.script, "argv": c.argv, "launcher": c.launcher, "cwd": str(c.work_dir)}
+            for c in cases
+        ],
     }
     answers = sdscripts_env.probe(request, root / "probe")
     by_id = {answer["id"]: answer for answer in answers}
@@ -343,12 +353,14 @@ def _flat_config(case: Case) -> dict[str, Any]:
     return schema.flatten_config(tomllib.loads((case.work_dir / "config.toml").read_text()))[0]
 
 
-@pytest.mark.parametrize("negative", [*NEGATIVES, "argv"])
+@pytest.mark.parametrize("negative", [*NEGATIVES, "argv", "launcher"])
 def test_contract_catches_drift(contract: dict[str, Any], negative: str) -> None:
     result = contract["results"][f"negative--{negative}"]
     reasons = _verdict(result)
     assert reasons, f"drift {negative!r} went unnoticed: {json.dumps(result, indent=1)}"
-    expected = ARGV_NEGATIVE if negative == "argv" else NEGATIVES[negative][2]
+    expected = {"argv": ARGV_NEGATIVE, "launcher": "--num_cpu_thread_per_process"}.get(negative) or NEGATIVES[
+        negative
+    ][2]
     assert any(expected in reason for reason in reasons), reasons
 
 

@@ -532,3 +532,47 @@ async def test_a_dataset_over_the_proxys_body_limit_goes_up_in_parts(e2e: E2E) -
     puts = [c for c in e2e.sim.proxy_calls if c.method == "PUT" and c.path.endswith("/dataset")]
     statuses = [c.status for c in puts]
     assert statuses[0] == 413 and statuses[-1] == 201 and statuses.count(202) >= 2, statuses
+
+
+async def test_a_pod_that_exited_while_the_bot_was_down_is_found_at_start_up(e2e_slow: E2E) -> None:
+    e = e2e_slow
+    job_id = await e.start(steps=200)
+    await e.wait_step(job_id, 2)
+    await e.orchestrator.close()  # the bot dies
+    pod_id = (await e.service.get(job_id)).pod_id
+    assert pod_id is not None
+    e.sim.exit_pod(pod_id, reason="host restart")
+    e.advance(minutes=30)  # nobody noticed for half an hour: the GPU was not billed meanwhile
+    e.new_process()
+    report = await e.reconciler.reconcile_once()
+    assert report.stopped == [job_id] and report.resumed == []
+    job = await e.service.get(job_id)
+    assert job.state == JobState.FAILED.value and job.pod_terminated_at is not None
+    (exited,) = await _events_of(e, job_id, "pod_exited")
+    # Billing stopped when RunPod says the pod exited, not when the bot came back.
+    assert datetime.fromisoformat(exited.payload["at"]) < job.pod_terminated_at - timedelta(minutes=29)
+
+
+async def test_too_little_credit_to_rent_fails_at_once_and_says_so(e2e: E2E) -> None:
+    e2e.sim.balance = Decimal("0.10")  # RunPod wants an hour of the pod's price in credit
+    job_id = await e2e.start(steps=4)
+    assert await e2e.finish(job_id) == JobState.FAILED
+    job = await e2e.service.get(job_id)
+    assert job.error is not None and "balance is too low" in job.error
+    assert e2e.sim.pods == {}  # nothing rented, no other GPU type tried
+    assert len(e2e.sim.calls_for("podFindAndDeployOnDemand")) == 1
+
+
+async def test_the_network_volume_bills_every_month_budget_with_or_without_jobs(e2e: E2E) -> None:
+    e = e2e
+    volume = e.sim.add_network_volume("models", 500, "EU-RO-1")
+    e.settings.runpod_network_volume_id = volume
+    e.settings.discord_guild_ids = [GUILD, GUILD + 1]
+    report = await e.reconciler.reconcile_once()  # first sight: billing starts
+    assert report.errors == []
+    e.advance(days=10)
+    assert (await e.reconciler.reconcile_once()).errors == []
+    # 500 GB at $0.07/GB-month for 240 of 730 hours is $11.51, half for each guild.
+    spent = await e.orchestrator.ctx.money.month_spent(GUILD)
+    assert abs(spent - Decimal("5.753")) < Decimal("0.01")
+    assert await e.orchestrator.ctx.money.month_spent(GUILD + 1) == spent
