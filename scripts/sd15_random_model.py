@@ -41,7 +41,7 @@ UNET_CONFIG = {
     "block_out_channels": [320, 640, 1280, 1280],
     "center_input_sample": False,
     "cross_attention_dim": 768,
-    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
     "downsample_padding": 1,
     "flip_sin_to_cos": True,
     "freq_shift": 0,
@@ -52,7 +52,7 @@ UNET_CONFIG = {
     "norm_num_groups": 32,
     "out_channels": 4,
     "sample_size": 64,
-    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+    "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
 }
 VAE_CONFIG = {
     "act_fn": "silu",
@@ -96,7 +96,8 @@ SCHEDULER_CONFIG = {
 def _byte_symbols() -> list[str]:
     """GPT-2/CLIP byte-level BPE alphabet: every byte as one printable character, in byte order of
     the printable ones first, then the rest mapped past 255 (so no symbol is whitespace/control)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    ranges = (("!", "~"), ("¡", "¬"), ("®", "ÿ"))
+    printable = [code for first, last in ranges for code in range(ord(first), ord(last) + 1)]
     chars = list(printable)
     extra = 0
     for byte in range(256):
@@ -152,9 +153,8 @@ def write_model(out: Path, tokenizer_dir: Path) -> None:
 
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
     from library import model_util  # sd-scripts' own converter to the single-file layout
+    from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(0)
     started = time.monotonic()

@@ -16,6 +16,9 @@ Knobs (environment):
 - ``SDSTANDIN_SKIP_FINAL_SAVE`` finish the loop but write no final checkpoint, exit 0
 - ``SDSTANDIN_FACE_FROM``     an image of another person that early samples show instead of noise
 - ``SDSTANDIN_REPORT``        path: a JSON report (ignored config keys, resolved values) written at start
+- ``SDSTANDIN_CUDA_BROKEN``   torch sees no CUDA device although the driver lists one (``accelerator
+                              device: cpu``); see ``sim/sdscripts/accelerate.py`` for how the device is chosen
+- ``SDSTANDIN_CPU_SLOWDOWN``  how much slower a step is on the CPU (default 50)
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import numpy as np
 
 from . import config as cfg
 from . import safetensors_io
+from .accelerate import accelerator_device
 from .argspec import build_parser
 
 _KNOWN_NETWORK_MODULES = {
@@ -368,7 +372,11 @@ class Run:
         """Model loading: only checks that the files the config names exist."""
         args = self.args
         self.console.log("preparing accelerator")
-        self.console.print("accelerator device:", "cuda")
+        device = accelerator_device()  # ValueError for a bad ACCELERATE_USE_CPU, as accelerate raises
+        self.console.print("accelerator device:", device)
+        if device == "cpu":
+            # What a GPU run does in seconds takes minutes on a CPU; the run goes on all the same.
+            self.step_seconds *= float(os.environ.get("SDSTANDIN_CPU_SLOWDOWN", "50"))
         model = args.pretrained_model_name_or_path
         if model is None:
             raise TypeError("expected str, bytes or os.PathLike object, not NoneType")

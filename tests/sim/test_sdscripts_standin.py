@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from sim.gpu import install_driver
 from sim.sdscripts import safetensors_io
 from sim.sdscripts.images import identity_weight
 from sim.testdata import TESTDATA_FACES
@@ -73,10 +74,11 @@ def write(job: Path, config_extra: str = "", dataset_extra: str = "") -> None:
 
 
 def run(job: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    gpu = install_driver(job.parent / "driver", ["NVIDIA RTX A5000"])  # a pod's GPU, as the RunPod sim gives
     return subprocess.run(
         [sys.executable, "-m", "sim.sdscripts", *args],
         cwd=job,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "SDSTANDIN_STEP_SECONDS": "0", **(env or {})},
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "SDSTANDIN_STEP_SECONDS": "0", **gpu, **(env or {})},
         capture_output=True,
         text=True,
         timeout=60,
