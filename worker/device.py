@@ -152,6 +152,14 @@ def launch_plan(trainer_cmd: Sequence[str], env: Mapping[str, str]) -> LaunchPla
                 env.get("CUDA_VISIBLE_DEVICES"),
                 f"accelerate config file {config_file} is not a mapping",
             )
+        if "distributed_type" not in config:
+            return LaunchPlan(
+                True,
+                config_file,
+                None,
+                env.get("CUDA_VISIBLE_DEVICES"),
+                f"accelerate config file {config_file} has no distributed_type (accelerate refuses it)",
+            )
         environment = config.get("compute_environment", "LOCAL_MACHINE")
         if environment != "LOCAL_MACHINE":
             return LaunchPlan(

@@ -69,7 +69,10 @@ def default_config_file(env: dict[str, str]) -> str:
 def _load_config(path: str) -> dict[str, Any]:
     with open(path, encoding="utf-8") as handle:
         data = json.load(handle) if path.endswith(".json") else yaml.safe_load(handle)
-    return data if isinstance(data, dict) else {}
+    config = data if isinstance(data, dict) else {}
+    if "distributed_type" not in config:  # ClusterConfig.process_config
+        raise ValueError("A `distributed_type` must be specified in the config file.")
+    return config
 
 
 def split_launch_args(argv: list[str]) -> tuple[dict[str, str | bool], list[str]]:
@@ -93,6 +96,15 @@ def split_launch_args(argv: list[str]) -> tuple[dict[str, str | bool], list[str]
     return options, argv[index:]
 
 
+def _physical_cores() -> int:
+    try:
+        import psutil
+
+        return int(psutil.cpu_count(logical=False) or 1)
+    except ImportError:
+        return os.cpu_count() or 1
+
+
 def child_environment(options: dict[str, str | bool], env: dict[str, str]) -> dict[str, str]:
     """The script's environment as accelerate's simple launcher builds it (warnings logged like it)."""
     cpu = bool(options.get("--cpu"))
@@ -111,16 +123,20 @@ def child_environment(options: dict[str, str | bool], env: dict[str, str]) -> di
     mixed = options.get("--mixed_precision")
     gpu_ids = options.get("--gpu_ids")
     use_cpu = cpu
+    warned: list[str] = []
     if config is not None:
         use_cpu = cpu or bool(config.get("use_cpu", False))
         if gpu_ids is None:
             gpu_ids = str(config["gpu_ids"]) if config.get("gpu_ids") is not None else "all"
         if not mixed:
             mixed = config.get("mixed_precision") or "no"
+        processes = int(options.get("--num_processes") or config.get("num_processes") or 1)
+        machines = int(options.get("--num_machines") or config.get("num_machines") or 1)
     else:
-        warned: list[str] = []
+        processes = int(options.get("--num_processes") or len(visible_cuda_devices(env)))
+        machines = int(options.get("--num_machines") or 1)
         if "--num_processes" not in options:
-            warned.append(f"\t`--num_processes` was set to a value of `{len(visible_cuda_devices(env))}`")
+            warned.append(f"\t`--num_processes` was set to a value of `{processes}`")
         if "--num_machines" not in options:
             warned.append("\t`--num_machines` was set to a value of `1`")
         if mixed is None:
@@ -128,17 +144,30 @@ def child_environment(options: dict[str, str | bool], env: dict[str, str]) -> di
             mixed = "no"
         if "--dynamo_backend" not in options:
             warned.append("\t`--dynamo_backend` was set to a value of `'no'`")
-        if warned:
-            sys.stderr.write(
-                "The following values were not passed to `accelerate launch` and had defaults used instead:\n"
-                + "\n".join(warned)
-                + "\nTo avoid this warning pass in values for each of the problematic parameters or run "
-                "`accelerate config`.\n"
-            )
-            sys.stderr.flush()
+    threads = options.get("--num_cpu_threads_per_process")
+    if threads is None:
+        omp = int(env.get("OMP_NUM_THREADS") or 0)
+        threads = str(omp or 1)
+        if use_cpu and processes >= 1 and omp == 0:
+            per_process = _physical_cores() // max(processes // machines, 1)
+            if per_process > 1:
+                threads = str(per_process)
+                warned.append(
+                    f"\t`--num_cpu_threads_per_process` was set to `{per_process}` to improve out-of-box "
+                    "performance when training on CPUs"
+                )
+    if warned:
+        sys.stderr.write(
+            "The following values were not passed to `accelerate launch` and had defaults used instead:\n"
+            + "\n".join(warned)
+            + "\nTo avoid this warning pass in values for each of the problematic parameters or run "
+            "`accelerate config`.\n"
+        )
+        sys.stderr.flush()
     child = dict(env)
     child["ACCELERATE_USE_CPU"] = str(use_cpu)
     child["ACCELERATE_MIXED_PRECISION"] = str(mixed).lower()
+    child["OMP_NUM_THREADS"] = str(threads)
     if isinstance(gpu_ids, str) and gpu_ids != "all":
         child["CUDA_VISIBLE_DEVICES"] = gpu_ids
     return child

@@ -143,8 +143,9 @@ def _parse_prompts(path: str) -> list[dict[str, Any]]:
                 (r"w (\d+)", "width", int),
                 (r"h (\d+)", "height", int),
                 (r"d (\d+)", "seed", int),
-                (r"s (\d+)", "sample_steps", int),
+                (r"s (\d+)", "sample_steps", lambda v: max(1, min(1000, int(v)))),
                 (r"l ([\d\.]+)", "scale", float),
+                (r"g ([\d\.]+)", "guidance_scale", float),
                 (r"n (.+)", "negative_prompt", str),
                 (r"ss (.+)", "sample_sampler", str),
             ):
@@ -563,11 +564,12 @@ class Run:
                 64, int(prompt.get("height", 512)) // (16 if self.flux else 8) * (16 if self.flux else 8)
             )
             seed = prompt.get("seed")
-            self.console.log(f"prompt: {prompt.get('prompt', '')}", where="train_util.py")
-            self.console.log(f"height: {height}", where="train_util.py")
-            self.console.log(f"width: {width}", where="train_util.py")
-            if seed is not None:
-                self.console.log(f"seed: {seed}", where="train_util.py")
+            self._log_prompt(prompt)
+            # The pipeline's denoising bar (diffusers' progress_bar, or flux_train_utils' tqdm).
+            from tqdm import tqdm
+
+            for _ in tqdm(range(int(prompt.get("sample_steps", 20 if self.flux else 30))), file=sys.stderr):
+                pass
             image = make_sample(
                 dataset_images,
                 prompt_index=index,
@@ -585,6 +587,42 @@ class Run:
             prefix = f"{args.output_name}_" if args.output_name else ""
             name = f"{prefix}{suffix}_{index:02d}_{stamp}{seed_part}.png"
             image.save(os.path.join(save_dir, name))
+
+    def _log_prompt(self, prompt: dict[str, Any]) -> None:
+        """sample_image_inference's lines: train_util's for SD1.5/SDXL, flux_train_utils' for Flux."""
+        where = "flux_train_utils.py" if self.flux else "train_util.py"
+        negative = prompt.get("negative_prompt")
+        lines = [f"prompt: {prompt.get('prompt', '')}"]
+        if self.flux:
+            cfg_scale = float(prompt.get("scale", 1.0))
+            if cfg_scale != 1.0:
+                lines.append(f"negative_prompt: {negative or ''}")
+            elif negative:
+                lines.append("negative prompt is ignored because scale is 1.0")
+            height, width = (
+                max(64, v - v % 16) for v in (prompt.get("height", 512), prompt.get("width", 512))
+            )
+            lines += [
+                f"height: {height}",
+                f"width: {width}",
+                f"sample_steps: {prompt.get('sample_steps', 20)}",
+                f"embedded guidance scale: {prompt.get('guidance_scale', 3.5)}",
+            ]
+            if cfg_scale != 1.0:
+                lines.append(f"CFG scale: {cfg_scale}")
+        else:
+            lines += [
+                f"negative_prompt: {negative}",
+                f"height: {prompt.get('height', 512)}",
+                f"width: {prompt.get('width', 512)}",
+                f"sample_steps: {prompt.get('sample_steps', 30)}",
+                f"scale: {prompt.get('scale', 7.5)}",
+                f"sample_sampler: {prompt.get('sample_sampler', self.args.sample_sampler)}",
+            ]
+        if prompt.get("seed") is not None:
+            lines.append(f"seed: {prompt['seed']}")
+        for line in lines:
+            self.console.log(line, where=where)
 
     # ---- checkpoints ----
 

@@ -72,7 +72,7 @@ def test_cpu_flag_gpu_ids_and_inherited_variables(tmp_path: Path) -> None:
     assert device.launch_plan(["python", "t.py"], inherited).use_cpu_reason
     assert device.launch_plan(["python", "t.py"], env_with(tmp_path, ACCELERATE_USE_CPU="maybe")).problem
     config = tmp_path / "acc.json"
-    config.write_text('{"compute_environment": "LOCAL_MACHINE", "use_cpu": false, "gpu_ids": "3"}')
+    config.write_text('{"distributed_type": "NO", "use_cpu": false, "gpu_ids": "3"}')
     plan = device.launch_plan(
         ["accelerate", "launch", "--config_file", str(config), "t.py"], env_with(tmp_path)
     )
@@ -86,6 +86,11 @@ def test_cpu_flag_gpu_ids_and_inherited_variables(tmp_path: Path) -> None:
         ["accelerate", "launch", "--config_file", "/nope.yaml", "t.py"], env_with(tmp_path)
     )
     assert missing.problem is not None and "does not exist" in missing.problem
+    config.write_text('{"use_cpu": false}')
+    incomplete = device.launch_plan(
+        ["accelerate", "launch", "--config_file", str(config), "t.py"], env_with(tmp_path)
+    )
+    assert incomplete.problem is not None and "has no distributed_type" in incomplete.problem
 
 
 def test_visible_devices_select_like_cuda() -> None:
