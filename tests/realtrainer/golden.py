@@ -33,6 +33,7 @@ _BAR = re.compile(
     r"^(?P<desc>[^|]*?)\s*(?P<pct>\d+)%\|[^|]*\|\s*(?P<n>\d+)/(?P<total>\d+)\s*"
     r"\[(?P<times>[^\],]*),\s*(?P<rate>[^\],]*?)(?P<post>,[^\]]*)?\]\s*$"
 )
+_GLUED = re.compile(r"^(.*?\|\s*\d+/\d+ \[[^\]]*\])(\S.*)$")
 _EVENTS = (
     re.compile(r"^accelerator device: \w+"),
     re.compile(r"^running training / "),
@@ -53,10 +54,14 @@ _EVENTS = (
 
 
 def split_console(raw: str) -> list[str]:
-    """Lines as a terminal log shows them: ``\\r`` and ``\\n`` both end a line, escapes removed."""
+    """Lines as a terminal log shows them: ``\\r`` and ``\\n`` both end a line, escapes removed, and
+    text written right after a progress redraw (a warning, on the same stream) starts a line of its own."""
     lines = []
     for piece in re.split(r"\r\n|\r|\n", raw):
         text = _ANSI.sub("", piece).rstrip()
+        while (glued := _GLUED.match(text)) is not None:
+            lines.append(glued[1])
+            text = glued[2]
         if text.strip():
             lines.append(text)
     return lines
