@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     max_live_jobs_per_guild: int = Field(default=2, ge=1, le=50)
     progress_edit_interval_s: float = Field(default=15.0, ge=1.0)
     poll_interval_s: float = Field(default=15.0, ge=0.05)
+    # A pod whose training has ended terminates itself when the bot has not called for this long
+    # (the bot is down): the run's files are lost then, but an idle GPU stops billing.
+    worker_unattended_stop_s: float = Field(default=3600.0, ge=60.0)
 
     # Gathering
     allow_private_urls: bool = False

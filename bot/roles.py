@@ -1,4 +1,4 @@
-"""Who may do what (DESIGN §1), decided in one place.
+"""Who may do what (design §1), decided in one place.
 
 trainer: gather, curate, spend money. reviewer: vote on checkpoints. admin: budgets and channels, and
 everything the others may do. Members with Discord's Administrator permission count as admins, so a

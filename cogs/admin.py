@@ -14,6 +14,10 @@ from bot.training.money import usd
 from cogs._shared import guild_id_of, member_of, require, services_of
 
 
+# The admin-only groups below are hidden from members without Manage Server (Discord's
+# default_member_permissions; a server can grant them to its admin role under Integrations) and are still
+# checked by role at run time, because that default is a display rule a server may change.
+@app_commands.default_permissions(manage_guild=True)
 class BudgetCog(commands.GroupCog, group_name="budget", group_description="Money: budgets and spend"):
     """Budgets per job and per month; spend so far this month."""
 
@@ -56,6 +60,7 @@ class BudgetCog(commands.GroupCog, group_name="budget", group_description="Money
         )
 
 
+@app_commands.default_permissions(manage_guild=True)
 class FacesCog(commands.GroupCog, group_name="faces", group_description="Face engine"):
     """Which face engine scores this server's photos."""
 

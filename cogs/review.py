@@ -1,4 +1,4 @@
-"""Review in Discord (DESIGN §2 steps 6–8): grid rows, the chart, votes by reaction, the summary, delivery.
+"""Review in Discord (design §2 steps 6–8): grid rows, the chart, votes by reaction, the summary, delivery.
 
 :class:`ReviewCog` subscribes a :class:`~bot.review.service.ReviewListener` to the training listeners and
 is its publisher:

@@ -18,6 +18,7 @@ from bot.app import Application, build_application
 from bot.config import Settings
 from sim.cloudinary import CloudinarySim
 from sim.discord import BOT_KWARGS, DiscordSimulator, SimUser
+from sim.discord.state import Perm
 
 if TYPE_CHECKING:
     from sim.huggingface import HuggingFaceSim
@@ -71,7 +72,9 @@ class BotHarness:
     def __post_init__(self) -> None:
         self.trainer = self.sim.add_member("alice", roles=["trainer"])
         self.reviewer = self.sim.add_member("bob", roles=["reviewer"])
-        self.admin = self.sim.add_member("erin", roles=["admin"])
+        # A studio's admin role carries Manage Server, which the admin-only commands ask for by default.
+        admin_role = self.sim.add_role("admin", permissions=Perm.MANAGE_GUILD)
+        self.admin = self.sim.add_member("erin", roles=[admin_role])
         self.visitor = self.sim.add_member("carol")
 
     async def __aenter__(self) -> BotHarness:
@@ -139,6 +142,16 @@ class BotHarness:
             "runpod_proxy_url_template": self.runpod.proxy_url_template,
             "hf_token": SecretStr(HARNESS_HF_TOKEN),
         }
+
+    async def assert_ledger_matches_meter(self, within: float = 15.0) -> None:
+        """Once every pod is gone (waiting up to ``within`` s): the bot's ledger equals the RunPod
+        simulator's meter, compute and storage, to the cent (``sim.meter``)."""
+        from sim.meter import assert_ledger_matches_meter
+
+        assert self.runpod is not None, "start the harness with with_training=True"
+        runpod = self.runpod
+        await runpod.wait_for(lambda: not runpod.live_pods(), within=within)
+        await assert_ledger_matches_meter(self.bot_app.services.sessions, runpod)
 
     async def restart_bot(self) -> None:
         """The bot process dies and starts again: same data directory, same simulators.

@@ -1,4 +1,4 @@
-"""``loraops sandbox``: the whole journey of DESIGN §2 against the local simulators, with a transcript.
+"""``loraops sandbox``: the whole journey of design §2 against the local simulators, with a transcript.
 
 No account and no network: the real bot (the production ``build_application``) talks to the Discord
 simulator; photos come from a Cloudinary simulator; ``/train start`` rents a pod from the RunPod

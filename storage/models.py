@@ -1,4 +1,4 @@
-"""The relational model of DESIGN §4: every table, so later work adds behaviour rather than schema churn.
+"""The relational model of design §4: every table, so later work adds behaviour rather than schema churn.
 
 Conventions: Discord snowflakes are BigInteger; money is ``Money`` (Decimal); times are ``UTCDateTime``;
 blobs are referenced by their sha256 in the content-addressed store (``storage/blobs.py``).
@@ -50,7 +50,7 @@ class Base(DeclarativeBase):
 
 
 class JobState(enum.StrEnum):
-    """DESIGN §5. Terminal states end a job; every change is a committed ``JobEvent``."""
+    """design §5. Terminal states end a job; every change is a committed ``JobEvent``."""
 
     PENDING = "pending"
     PROVISIONING = "provisioning"
@@ -199,7 +199,7 @@ class DatasetSnapshot(Base):
 
 
 class Job(Base):
-    """One training run. Rows are committed before the side effect they announce (DESIGN §5)."""
+    """One training run. Rows are committed before the side effect they announce (design §5)."""
 
     __tablename__ = "jobs"
     __table_args__ = (Index("ix_jobs_guild_state", "guild_id", "state"),)

@@ -11,11 +11,25 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
+from bot.faces.engines import DlibEngine
+from sim.testdata import TESTDATA_FACES
 from storage.db import make_engine, make_sessionmaker
 from storage.migrate import upgrade_to_head
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN_URL = os.environ.get("LORAOPS_TEST_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="session")
+def faces_dir() -> Path:
+    """The shared real photos (one folder per person), beside the checkout."""
+    assert TESTDATA_FACES.is_dir(), f"test photos missing: {TESTDATA_FACES} (shared/ sits beside it)"
+    return TESTDATA_FACES
+
+
+@pytest.fixture(scope="session")
+def dlib_engine() -> DlibEngine:
+    return DlibEngine()
 
 
 @pytest.fixture(autouse=True)
@@ -24,12 +38,52 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     monkeypatch.setenv("HOME", str(tmp_path_factory.getbasetemp() / "home"))
 
 
+# LORAOPS_TEST_DB=postgresql runs every test that takes `database_url` (and so `settings`, `sessions`, the
+# training fixtures and the end-to-end harness) on a fresh PostgreSQL database of its own; CI does so for
+# the domain tests whose row locks and savepoints SQLite cannot show.
+TEST_DB = os.environ.get("LORAOPS_TEST_DB", "sqlite")
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def database_url(tmp_path: Path) -> Iterator[str]:
+    """The database of one test: SQLite in its temporary folder, or a fresh PostgreSQL database."""
+    if TEST_DB == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'loraops.db'}"
+        return
+    if TEST_DB != "postgresql":
+        pytest.fail(f"LORAOPS_TEST_DB must be sqlite or postgresql, not {TEST_DB!r}")
+    name = f"loraops_t_{uuid.uuid4().hex[:12]}"
+    _pg_admin(f'CREATE DATABASE "{name}"')
+    base, _, _ = PG_ADMIN_URL.rpartition("/")
+    yield f"{base}/{name}"
+    _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _pg_admin(sql: str) -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def run() -> None:
+        dsn = PG_ADMIN_URL.replace("postgresql+asyncpg://", "postgresql://")
+        conn = await asyncpg.connect(dsn, timeout=5)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    try:
+        asyncio.run(run())
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        _postgres_unavailable(f"{type(exc).__name__}: {exc}")
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
     """Embedded defaults in a temporary data directory; no secrets."""
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'loraops.db'}",
+        database_url=database_url,
         data_dir=tmp_path / "data",
     )
 
@@ -44,7 +98,7 @@ async def sessions(settings: Settings) -> AsyncIterator[async_sessionmaker[Async
 
 
 def _postgres_unavailable(reason: str) -> None:
-    if os.environ.get("CI") == "true":
+    if os.environ.get("CI") == "true" or TEST_DB == "postgresql":
         pytest.fail(f"PostgreSQL is required in CI: {reason}")
     pytest.skip(f"PostgreSQL not reachable here: {reason}")
 
@@ -52,24 +106,8 @@ def _postgres_unavailable(reason: str) -> None:
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this test session, dropped afterwards."""
-    import asyncio
-
-    import asyncpg
-
-    admin_dsn = PG_ADMIN_URL.replace("postgresql+asyncpg://", "postgresql://")
     name = f"loraops_test_{uuid.uuid4().hex[:10]}"
-
-    async def _admin(sql: str) -> None:
-        conn = await asyncpg.connect(admin_dsn, timeout=5)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    try:
-        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        _postgres_unavailable(f"{type(exc).__name__}: {exc}")
+    _pg_admin(f'CREATE DATABASE "{name}"')
     base, _, _ = PG_ADMIN_URL.rpartition("/")
     yield f"{base}/{name}"
-    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

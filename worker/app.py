@@ -38,6 +38,7 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         return web.json_response(
             {"error": "unauthorized"}, status=401, headers={"WWW-Authenticate": "Bearer"}
         )
+    job.heard_from_bot()  # only the bot holds the token: this is the bot, alive
     return await handler(request)
 
 

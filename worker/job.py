@@ -5,7 +5,8 @@ Flow: ``starting`` (config files written, base model fetched; the dataset may al
 line by line) → ``finished`` / ``failed`` / ``cancelled``, and ``acknowledged`` once the bot has
 collected everything. A NaN loss kills the trainer at once (sd-scripts itself never stops on NaN);
 exit 0 without the final checkpoint is a failure (sd-scripts returns 0 when it finds no images).
-Past ``deadline_unix`` everything stops and the pod terminates itself.
+Past ``deadline_unix`` or ``budget_stop_unix`` everything stops and the pod terminates itself; so it
+does once training has ended and the bot has not called for ``unattended_stop_s`` (the bot is down).
 """
 
 from __future__ import annotations
@@ -91,6 +92,8 @@ class Job:
         self._no_data: str | None = None
         self._last_exception: str | None = None
         self._shutting_down = False
+        self.last_contact = time.monotonic()  # the bot's last authenticated request
+        self.ended_at: float | None = None  # monotonic time training reached a terminal state
 
     # ---- status ----
 
@@ -125,10 +128,15 @@ class Job:
             self.log_tail.append(clean)
             log.info("%s", clean)
 
+    def heard_from_bot(self) -> None:
+        self.last_contact = time.monotonic()
+
     def _set_state(self, state: WorkerState, error: str | None = None) -> None:
         if self.state in TERMINAL_STATES and state != "acknowledged":
             return
         self.state = state
+        if state in TERMINAL_STATES and self.ended_at is None:
+            self.ended_at = time.monotonic()
         if error is not None:
             self.error = self.redact(error)
             self.note(f"[worker] {state}: {self.error}")
@@ -191,6 +199,10 @@ class Job:
         self._main = self._spawn(self._run(), "job")
         if self.spec.deadline_unix > 0:
             self._spawn(self._deadline(), "deadline")
+        if self.spec.budget_stop_unix > 0:
+            self._spawn(self._budget(), "budget")
+        if self.spec.unattended_stop_s > 0:
+            self._spawn(self._unattended(), "unattended")
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro, name=f"worker:{name}")
@@ -474,6 +486,28 @@ class Job:
         self.note("[worker] hard deadline reached: stopping and terminating the pod")
         await self.stop_everything("failed", "hard deadline reached; training stopped")
         await self.shutdown()
+
+    async def _budget(self) -> None:
+        await asyncio.sleep(max(0.0, self.spec.budget_stop_unix - time.time()))
+        self.note("[worker] the job's budget is spent: stopping and terminating the pod")
+        await self.stop_everything("failed", "job budget reached; training stopped by the pod itself")
+        await self.shutdown()
+
+    async def _unattended(self) -> None:
+        """After training ended, terminate the pod once the bot has been silent for the set time."""
+        limit = self.spec.unattended_stop_s
+        while True:
+            await asyncio.sleep(min(limit / 4, 30.0))
+            if self.ended_at is None or self.state == "acknowledged":
+                continue
+            silent = time.monotonic() - max(self.last_contact, self.ended_at)
+            if silent >= limit:
+                self.note(
+                    f"[worker] training ended and the bot has not called for {silent:.0f} s: "
+                    "terminating the pod"
+                )
+                await self.shutdown()
+                return
 
     async def shutdown(self, delay: float = 0.0) -> None:
         """Terminates the pod (RunPod SDK) and lets the process exit, whether or not that worked."""

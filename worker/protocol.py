@@ -1,4 +1,4 @@
-"""The contract between the bot and the in-pod worker (DESIGN §5). Standard library only.
+"""The contract between the bot and the in-pod worker (design §5). Standard library only.
 
 The job spec travels in the pod's environment as base64 JSON (``ENV_JOB_SPEC``), so no quote or
 newline can break RunPod's GraphQL; the per-job bearer token travels in ``ENV_WORKER_TOKEN``.
@@ -123,6 +123,12 @@ class JobSpec:
     dataset_sha256: str  # the zip the bot will PUT
     deadline_unix: float  # hard deadline: the worker stops and the pod terminates itself past it
     protocol: int = PROTOCOL_VERSION
+    # When the job's budget runs out at the pod's price (0: no limit): the worker stops and the pod
+    # terminates itself then, whether or not the bot is there to do it.
+    budget_stop_unix: float = 0.0
+    # Once training has ended, a pod whose bot has not called for this many seconds terminates itself
+    # (0: never): the bot is gone, and an idle pod bills until someone notices.
+    unattended_stop_s: float = 0.0
 
     @property
     def train_script(self) -> str:

@@ -3,7 +3,7 @@
 The SDK reads ``RUNPOD_API_BASE_URL`` on every call, so the simulator and the tests redirect it with
 the environment alone. ``terminate_pod`` takes no api_key argument; it uses the module-global
 ``runpod.api_key``. A failure is logged and ignored: the worker exits anyway, and the bot's own
-terminate call and the hard deadline are the other two guarantees (DESIGN §5).
+terminate call and the hard deadline are the other two guarantees (design §5).
 """
 
 from __future__ import annotations

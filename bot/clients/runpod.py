@@ -49,33 +49,51 @@ _POD_ID = re.compile(r"[a-z0-9]{1,64}")
 _MAX_ENV_VARS = 50
 _READ_BACK_DELAYS_S = (0.5, 1.0, 2.0)
 _NO_CAPACITY_MARKERS = ("no longer any instances available", "not enough free gpus")
+_DISK_MARKER = "disk space"
+_BALANCE_MARKERS = ("enough credits", "insufficient balance", "insufficient funds")
 _NOT_FOUND_MARKERS = ("not found", "does not exist", "no pod")
 
 _POD_FIELDS = """
     id name imageName desiredStatus costPerHr gpuCount env lastStatusChange uptimeSeconds ports
+    containerDiskInGb volumeInGb
     machine { gpuTypeId gpuDisplayName }
     runtime { uptimeInSeconds ports { privatePort publicPort type isIpPublic } }
 """
-_GPU_TYPES_QUERY = """
-query GpuTypes {
-  gpuTypes {
-    id displayName memoryInGb maxGpuCount secureCloud communityCloud securePrice communityPrice
-    lowestPrice(input: {gpuCount: 1}) { uninterruptablePrice stockStatus }
-  }
-}
-"""
+_GPU_FIELDS = (
+    "id displayName memoryInGb maxGpuCount secureCloud communityCloud securePrice communityPrice"
+    " lowestPrice(input: {gpuCount: 1%s}) { uninterruptablePrice stockStatus }"
+)
+# Stock differs between the clouds: ask for the one pods are rented in (RunPod's docs pass secureCloud).
+_STOCK_FILTER = {"SECURE": ", secureCloud: true", "COMMUNITY": ", secureCloud: false", "ALL": ""}
+# Desired statuses of a pod that left RUNNING and will not come back by itself.
+STOPPED_STATUSES = frozenset({"EXITED", "DEAD", "PAUSED", "TERMINATED"})
 
 
 class RunPodError(ServiceUnavailableError):
     """RunPod failed or refused; ``str(error)`` is safe to show. ``transient``: worth retrying later."""
 
-    def __init__(self, message: str, *, transient: bool = False) -> None:
+    def __init__(self, message: str, *, transient: bool = False, definite: bool = False) -> None:
         super().__init__(message)
         self.transient = transient
+        # RunPod refused the request itself (it could not parse it, the balance is too low): nothing
+        # was done. Any other failure of a mutation may have happened after it took effect.
+        self.definite = definite
 
 
 class NoCapacityError(RunPodError):
-    """No GPU of the requested type (and cloud) can be rented right now; try another or wait."""
+    """No GPU of the requested type (and cloud) can be rented right now; try another or wait.
+
+    ``disk``: GPUs are free but no host has the disk the pod asks for (less disk may fit)."""
+
+    def __init__(self, message: str, *, disk: bool = False) -> None:
+        super().__init__(message, transient=True)
+        self.disk = disk
+
+
+class AmbiguousCreateError(RunPodError):
+    """A create call failed in a way that does not say whether a pod was made (a server error,
+    "Something went wrong", a page from the edge). RunPod has been seen to make a billing pod while
+    answering so: look for the pod by its name before renting again."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message, transient=True)
@@ -129,12 +147,15 @@ class GpuType:
 
 @dataclass(frozen=True)
 class Pod:
-    """A pod as RunPod reports it. ``running``: desired RUNNING and the container is up (runtime set)."""
+    """A pod as RunPod reports it. ``running``: desired RUNNING and the container is up (runtime set).
+
+    ``cost_per_hr`` is ``None`` when RunPod reports it missing or zero: a pod is never free, so the
+    caller prices it from the catalogue instead."""
 
     id: str
     name: str
     desired_status: str
-    cost_per_hr: Decimal
+    cost_per_hr: Decimal | None
     gpu_type_id: str | None
     gpu_count: int
     uptime_s: int
@@ -142,8 +163,15 @@ class Pod:
     image_name: str = ""
     gpu_display_name: str | None = None
     last_status_change: str | None = None
+    container_disk_gb: int = 0
+    volume_gb: int = 0
     # The pod's environment holds the worker's bearer token: keep it out of reprs and logs.
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def stopped(self) -> bool:
+        """The pod left RUNNING (exited, died, was stopped): its container will not come back."""
+        return self.desired_status in STOPPED_STATUSES
 
 
 class RunPodClient:
@@ -155,6 +183,7 @@ class RunPodClient:
         api_key: SecretStr,
         api_base_url: str = "https://api.runpod.io",
         proxy_url_template: str = "https://{pod_id}-8000.proxy.runpod.net",
+        cloud_type: CloudType = "ALL",
     ) -> None:
         if not api_key.get_secret_value():
             raise RunPodAuthError("RunPod is not configured: RUNPOD_API_KEY is empty.")
@@ -163,6 +192,7 @@ class RunPodClient:
         self._api_key = api_key
         self.api_base_url = api_base_url.rstrip("/")
         self.proxy_url_template = proxy_url_template
+        self.cloud_type: CloudType = cloud_type
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RunPodClient:
@@ -172,6 +202,7 @@ class RunPodClient:
             api_key=settings.runpod_api_key,
             api_base_url=settings.runpod_api_base_url,
             proxy_url_template=settings.runpod_proxy_url_template,
+            cloud_type=settings.runpod_cloud_type,
         )
 
     def __repr__(self) -> str:
@@ -186,15 +217,21 @@ class RunPodClient:
 
     async def list_gpu_types(self) -> list[GpuType]:
         """Every GPU type with prices and a stock hint, in one request."""
-        data = await self._query(_GPU_TYPES_QUERY, "list GPU types")
+        query = "query GpuTypes { gpuTypes { " + self._gpu_fields() + " } }"
+        data = await self._query(query, "list GPU types")
         return [_gpu_from(item) for item in data["gpuTypes"] or [] if item]
+
+    def _gpu_fields(self) -> str:
+        return _GPU_FIELDS % _STOCK_FILTER[self.cloud_type]
 
     async def get_gpu_type(self, gpu_type_id: str) -> GpuType | None:
         """One GPU type, or ``None`` when RunPod has no such id."""
         query = (
-            "query GpuTypes { gpuTypes(input: {id: " + json.dumps(gpu_type_id) + "}) {"
-            " id displayName memoryInGb maxGpuCount secureCloud communityCloud securePrice communityPrice"
-            " lowestPrice(input: {gpuCount: 1}) { uninterruptablePrice stockStatus } } }"
+            "query GpuTypes { gpuTypes(input: {id: "
+            + json.dumps(gpu_type_id)
+            + "}) { "
+            + self._gpu_fields()
+            + " } }"
         )
         data = await self._query(query, "read GPU type")
         items = data["gpuTypes"] or []
@@ -221,7 +258,8 @@ class RunPodClient:
 
         Raises :class:`NoCapacityError` when the GPU cannot be had now, :class:`UnsafeGraphQLValueError`
         for values the SDK cannot carry, :class:`PodNotReadableError` (with ``pod_id``) when the pod
-        was created but could not be read back.
+        was created but could not be read back, :class:`AmbiguousCreateError` when RunPod's answer
+        does not say whether a pod was made (look for it by name).
         """
         if cloud_type not in ("SECURE", "COMMUNITY", "ALL"):
             raise ValueError(f"cloud_type must be SECURE, COMMUNITY or ALL, not {cloud_type!r}")
@@ -262,10 +300,15 @@ class RunPodClient:
                 )
             except ValueError as error:
                 if "No GPU found" in str(error):
-                    raise RunPodError(f"RunPod has no GPU type {gpu_type_id!r}.") from None
+                    raise RunPodError(f"RunPod has no GPU type {gpu_type_id!r}.", definite=True) from None
                 raise
 
-        created = await self._run(call, "create a pod")
+        try:
+            created = await self._run(call, "create a pod")
+        except RunPodError as error:
+            if isinstance(error, NoCapacityError | RunPodAuthError) or error.definite:
+                raise
+            raise AmbiguousCreateError(str(error)) from error
         pod_id = str(created["id"])
         log.info("RunPod pod %s created (%s, %s, %s)", pod_id, name, gpu_type_id, cloud_type)
         # The deploy answer lacks costPerHr and status: read the pod back (RunPod may lag a moment).
@@ -377,12 +420,22 @@ def _map_error(error: Exception, action: str) -> RunPodError | None:
         message = (error.message or "").strip()
         lowered = message.lower()
         if any(marker in lowered for marker in _NO_CAPACITY_MARKERS):
+            if _DISK_MARKER in lowered:
+                return NoCapacityError(
+                    "RunPod has GPUs of that type, but no host with enough disk space for this pod.",
+                    disk=True,
+                )
             return NoCapacityError("RunPod has no GPU of that type available right now.")
+        if any(marker in lowered for marker in _BALANCE_MARKERS):
+            return RunPodError(
+                "RunPod refused: the account's balance is too low. Add credit in the RunPod console.",
+                definite=True,
+            )
         if "unauthorized" in lowered or "permission" in lowered:
             return RunPodAuthError(f"RunPod refused to {action}: the API key lacks permission.")
         if lowered.startswith("syntax error"):
             # The message may quote part of the query (env values): never pass it on.
-            return RunPodError(f"RunPod could not parse the request to {action}.")
+            return RunPodError(f"RunPod could not parse the request to {action}.", definite=True)
         return RunPodError(f"RunPod could not {action}: {message[:200]}")
     if isinstance(error, requests.RequestException | KeyError | TypeError):
         # Network trouble, a non-JSON page from the edge (JSONDecodeError), or JSON without "data".
@@ -464,7 +517,7 @@ def _pod_from(data: Mapping[str, Any]) -> Pod:
         id=str(data["id"]),
         name=str(data.get("name") or ""),
         desired_status=desired,
-        cost_per_hr=_decimal(data.get("costPerHr")) or Decimal(0),
+        cost_per_hr=_decimal(data.get("costPerHr")) or None,
         gpu_type_id=machine.get("gpuTypeId"),
         gpu_count=int(data.get("gpuCount") or 0),
         uptime_s=int(uptime),
@@ -472,5 +525,7 @@ def _pod_from(data: Mapping[str, Any]) -> Pod:
         image_name=str(data.get("imageName") or ""),
         gpu_display_name=machine.get("gpuDisplayName"),
         last_status_change=data.get("lastStatusChange"),
+        container_disk_gb=int(data.get("containerDiskInGb") or 0),
+        volume_gb=int(data.get("volumeInGb") or 0),
         env=_env_from(data.get("env")),
     )

@@ -29,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.datasets.imaging import exif_orientation, open_checked, oriented
+from bot.datasets.positions import position_list
 from bot.errors import ConflictError, InvalidInputError, NotFoundError
 from bot.training import captions as cap
 from bot.training.render import TrainingImage
@@ -232,7 +233,7 @@ class CaptionService:
         problems = []
         if missing:
             problems.append(
-                f"{_count(len(missing), 'image')} without a caption ({_numbers(missing)}): "
+                f"{_count(len(missing), 'image')} without a caption ({position_list(missing, 15)}): "
                 "`/dataset caption` makes them"
             )
         problems += cap.check_captions(
@@ -278,8 +279,8 @@ class CaptionService:
         notes = []
         if template_used:
             notes.append(
-                f"{_count(len(template_used), 'image')} had no caption yet ({_numbers(template_used)}); "
-                "the template caption was used"
+                f"{_count(len(template_used), 'image')} had no caption yet "
+                f"({position_list(template_used, 15)}); the template caption was used"
             )
         images = await asyncio.to_thread(self._materialise, sources, Path(into))
         return TrainingSet(dataset_id, name, trigger, class_word, images, notes)
@@ -419,6 +420,3 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
-def _numbers(values: Sequence[int], limit: int = 15) -> str:
-    shown = ", ".join(f"#{v}" for v in values[:limit])
-    return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")

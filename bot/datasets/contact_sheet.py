@@ -11,8 +11,9 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
+
+from bot.fonts import ui_font
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -35,15 +36,6 @@ def page_count(n_items: int, per_page: int = PER_PAGE) -> int:
     return max(1, -(-n_items // per_page))
 
 
-@lru_cache(maxsize=8)
-def _font(size: int) -> Any:
-    from PIL import ImageFont
-
-    try:
-        return ImageFont.load_default(size=size)
-    except (TypeError, OSError):  # Pillow without FreeType: the fixed bitmap font
-        return ImageFont.load_default()
-
 
 def render_page(
     tiles: Sequence[SheetTile],
@@ -65,7 +57,7 @@ def render_page(
     height = header_h + rows * (tile + label_h + gap) + gap
     sheet = Image.new("RGB", (width, height), (32, 34, 37))
     draw = ImageDraw.Draw(sheet)
-    draw.text((gap * 2, 10), f"{title}  ·  page {page}/{pages}", fill=(235, 235, 235), font=_font(20))
+    draw.text((gap * 2, 10), f"{title}  ·  page {page}/{pages}", fill=(235, 235, 235), font=ui_font(20))
 
     for index, item in enumerate(tiles):
         row, col = divmod(index, columns)
@@ -76,7 +68,7 @@ def render_page(
         _draw_badges(draw, item, x0, y0, tile)
         label = f"#{item.position}"
         colour = (240, 90, 90) if item.excluded else (235, 235, 235)
-        draw.text((x0 + 4, y0 + tile + 3), label, fill=colour, font=_font(18))
+        draw.text((x0 + 4, y0 + tile + 3), label, fill=colour, font=ui_font(18))
     return _encode_under(sheet, max_bytes)
 
 
@@ -85,7 +77,8 @@ def _tile_image(item: SheetTile, tile: int) -> PILImage:
 
     cell = Image.new("RGB", (tile, tile), (54, 57, 63))
     if item.thumbnail is None:
-        ImageDraw.Draw(cell).text((tile // 2 - 6, tile // 2 - 12), "?", fill=(200, 200, 200), font=_font(24))
+        draw = ImageDraw.Draw(cell)
+        draw.text((tile // 2 - 6, tile // 2 - 12), "?", fill=(200, 200, 200), font=ui_font(24))
         return cell
     thumb = item.thumbnail
     if thumb.width > tile or thumb.height > tile:
@@ -98,7 +91,7 @@ def _tile_image(item: SheetTile, tile: int) -> PILImage:
 
 
 def _draw_badges(draw: Any, item: SheetTile, x0: int, y0: int, tile: int) -> None:
-    font = _font(14)
+    font = ui_font(14)
     if item.excluded:
         draw.rectangle([x0, y0, x0 + tile, y0 + 22], fill=(200, 40, 40))
         draw.text((x0 + 6, y0 + 3), "EXCLUDED", fill=(255, 255, 255), font=font)

@@ -1,4 +1,4 @@
-"""Face curation of a dataset (DESIGN §2 step 3, §6): analyse, judge, store, show; then apply.
+"""Face curation of a dataset (design §2 step 3, §6): analyse, judge, store, show; then apply.
 
 :meth:`CurationService.curate` analyses every included photo of a dataset's ``full`` subset with one
 face engine (re-using the stored :class:`~storage.models.FaceAnalysis` rows of that engine), judges the
@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.datasets.gather import DatasetGatherService
 from bot.datasets.imaging import ImageFacts, ImageRejectedError, analyse
+from bot.datasets.positions import position_list
 from bot.errors import InvalidInputError, NotFoundError
 from bot.faces.analysis import FaceInfo, ImageAnalysis
 from bot.faces.crops import crop_box, make_face_crop
@@ -211,19 +212,19 @@ class ApplyResult:
         """One short paragraph for the channel."""
         parts: list[str] = []
         if self.excluded:
-            parts.append(f"excluded {_numbers(sorted(self.excluded))}")
+            parts.append(f"excluded {position_list(sorted(self.excluded))}")
         if self.crops_added:
             crops = sorted(self.crops_added.values())
             noun = "face crop" if len(crops) == 1 else "face crops"
-            parts.append(f"added {len(crops)} {noun} ({_numbers(crops)})")
+            parts.append(f"added {len(crops)} {noun} ({position_list(crops)})")
         if not parts:
             parts.append("nothing new to do")
         text = f"**{self.dataset_name}**: " + "; ".join(parts) + "."
         notes: list[str] = []
         if self.already_excluded:
-            notes.append(f"already excluded: {_numbers(self.already_excluded)}")
+            notes.append(f"already excluded: {position_list(self.already_excluded)}")
         if self.crops_existing:
-            notes.append(f"already cropped: {_numbers(self.crops_existing)}")
+            notes.append(f"already cropped: {position_list(self.crops_existing)}")
         if self.crop_skips:
             notes.append(
                 "no crop for " + "; ".join(f"#{s.position} ({s.reason})" for s in self.crop_skips[:10])
@@ -778,9 +779,6 @@ def _box_only_face(bbox: tuple[float, float, float, float]) -> FaceInfo:
     )
 
 
-def _numbers(values: Sequence[int]) -> str:
-    shown = ", ".join(f"#{v}" for v in values[:30])
-    return shown + (f" and {len(values) - 30} more" if len(values) > 30 else "")
 
 
 __all__ = [

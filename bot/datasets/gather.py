@@ -23,6 +23,7 @@ from bot.clients.fetch import SafeFetcher
 from bot.datasets.contact_sheet import PER_PAGE, SheetTile, page_count, render_page
 from bot.datasets.imaging import thumbnail
 from bot.datasets.ingest import Candidate, IngestLimits, Ingestor, IngestRun, NamedBytes
+from bot.datasets.positions import position_list
 from bot.datasets.report import IngestReport, ProgressCallback, notify
 from bot.errors import InvalidInputError, NotFoundError, ServiceUnavailableError, UserError
 from storage.blobs import BlobNotFoundError, BlobStore
@@ -44,11 +45,11 @@ class ExclusionResult:
     def summary(self, verb: str) -> str:
         parts = []
         if self.changed:
-            parts.append(f"{verb} {_numbers(self.changed)}")
+            parts.append(f"{verb} {position_list(self.changed)}")
         if self.unchanged:
-            parts.append(f"already {verb}: {_numbers(self.unchanged)}")
+            parts.append(f"already {verb}: {position_list(self.unchanged)}")
         if self.missing:
-            parts.append(f"no such image: {_numbers(self.missing)}")
+            parts.append(f"no such image: {position_list(self.missing)}")
         return "; ".join(parts) + "." if parts else "Nothing to do."
 
 
@@ -351,6 +352,3 @@ class DatasetGatherService:
         return render_page(tiles, title=title, page=page, pages=pages)
 
 
-def _numbers(values: list[int]) -> str:
-    shown = ", ".join(f"#{v}" for v in values[:30])
-    return shown + (f" and {len(values) - 30} more" if len(values) > 30 else "")

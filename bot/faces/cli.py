@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bot.cli_progress import counting, downloading
+
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 1
 
@@ -112,20 +114,6 @@ def _resolve(args: argparse.Namespace, settings: Any) -> Any | None:
     return spec
 
 
-def _progress(verb: str, quiet: bool) -> Any:
-    interactive = sys.stderr.isatty()
-
-    def report(done: int, total: int) -> None:
-        if quiet and not interactive:
-            return
-        if not interactive and done != total and done % max(1, total // 10):
-            return  # a log file gets about ten lines, not one per image
-        end = "\n" if done == total or not interactive else ""
-        print(f"\r{verb} {done}/{total}", end=end, file=sys.stderr, flush=True)
-
-    return report
-
-
 def _analyse(
     spec: Any, paths: list[Path], args: argparse.Namespace, settings: Any, verb: str
 ) -> list[Any] | None:
@@ -137,7 +125,7 @@ def _analyse(
             spec,
             paths,
             workers=args.workers,
-            progress=_progress(verb, quiet=args.json),
+            progress=counting(verb, quiet=args.json),
             max_pixels=settings.max_image_pixels,
         )
     except FaceEngineUnavailableError as exc:
@@ -318,15 +306,10 @@ def _fetch_models(args: argparse.Namespace) -> int:
     url = args.url or BUFFALO_L_URL
     print(f"downloading {url} into {target}", file=sys.stderr)
 
-    def progress(received: int, total: int | None) -> None:
-        if sys.stderr.isatty():
-            share = f" of {total / 1e6:.0f} MB" if total else " MB"
-            print(f"\r{received / 1e6:.0f}{share}", end="", file=sys.stderr, flush=True)
-
     try:
-        pack = fetch_buffalo_l(target, url=url, timeout=args.timeout, progress=progress)
+        pack = fetch_buffalo_l(target, url=url, timeout=args.timeout, progress=downloading("buffalo_l"))
     except UserError as exc:
         _err(str(exc))
         return EXIT_UNAVAILABLE
-    print(f"\ninsightface models ready in {pack}; set FACE_MODELS_DIR={target} to use them", file=sys.stderr)
+    print(f"insightface models ready in {pack}; set FACE_MODELS_DIR={target} to use them", file=sys.stderr)
     return 0

@@ -5,13 +5,10 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from bot.faces.analysis import ImageSource, load_image
 from bot.faces.report import DatasetReport
-
-if TYPE_CHECKING:
-    from PIL import Image as PILImage
+from bot.fonts import ui_font
 
 MAX_SHEET_BYTES = 10 * 1024 * 1024  # Discord's per-file limit
 
@@ -28,10 +25,6 @@ BADGES: dict[str, tuple[str, tuple[int, int, int]]] = {
 }
 
 
-def _font(size: int) -> PILImage.ImageFont.FreeTypeFont | PILImage.ImageFont.ImageFont:  # type: ignore[name-defined]
-    from PIL import ImageFont
-
-    return ImageFont.load_default(size=size)
 
 
 def render_report_card(
@@ -63,7 +56,7 @@ def render_report_card(
     height = header_h + rows * (tile + caption_h + pad) + pad
     sheet = Image.new("RGB", (width, height), (24, 24, 28))
     draw = ImageDraw.Draw(sheet)
-    font_big, font, font_small = _font(20), _font(max(11, tile // 16)), _font(max(10, tile // 19))
+    font_big, font, font_small = ui_font(20), ui_font(max(11, tile // 16)), ui_font(max(10, tile // 19))
 
     ceiling = report.ceiling
     headline = title or "Dataset report card"

@@ -1,4 +1,4 @@
-"""The progress chart (DESIGN §2 step 6): face similarity (mean and max) and loss against step, as a PNG.
+"""The progress chart (design §2 step 6): face similarity (mean and max) and loss against step, as a PNG.
 
 Drawn with Pillow alone (no matplotlib: a heavy dependency for one line chart). Similarity is on the
 left axis with the identity ceiling as a dashed line; loss on the right axis. The chart is renewed at
@@ -12,8 +12,9 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import TYPE_CHECKING
+
+from bot.fonts import ui_font
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -101,7 +102,7 @@ def render_chart(
     def to_y(value: float, axis: tuple[float, float]) -> float:
         return plot[3] - (value - axis[0]) / (axis[1] - axis[0]) * (plot[3] - plot[1])
 
-    font = _font(font_px)
+    font = ui_font(font_px)
     # Grid and axes.
     for tick in y_ticks:
         y = to_y(tick, y_range)
@@ -116,7 +117,7 @@ def render_chart(
     draw.rectangle(plot, outline=AXIS_COLOUR, width=1)
 
     title = "Face similarity and loss by step" + (f" ({engine} engine)" if engine else "")
-    draw.text((width / 2, font_px * 1.2), title, font=_font(font_px + 3), fill=TEXT_COLOUR, anchor="mm")
+    draw.text((width / 2, font_px * 1.2), title, font=ui_font(font_px + 3), fill=TEXT_COLOUR, anchor="mm")
     draw.text((width / 2, height - font_px * 1.3), "step", font=font, fill=TEXT_COLOUR, anchor="mm")
     _vertical_text(image, "face similarity", (font_px * 1.2, (plot[1] + plot[3]) / 2), font_px, MEAN_COLOUR)
     if loss_ticks:
@@ -252,7 +253,7 @@ def _vertical_text(
 ) -> None:
     from PIL import Image, ImageDraw
 
-    font = _font(px)
+    font = ui_font(px)
     probe = ImageDraw.Draw(image)
     w = int(probe.textlength(text, font=font)) + 4
     label = Image.new("RGBA", (w, px + 6), (255, 255, 255, 0))
@@ -269,8 +270,3 @@ def _fmt(value: float) -> str:
     return f"{value:.3g}" if abs(value) < 1 else f"{value:g}"
 
 
-@lru_cache(maxsize=8)
-def _font(px: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    from PIL import ImageFont
-
-    return ImageFont.load_default(size=px)

@@ -1,4 +1,4 @@
-"""Delivery of an approved checkpoint (DESIGN §2 step 7).
+"""Delivery of an approved checkpoint (design §2 step 7).
 
 1. Into ComfyUI's ``loras`` folder when one is configured: ``<dataset>-<trigger>-s<step>.safetensors``
    written atomically (temporary file in the same folder, fsync, ``os.replace``), so ComfyUI never lists

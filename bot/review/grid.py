@@ -1,4 +1,4 @@
-"""Sample grids (DESIGN §2 step 6): one row per checkpoint, one column per prompt, every cell scored.
+"""Sample grids (design §2 step 6): one row per checkpoint, one column per prompt, every cell scored.
 
 Every cell carries a label bar with the step, the prompt number and the face score, coloured against
 the identity ceiling (red below 50 %, amber below 80 %, green from 80 %; grey and crossed out: "NO FACE").
@@ -20,14 +20,14 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import lru_cache
 from typing import TYPE_CHECKING
 
+from bot.fonts import ui_font
 from bot.review.scoring import CheckpointScore, SampleScore
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
-    from PIL import ImageDraw, ImageFont
+    from PIL import ImageDraw
 
 # Discord's per-file upload limit for bots. Stay a little under it: the multipart envelope is not counted,
 # but being exactly at the edge buys nothing.
@@ -415,19 +415,14 @@ def _thumbnail(data: bytes, side: int) -> PILImage.Image | None:
     return image
 
 
-@lru_cache(maxsize=32)
-def _font(px: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    from PIL import ImageFont
-
-    return ImageFont.load_default(size=px)
 
 
 def _fitting(draw: ImageDraw.ImageDraw, text: str, px: int, max_width: int) -> tuple[str, int]:
     """Shrink the font (down to 70 %) and then cut the text with an ellipsis so it fits ``max_width``."""
     size = px
-    while size > max(8, int(px * 0.7)) and draw.textlength(text, font=_font(size)) > max_width:
+    while size > max(8, int(px * 0.7)) and draw.textlength(text, font=ui_font(size)) > max_width:
         size -= 1
-    font = _font(size)
+    font = ui_font(size)
     if draw.textlength(text, font=font) <= max_width:
         return text, size
     while text and draw.textlength(text + "…", font=font) > max_width:
@@ -444,7 +439,7 @@ def _text_left(
     max_width: int,
 ) -> None:
     text, size = _fitting(draw, text, px, max_width)
-    draw.text(at, text, font=_font(size), fill=fill)
+    draw.text(at, text, font=ui_font(size), fill=fill)
 
 
 def _text_centered(
@@ -452,4 +447,4 @@ def _text_centered(
 ) -> None:
     x0, y0, x1, y1 = box
     text, size = _fitting(draw, text, px, x1 - x0 - 4)
-    draw.text(((x0 + x1) / 2, (y0 + y1) / 2), text, font=_font(size), fill=fill, anchor="mm")
+    draw.text(((x0 + x1) / 2, (y0 + y1) / 2), text, font=ui_font(size), fill=fill, anchor="mm")

@@ -1,4 +1,4 @@
-"""Message texts for the end of a run and for review events (DESIGN §2 steps 7–8), free of Discord.
+"""Message texts for the end of a run and for review events (design §2 steps 7–8), free of Discord.
 
 The cog turns a :class:`Notice` into a message and passes ``allowed_mentions`` built from
 ``mention_user_ids``/``mention_role_ids``, so only the requester and the reviewer role can be pinged.

@@ -1,4 +1,4 @@
-"""Scoring samples against a dataset's identity reference (DESIGN §6).
+"""Scoring samples against a dataset's identity reference (design §6).
 
 A sample's score is its face similarity to the reference centroid, shown raw and as a percentage of
 the reference's ceiling (the mean leave-one-out similarity of the person's own photos). A checkpoint's

@@ -1,4 +1,4 @@
-"""The review service: what happens when a checkpoint arrives and when a run ends (DESIGN §2 steps 6–8).
+"""The review service: what happens when a checkpoint arrives and when a run ends (design §2 steps 6–8).
 
 ``review_checkpoint`` scores the checkpoint's samples against the dataset's identity reference, stores
 the scores, renders the checkpoint's grid row and the renewed chart, and decides on early stopping.

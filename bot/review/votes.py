@@ -1,4 +1,4 @@
-"""Review by reactions (DESIGN §2 step 7): 👍/👎 on grid rows, ✅ on the summary, promote by a trainer.
+"""Review by reactions (design §2 step 7): 👍/👎 on grid rows, ✅ on the summary, promote by a trainer.
 
 - 👍/👎 on a checkpoint's row message (``Checkpoint.row_message_id``) are that checkpoint's votes. Only
   reviewers' reactions count (the cog says whether the user is one); removing the reaction removes the

@@ -1,4 +1,4 @@
-"""GPU choice, time and cost estimates (DESIGN §7).
+"""GPU choice, time and cost estimates (design §7).
 
 Which GPU: those with at least the preset's memory floor, priced (offered) in the configured cloud,
 ordered by the estimated cost of the whole run (a faster, dearer GPU can be the cheaper run), then by
@@ -83,12 +83,14 @@ class GpuOption:
     speed_source: Literal["history", "preset", "fallback"]
     train_s: float
     total_s: float
-    cost_usd: Decimal
+    cost_usd: Decimal  # GPU time and disks
+    storage_usd: Decimal = Decimal(0)  # the disks' part of cost_usd
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["price_per_hour"] = str(self.price_per_hour)
         data["cost_usd"] = str(self.cost_usd)
+        data["storage_usd"] = str(self.storage_usd)
         return data
 
 
@@ -139,9 +141,11 @@ class Estimate:
     def summary(self) -> str:
         pick = self.pick
         minutes = self.total_s / 60
+        disks = f" (disks {usd(pick.storage_usd)})" if pick.storage_usd > 0 else ""
         return (
             f"{pick.display_name} ({pick.memory_gb} GB) at {usd(pick.price_per_hour)}/h · "
-            f"{self.total_steps} steps at ~{pick.its:.2f} it/s · ~{minutes:.0f} min · ~{usd(pick.cost_usd)}"
+            f"{self.total_steps} steps at ~{pick.its:.2f} it/s · ~{minutes:.0f} min · "
+            f"~{usd(pick.cost_usd)}{disks}"
         )
 
 
@@ -170,8 +174,12 @@ def rank_gpus(
     cloud: CloudType,
     measured_its: Mapping[str, float] | None = None,
     boot_s: float | None = None,
+    storage_per_hour: Decimal = Decimal(0),
 ) -> list[GpuOption]:
-    """Every GPU that fits: in stock first, then cheapest run (ties: lower hourly price, more memory)."""
+    """Every GPU that fits: in stock first, then cheapest run (ties: lower hourly price, more memory).
+
+    ``storage_per_hour``: what the pod's disks bill while it runs (RunPod bills them on top of the
+    GPU), counted in every option's cost."""
     measured_its = measured_its or {}
     boot = profile.boot_s if boot_s is None else boot_s
     options: list[GpuOption] = []
@@ -187,6 +195,7 @@ def rank_gpus(
         its = max(its, 1e-3)
         train_s = total_steps / its
         total_s = boot + train_s + profile.collect_s
+        storage = cost_of(storage_per_hour, timedelta(seconds=total_s))
         options.append(
             GpuOption(
                 gpu_type_id=gpu.id,
@@ -197,7 +206,8 @@ def rank_gpus(
                 speed_source=source,  # type: ignore[arg-type]
                 train_s=train_s,
                 total_s=total_s,
-                cost_usd=cost_of(price, timedelta(seconds=total_s)),
+                cost_usd=cost_of(price, timedelta(seconds=total_s)) + storage,
+                storage_usd=storage,
             )
         )
     # RunPod's stock hint: types it reports none of go last (still tried: a listing is not a promise).
@@ -267,10 +277,19 @@ async def estimate_run(
     total_steps: int,
     *,
     cloud: CloudType,
+    storage_per_hour: Decimal = Decimal(0),
 ) -> Estimate:
     """The estimate for one run against the live GPU list. Raises :class:`NoSuitableGpuError`."""
     measured, boot = await measured_speeds(sessions, profile.preset)
-    options = rank_gpus(gpus, profile, total_steps, cloud=cloud, measured_its=measured, boot_s=boot)
+    options = rank_gpus(
+        gpus,
+        profile,
+        total_steps,
+        cloud=cloud,
+        measured_its=measured,
+        boot_s=boot,
+        storage_per_hour=storage_per_hour,
+    )
     if not options:
         raise NoSuitableGpuError(
             f"no GPU offered in the {cloud.lower()} cloud has the {profile.min_vram_gb} GB "

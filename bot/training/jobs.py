@@ -43,6 +43,7 @@ from bot.training.estimate import (
 )
 from bot.training.money import Money, usd
 from bot.training.orchestrator import Orchestrator
+from bot.training.pricing import PodDisks
 from bot.training.progress import ProgressView
 from bot.training.reconciler import Reconciler
 from bot.training.states import transition
@@ -217,6 +218,7 @@ class JobService:
                 plan.profile,
                 plan.total_steps,
                 cloud=self.ctx.settings.runpod_cloud_type,
+                storage_per_hour=PodDisks(plan.container_disk_in_gb, plan.volume_in_gb).running_per_hour(),
             )
         except NoSuitableGpuError as exc:
             raise ServiceUnavailableError(str(exc)) from exc

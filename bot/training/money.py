@@ -1,8 +1,13 @@
-"""Cost accrual and budgets (DESIGN §7). Money is ``Decimal`` everywhere; times are aware UTC.
+"""Cost accrual and budgets (design §7). Money is ``Decimal`` everywhere; times are aware UTC.
 
 A pod costs its ``costPerHr`` (read from RunPod at launch, stored in ``Job.price_per_hour``) for
-every second it exists: from ``Job.pod_created_at`` until now, or until ``Job.pod_terminated_at``.
-That cost is written to the spend ledger (``SpendEntry``) as it accrues. Each accrual covers only
+every second it runs: from ``Job.pod_created_at`` until now, until ``Job.pod_terminated_at``, or until
+the pod left RUNNING on its own (a ``pod_exited`` event: exited, died, stopped for lack of credit).
+Its disks are billed too (``bot.training.pricing``): container and volume disk while it runs, the
+volume at the stopped rate after that until termination. Pods the job rented but did not keep (a
+ghost made by a create that answered with an error) are charged once each (``charge_extra_pod``).
+That cost is written to the spend ledger (``SpendEntry``) as it accrues, and ``Job.cost_usd`` is the
+sum of the job's entries. Each accrual covers only
 the time since the job's last ledger ``period_end`` and is computed as the difference between the
 cumulative cost and what the ledger already holds, so repeated or restarted accruals never count a
 second twice and rounding never drifts. Entries are split at calendar-month boundaries (UTC) so a
@@ -25,8 +30,9 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
+from bot.training.pricing import PodDisks
 from storage.db import unit_of_work
-from storage.models import GuildSettings, Job, SpendEntry
+from storage.models import GuildSettings, Job, JobEvent, SpendEntry
 from storage.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -35,7 +41,16 @@ Clock = Callable[[], datetime]
 CENT = Decimal("0.01")
 MICRO = Decimal("0.000001")  # the ledger's resolution (NUMERIC(14, 6))
 _US_PER_HOUR = Decimal(3_600_000_000)
+# Ledger kinds: the job's pod's GPU time, its disks, and pods the job rented but did not keep.
 POD_TIME = "pod_time"
+STORAGE = "storage"
+EXTRA_POD = "extra_pod"
+EXTRA_POD_STORAGE = "extra_pod_storage"
+# What RunPod's billing calls compute, and storage.
+COMPUTE_KINDS = frozenset({POD_TIME, EXTRA_POD})
+STORAGE_KINDS = frozenset({STORAGE, EXTRA_POD_STORAGE})
+# The job event that says when the job's pod left RUNNING on its own (payload ``at``, ISO time).
+POD_EXITED_EVENT = "pod_exited"
 
 
 def usd(amount: Decimal) -> str:
@@ -134,49 +149,144 @@ class Money:
             job = await session.get(Job, job_id)
             if job is None:
                 raise LookupError(f"job {job_id} does not exist")
+            entries = (await session.scalars(select(SpendEntry).where(SpendEntry.job_id == job_id))).all()
+            before = sum((entry.amount_usd for entry in entries), Decimal(0))
+            added: list[SpendEntry] = []
             created, price = job.pod_created_at, job.price_per_hour
-            if created is None or price is None:
-                return Accrual(job_id, Decimal(0), job.cost_usd)
-            end = max(job.pod_terminated_at or now, created)
-            entries = (
-                await session.scalars(
-                    select(SpendEntry).where(SpendEntry.job_id == job_id, SpendEntry.kind == POD_TIME)
-                )
-            ).all()
-            accrued = sum((entry.amount_usd for entry in entries), Decimal(0))
-            last_end = max((entry.period_end for entry in entries), default=created)
-            if end <= last_end or (job.pod_terminated_at is None and end - last_end < self.min_period):
-                return Accrual(job_id, Decimal(0), accrued)
-            running = accrued
-            for piece_start, piece_end in split_by_month(last_end, end):
-                amount = cost_of(price, piece_end - created) - running
-                if amount <= 0:
-                    continue
-                running += amount
-                session.add(
-                    SpendEntry(
-                        guild_id=job.guild_id,
-                        job_id=job_id,
-                        amount_usd=amount,
-                        period_start=piece_start,
-                        period_end=piece_end,
-                        kind=POD_TIME,
-                        note=f"{job.pod_name or 'pod'} {job.gpu_type or ''} @ {price}/h".strip()[:200],
-                        at=now,
+            if created is not None and price is not None:
+                terminated = job.pod_terminated_at
+                end = max(terminated or now, created)
+                exited = await _exited_at(session, job_id)
+                # GPU time and running disks end when the pod left RUNNING; a volume bills on, stopped.
+                stop = min(end, max(exited, created)) if exited is not None else end
+                disks = PodDisks.of(job.params)
+                running_rate, stopped_rate = disks.running_per_hour(), disks.stopped_per_hour()
+
+                def compute(at: datetime) -> Decimal:
+                    return cost_of(price, min(at, stop) - created)
+
+                def storage(at: datetime) -> Decimal:
+                    return cost_of(running_rate, min(at, stop) - created) + cost_of(
+                        stopped_rate, max(at - stop, timedelta(0))
                     )
-                )
-            if running == job.cost_usd:
-                return Accrual(job_id, Decimal(0), running)
-            # Compare-and-set: if another accrual moved cost_usd since we read it, start over.
-            outcome = await session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.cost_usd == job.cost_usd)
-                .values(cost_usd=running)
-                .execution_options(synchronize_session=False)
-            )
-            if getattr(outcome, "rowcount", 1) != 1:
-                raise _RacedError  # leaves the unit of work, which rolls our entries back
-            return Accrual(job_id, running - job.cost_usd, running)
+
+                label = f"{job.pod_name or 'pod'} {job.gpu_type or ''}".strip()
+                for kind, cumulative, note in (
+                    (POD_TIME, compute, f"{label} @ {price}/h"),
+                    (STORAGE, storage, f"{label} disks {disks.container_gb}+{disks.volume_gb} GB"),
+                ):
+                    mine = [entry for entry in entries if entry.kind == kind]
+                    running = sum((entry.amount_usd for entry in mine), Decimal(0))
+                    last_end = max((entry.period_end for entry in mine), default=created)
+                    pieces = split_by_month(last_end, end)
+                    if not pieces or (terminated is None and end - last_end < self.min_period):
+                        # No new time to bill; still take back what a stop learnt late makes wrong.
+                        pieces = [(last_end, last_end)]
+                    for piece_start, piece_end in pieces:
+                        # Cumulative, so rounding never drifts; negative when a stop learnt late
+                        # takes back GPU time already counted.
+                        amount = cumulative(piece_end) - running
+                        if amount == 0:
+                            continue
+                        running += amount
+                        added.append(
+                            SpendEntry(
+                                guild_id=job.guild_id,
+                                job_id=job_id,
+                                amount_usd=amount,
+                                period_start=piece_start,
+                                period_end=piece_end,
+                                kind=kind,
+                                note=note[:200],
+                                at=now,
+                            )
+                        )
+            total = before + sum((entry.amount_usd for entry in added), Decimal(0))
+            if total == job.cost_usd and not added:
+                return Accrual(job_id, Decimal(0), total)
+            session.add_all(added)
+            await self._set_cost(session, job, total)
+            return Accrual(job_id, total - job.cost_usd, total)
+
+    async def _set_cost(self, session: AsyncSession, job: Job, total: Decimal) -> None:
+        # Compare-and-set: if another accrual moved cost_usd since we read it, start over.
+        outcome = await session.execute(
+            update(Job)
+            .where(Job.id == job.id, Job.cost_usd == job.cost_usd)
+            .values(cost_usd=total)
+            .execution_options(synchronize_session=False)
+        )
+        if getattr(outcome, "rowcount", 1) != 1:
+            raise _RacedError  # leaves the unit of work, which rolls our entries back
+
+    async def charge_extra_pod(
+        self,
+        job_id: int,
+        *,
+        pod_id: str,
+        price_per_hour: Decimal,
+        disks: PodDisks,
+        start: datetime,
+        end: datetime,
+    ) -> Decimal:
+        """Put a pod the job did not keep (a ghost from an ambiguous create, an orphan) in its ledger:
+        GPU and running disks from ``start`` to ``end``. Once per pod; returns what was charged."""
+        for _attempt in range(5):
+            try:
+                return await self._charge_extra_once(job_id, pod_id, price_per_hour, disks, start, end)
+            except _RacedError:
+                continue
+        raise RuntimeError(f"job {job_id}: charging pod {pod_id} kept racing; giving up this round")
+
+    async def _charge_extra_once(
+        self,
+        job_id: int,
+        pod_id: str,
+        price: Decimal,
+        disks: PodDisks,
+        start: datetime,
+        end: datetime,
+    ) -> Decimal:
+        marker = f"pod {pod_id} "
+        async with unit_of_work(self._sessions) as session:
+            job = await session.get(Job, job_id)
+            if job is None:
+                raise LookupError(f"job {job_id} does not exist")
+            entries = (await session.scalars(select(SpendEntry).where(SpendEntry.job_id == job_id))).all()
+            if any(e.kind == EXTRA_POD and e.note.startswith(marker) for e in entries):
+                return Decimal(0)
+            end = max(end, start)
+            charged = Decimal(0)
+            added: list[SpendEntry] = []
+            for kind, rate, what in (
+                (EXTRA_POD, price, f"@ {price}/h"),
+                (
+                    EXTRA_POD_STORAGE,
+                    disks.running_per_hour(),
+                    f"disks {disks.container_gb}+{disks.volume_gb} GB",
+                ),
+            ):
+                running = Decimal(0)
+                for piece_start, piece_end in split_by_month(start, end) or [(start, end)]:
+                    amount = cost_of(rate, piece_end - start) - running
+                    running += amount
+                    added.append(
+                        SpendEntry(
+                            guild_id=job.guild_id,
+                            job_id=job_id,
+                            amount_usd=amount,
+                            period_start=piece_start,
+                            period_end=piece_end,
+                            kind=kind,
+                            note=f"{marker}{what}"[:200],
+                            at=self._clock(),
+                        )
+                    )
+                charged += running
+            session.add_all(added)
+            before = sum((entry.amount_usd for entry in entries), Decimal(0))
+            await self._set_cost(session, job, before + charged)
+            return charged
 
     async def month_spent(self, guild_id: int, at: datetime | None = None) -> Decimal:
         """What the guild's ledger holds for ``at``'s calendar month (UTC)."""
@@ -223,7 +333,8 @@ class Money:
             raise LookupError(f"job {job_id} does not exist")
         extra = Decimal(0)
         if job.price_per_hour is not None and job.pod_terminated_at is None and lookahead_s > 0:
-            extra = cost_of(job.price_per_hour, timedelta(seconds=lookahead_s))
+            rate = job.price_per_hour + PodDisks.of(job.params).running_per_hour()
+            extra = cost_of(rate, timedelta(seconds=lookahead_s))
         if job.cost_usd + extra >= job.budget_usd:
             return BudgetStop(
                 "job",
@@ -240,3 +351,17 @@ class Money:
                 f"this month's budget {usd(budget)} reached ({usd(spent)} spent this month)",
             )
         return None
+
+
+async def _exited_at(session: AsyncSession, job_id: int) -> datetime | None:
+    """When the job's pod left RUNNING on its own (the first ``pod_exited`` event), if it did."""
+    payload = await session.scalar(
+        select(JobEvent.payload)
+        .where(JobEvent.job_id == job_id, JobEvent.kind == POD_EXITED_EVENT)
+        .order_by(JobEvent.id)
+        .limit(1)
+    )
+    if not payload or not payload.get("at"):
+        return None
+    moment = datetime.fromisoformat(str(payload["at"]))
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

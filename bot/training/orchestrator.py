@@ -1,4 +1,4 @@
-"""Drives one training job through its states (DESIGN §5), resumable from whatever the row says.
+"""Drives one training job through its states (design §5), resumable from whatever the row says.
 
 The database is the source of truth: :meth:`Orchestrator.drive` reads the job row, does the next
 step for its state, and loops. Every transition is committed (row + ``JobEvent``) before the side
@@ -17,6 +17,7 @@ import inspect
 import logging
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -24,13 +25,30 @@ from typing import Any
 from sqlalchemy import select
 
 from bot.background import TaskGroup
-from bot.clients.runpod import NoCapacityError, PodNotReadableError, RunPodAuthError, RunPodError
+from bot.clients.runpod import (
+    AmbiguousCreateError,
+    NoCapacityError,
+    PodNotReadableError,
+    RunPodAuthError,
+    RunPodError,
+)
 from bot.training.context import (
     TrainingContext,
     build_spec,
     prompt_lines,
 )
 from bot.training.money import usd
+from bot.training.pods import (
+    budget_stop_at,
+    catalogue_price,
+    pick_keeper,
+    pod_price,
+    pods_named,
+    record_exit,
+    rented_at,
+    retire_extra_pod,
+    stop_reason,
+)
 from bot.training.progress import ProgressView
 from bot.training.states import record_event, transition
 from bot.training.worker_client import (
@@ -319,11 +337,30 @@ class Orchestrator:
 
     # -- provisioning ---------------------------------------------------------------------------------
 
-    async def _find_pod_by_name(self, name: str) -> Any | None:
-        for pod in await self.ctx.runpod.list_pods():
-            if pod.name == name:
-                return pod
-        return None
+    async def _adopt_by_name(self, job: Job) -> bool:
+        """Keep one pod of the job's name (adopting it), terminate and charge the others. False: none."""
+        assert job.pod_name is not None
+        pods = await pods_named(self.ctx, job.pod_name)
+        if not pods:
+            return False
+        keeper = pick_keeper(pods, job.pod_id)
+        for pod in pods:
+            if pod is not keeper:
+                await retire_extra_pod(self.ctx, job, pod, why="a second pod made by an ambiguous create")
+        if keeper.id != job.pod_id:
+            await self._store_pod(job, keeper, adopted=True)
+        return True
+
+    async def pod_stopped(self, job: Job, pod: Any) -> None:
+        """The pod left RUNNING on its own: bill up to then, say why, end the job (pod terminated)."""
+        await record_exit(self.ctx, job, pod)
+        why = stop_reason(pod)
+        await self.stop(
+            job.id,
+            why.state,
+            why.cause,
+            payload={"reason": f"pod_{why.reason}", "pod_status": str(pod.desired_status)},
+        )
 
     async def _provision(self, job: Job) -> None:
         if job.pod_id is None:
@@ -340,6 +377,9 @@ class Orchestrator:
                 payload={"reason": "pod_vanished"},
             )
             return
+        if getattr(pod, "stopped", False):
+            await self.pod_stopped(job, pod)
+            return
         price = Decimal(str(pod.cost_per_hr or 0))
         if price > 0 and price != job.price_per_hour:
             await self.ctx.money.accrue(job.id)  # at the old price up to now, then the real one
@@ -355,16 +395,15 @@ class Orchestrator:
 
     async def _create_pod(self, job: Job) -> None:
         assert job.pod_name is not None
-        # A pod may exist from before a crash (created, id not yet stored): adopt it, never rent twice.
-        existing = await self._find_pod_by_name(job.pod_name)
-        if existing is not None:
-            await self._store_pod(job, existing, adopted=True)
+        # A pod may exist from before a crash (created, id not yet stored) or from a create that
+        # answered with an error: adopt one, never rent twice.
+        if await self._adopt_by_name(job):
             return
         options = [str(option["gpu_type_id"]) for option in job.estimate.get("options", [])]
         if not options and job.gpu_type:
             options = [job.gpu_type]
-        spec = build_spec(job)
-        env = {ENV_JOB_SPEC: spec.to_env(), ENV_WORKER_TOKEN: job.worker_token or ""}
+        base_spec = replace(build_spec(job), unattended_stop_s=self.ctx.settings.worker_unattended_stop_s)
+        env = {ENV_WORKER_TOKEN: job.worker_token or ""}
         hf_token = self.ctx.settings.hf_token
         if hf_token is not None and hf_token.get_secret_value():
             env["HF_TOKEN"] = hf_token.get_secret_value()
@@ -384,6 +423,10 @@ class Orchestrator:
                         payload={"gpu_type": gpu, "pod_name": job.pod_name},
                     )
                 )
+            # The pod stops itself when the budget is spent at this GPU's price, bot or no bot.
+            price = await catalogue_price(self.ctx, job, gpu)
+            budget_stop = budget_stop_at(job, price, self.ctx.now()).timestamp() if price else 0.0
+            env[ENV_JOB_SPEC] = replace(base_spec, budget_stop_unix=budget_stop).to_env()
             try:
                 pod = await self.ctx.runpod.create_pod(
                     name=job.pod_name,
@@ -408,6 +451,12 @@ class Orchestrator:
             except RunPodAuthError:
                 await self.stop(job.id, JobState.FAILED, "RunPod refused the API key")
                 return
+            except AmbiguousCreateError as exc:
+                # RunPod may have made (and be billing) a pod despite the error: find it by name.
+                await self._event(job, "create_ambiguous", {"gpu_type": gpu, "error": str(exc)})
+                if await self._adopt_by_name(await self.load(job.id)):
+                    return
+                raise _Retry from exc  # nothing listed yet: the next turn looks again before renting
             except RunPodError as exc:
                 if exc.transient:
                     raise  # ambiguous (maybe created): the next turn looks for the pod by name first
@@ -448,7 +497,8 @@ class Orchestrator:
         now = self.ctx.now()
         created_at = now
         if adopted:
-            # The pod existed since about when we asked for it: bill from then, never less.
+            # The pod existed since RunPod rented it, or about when we asked for it: bill from the
+            # earlier of the two, never less.
             async with self.ctx.sessions() as session:
                 requested = await session.scalar(
                     select(JobEvent.at)
@@ -456,8 +506,18 @@ class Orchestrator:
                     .order_by(JobEvent.id.desc())
                     .limit(1)
                 )
-            created_at = requested or now
-        price = Decimal(str(pod.cost_per_hr))
+            created_at = min(t for t in (requested, rented_at(pod), now) if t is not None)
+        price = await pod_price(self.ctx, job, pod)
+        if price is None:
+            # Neither RunPod nor its catalogue says what this pod costs: never run one as if free.
+            await self._store_pod_id(job, pod.id, getattr(pod, "gpu_type_id", None) or job.gpu_type or "")
+            await self.stop(
+                job.id,
+                JobState.FAILED,
+                "RunPod reports no price for the pod and lists none for its GPU: not renting blind",
+                payload={"reason": "no_price"},
+            )
+            return
         async with unit_of_work(self.ctx.sessions) as session:
             row = await session.get(Job, job.id)
             assert row is not None
@@ -521,6 +581,8 @@ class Orchestrator:
             pod = await self.ctx.runpod.get_pod(job.pod_id or "")
             if pod is None:
                 await self._pod_vanished(job)
+            elif getattr(pod, "stopped", False):
+                await self.pod_stopped(job, pod)
             return None
 
     async def _pod_vanished(self, job: Job) -> None:
@@ -595,10 +657,17 @@ class Orchestrator:
                 await self.stop(job.id, JobState.FAILED, "the worker refused this job's token")
                 return
             except WorkerUnavailableError:
-                if await self.ctx.runpod.get_pod(job.pod_id or "") is not None:
+                pod = await self.ctx.runpod.get_pod(job.pod_id or "")
+                stopped = pod is not None and getattr(pod, "stopped", False)
+                if pod is not None and not stopped:
                     raise _Retry from None
+                if stopped:
+                    await record_exit(self.ctx, job, pod)  # billing ends there whatever comes next
                 if not acked:
-                    await self._pod_vanished(job)
+                    if stopped:
+                        await self.pod_stopped(job, pod)
+                    else:
+                        await self._pod_vanished(job)
                     return
                 status = None  # acknowledged; the pod terminated itself: everything is here
             if status is not None and status.state != "acknowledged":

@@ -303,7 +303,7 @@ def apply_overrides(preset: Preset, overrides: Mapping[str, str]) -> tuple[Prese
     """A new preset with ``overrides`` applied, and the typed values that were set (for the job row).
 
     Raises :class:`OverrideError` naming every unknown key (with close matches) or unparsable value.
-    Range and combination checks happen when rendering (``render.render_configs``), on the final files.
+    Range and combination checks happen when rendering (``render.render``), on the final files.
     """
     data = copy.deepcopy(preset.data)
     args = schema.arguments(preset.family)

@@ -1,10 +1,13 @@
-"""The reconciler (DESIGN §5): at start-up and on a timer, make the world agree with the database.
+"""The reconciler (design §5): at start-up and on a timer, make the world agree with the database.
 
 - live jobs get a driver in this process again (after a crash or restart: the same job, the same pod);
 - a live job whose pod no longer exists is failed, with that cause;
 - deadlines and budgets are enforced (terminate, then say why);
 - jobs that ended but whose pod was never confirmed terminated get their pod terminated now;
-- pods named ``loraops-*`` that no live job owns are terminated (a pod must never run unowned);
+- pods named ``loraops-*`` that no live job owns are terminated (a pod must never run unowned), and
+  so is a second pod of a live job's name (a ghost from a create that answered with an error); a
+  pod that is not its job's own is charged to the job for the time it ran;
+- a live job whose pod exited or died on its own is ended with the reason, billed up to the stop;
 - pending jobs nobody confirmed in time are cancelled;
 - cost is accrued for every job that has a pod.
 """
@@ -22,10 +25,13 @@ from sqlalchemy import select
 from bot.clients.runpod import RunPodError
 from bot.training.context import POD_PREFIX, job_id_from_pod_name
 from bot.training.orchestrator import Orchestrator
+from bot.training.pods import EXTRA_POD_EVENT, retire_extra_pod
 from bot.training.states import record_event
 from storage.models import LIVE_STATES, Job, JobState
 
 log = logging.getLogger(__name__)
+
+LIVE_VALUES = frozenset(state.value for state in LIVE_STATES)
 
 
 @dataclass
@@ -39,6 +45,8 @@ class ReconcileReport:
     expired: list[int] = field(default_factory=list)
     finalized: list[int] = field(default_factory=list)
     orphans: list[str] = field(default_factory=list)
+    stopped: list[int] = field(default_factory=list)  # jobs whose pod had exited or died
+    ghosts: list[str] = field(default_factory=list)  # extra pods of a live job's name, terminated
     errors: list[str] = field(default_factory=list)
 
 
@@ -140,6 +148,12 @@ class Reconciler:
             )
             report.vanished.append(job.id)
             return
+        listed = next((pod for pod in pods or () if pod.id == job.pod_id), None)
+        if listed is not None and getattr(listed, "stopped", False):
+            # Exited or dead while nobody watched (a restart, a host fault, the balance ran out).
+            await self.orchestrator.pod_stopped(job, listed)
+            report.stopped.append(job.id)
+            return
         if job.pod_id:
             await self.ctx.money.accrue(job.id)
             verdict = await self.ctx.money.budget_stop(job.id)
@@ -172,15 +186,29 @@ class Reconciler:
                 )
             ).all()
         owned_ids = {row.pod_id for row in owners if row.pod_id}
-        owned_names = {row.pod_name for row in owners if row.pod_name}
+        # A live job's name protects a pod only while the job has no pod yet (it may be adopting it);
+        # once the job has its pod, another pod of that name is a ghost that bills for nothing.
+        adopting_names = {row.pod_name for row in owners if row.pod_name and not row.pod_id}
         for pod in pods:
             name = pod.name or ""
             if (
                 not name.startswith(POD_PREFIX)
                 or pod.id in owned_ids
-                or name in owned_names
+                or name in adopting_names
                 or pod.id in gone
             ):
+                continue
+            job_id = job_id_from_pod_name(name)
+            job = await self._maybe_job(job_id) if job_id is not None else None
+            if job is not None and job.pod_id != pod.id:
+                # Not the job's own pod (that one is finalized above): charge it to the job.
+                live = job.state in LIVE_VALUES
+                why = "a second pod of this job's name" if live else "an orphan pod"
+                event = EXTRA_POD_EVENT if live else "orphan_terminated"
+                if await retire_extra_pod(self.ctx, job, pod, why=why, event=event):
+                    (report.ghosts if live else report.orphans).append(pod.id)
+                else:
+                    report.errors.append(f"terminate extra pod {pod.id}: RunPod did not answer")
                 continue
             try:
                 await self.ctx.runpod.terminate_pod(pod.id)
@@ -189,15 +217,11 @@ class Reconciler:
                 continue
             log.warning("reconciler: terminated orphan pod %s (%s)", pod.id, name)
             report.orphans.append(pod.id)
-            job_id = job_id_from_pod_name(name)
-            if job_id is not None:
-                job = await self._maybe_job(job_id)
-                if job is not None:
-                    payload = {"pod_id": pod.id, "pod_name": name}
-                    await record_event(
-                        self.ctx.sessions, job_id, "orphan_terminated", payload, now=self.ctx.now()
-                    )
-                    await self.ctx.listeners.event(job, "orphan_terminated", payload)
+            if job is not None:
+                payload = {"pod_id": pod.id, "pod_name": name}
+                now = self.ctx.now()
+                await record_event(self.ctx.sessions, job.id, "orphan_terminated", payload, now=now)
+                await self.ctx.listeners.event(job, "orphan_terminated", payload)
 
     async def _maybe_job(self, job_id: int) -> Job | None:
         async with self.ctx.sessions() as session:

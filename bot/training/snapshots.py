@@ -1,4 +1,4 @@
-"""Dataset snapshots: a job trains a frozen, content-addressed dataset, never a moving one (DESIGN §4).
+"""Dataset snapshots: a job trains a frozen, content-addressed dataset, never a moving one (design §4).
 
 :func:`freeze` turns a :class:`~bot.training.render.RenderResult` into a manifest, a content hash and the
 zip the worker receives. The hash covers the sorted image sha256s with their subsets and captions and the

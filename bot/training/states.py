@@ -1,4 +1,4 @@
-"""The training job's state machine (DESIGN §5): a pure transition table and one committed step.
+"""The training job's state machine (design §5): a pure transition table and one committed step.
 
 ``pending → provisioning → uploading → training → collecting → succeeded``; ``failed``, ``cancelled``
 and ``budget_stopped`` may follow any live state. Terminal states are final.

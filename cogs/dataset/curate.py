@@ -22,6 +22,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.datasets.curation import FLAG_WORDS, CurationProgress, CurationResult
+from bot.datasets.positions import position_list
 from bot.errors import InvalidInputError, UserError
 from bot.roles import Role, require_role
 from cogs._shared import guild_id_of, member_of, require, services_of
@@ -55,9 +56,6 @@ def _clip(text: str, limit: int = FIELD_LIMIT) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _numbers(positions: list[int], limit: int = 20) -> str:
-    shown = ", ".join(f"#{p}" for p in positions[:limit])
-    return shown + (f" and {len(positions) - limit} more" if len(positions) > limit else "")
 
 
 def _sentence(text: str) -> str:
@@ -88,7 +86,9 @@ def summary_embed(result: CurationResult) -> discord.Embed:
     if result.left_out:
         checked += f"; {result.left_out} excluded photos not checked"
     embed.add_field(name="Photos", value=_clip(checked), inline=False)
-    flag_lines = [f"{FLAG_WORDS.get(flag, flag)}: {len(p)} ({_numbers(p)})" for flag, p in flagged.items()]
+    flag_lines = [
+        f"{FLAG_WORDS.get(flag, flag)}: {len(p)} ({position_list(p, 20)})" for flag, p in flagged.items()
+    ]
     embed.add_field(name="Flags", value=_clip("\n".join(flag_lines) or "none"), inline=False)
     plan = result.plan
     suggestions: list[str] = []
@@ -101,7 +101,7 @@ def summary_embed(result: CurationResult) -> discord.Embed:
             )
         )
     if plan.crops:
-        suggestions.append(f"Face crops of {_numbers(plan.crops)}")
+        suggestions.append(f"Face crops of {position_list(plan.crops, 20)}")
     if plan.crop_skips:
         suggestions.append("No crop for " + "; ".join(f"#{s.position}: {s.reason}" for s in plan.crop_skips))
     embed.add_field(

@@ -58,6 +58,10 @@ _FILES = web.RequestKey("sim.files", dict)
 _SETTABLE_FLAGS = (1 << 2) | (1 << 12) | (1 << 15)
 
 
+def _permissions_string(value: Any) -> str | None:
+    return None if value is None else str(int(value))
+
+
 class SimulatorUsageError(Exception):
     """A test asked the simulator for something a real Discord user could not do (a test bug)."""
 
@@ -854,7 +858,8 @@ class DiscordSimulator:
                 "version": str(self.snowflakes.next()),
                 "type": ctype,
                 "description": cmd.get("description", ""),
-                "default_member_permissions": cmd.get("default_member_permissions"),
+                # Sent as an integer, answered as a string (ApplicationCommandResponse in the spec).
+                "default_member_permissions": _permissions_string(cmd.get("default_member_permissions")),
                 "nsfw": bool(cmd.get("nsfw", False)),
             }
             if gid is not None:

@@ -16,6 +16,8 @@ from graphql import GraphQLSchema, build_schema
 
 SDL = """
 enum CloudTypeEnum { ALL SECURE COMMUNITY }
+enum PodStatus { CREATED RUNNING RESTARTING EXITED PAUSED DEAD TERMINATED }
+enum PodType { INTERRUPTABLE RESERVED BID BACKGROUND }
 
 scalar Void
 
@@ -89,13 +91,13 @@ type Pod {
   containerDiskInGb: Int
   costPerHr: Float
   adjustedCostPerHr: Float
-  desiredStatus: String
+  desiredStatus: PodStatus
   dockerArgs: String
   dockerId: String
   gpuCount: Int
   lastStatusChange: String
   memoryInGb: Int
-  podType: String
+  podType: PodType
   port: Int
   ports: String
   uptimeSeconds: Int

@@ -53,6 +53,7 @@ from graphql import (
 )
 
 from sim.gpu import install_driver
+from sim.runpod.billing import Meter, RateMeter, network_volume_per_hour, storage_per_hour
 from sim.runpod.catalog import DEFAULT_CATALOG, GpuSpec
 from sim.runpod.clock import SimClock, js_date
 from sim.runpod.process import ContainerProcess, PodLauncher, base_environment, free_port
@@ -62,7 +63,15 @@ NO_CAPACITY = (
     "There are no longer any instances available with the requested specifications. "
     "Please refresh and try again."
 )
+# The variant when GPUs are free but no host has the disk asked for (wording as users report it; not
+# verified against the live API).
+NO_CAPACITY_DISK = (
+    "There are no longer any instances available with enough disk space. Please refresh and try again."
+)
+GENERIC_ERROR = "Something went wrong. Please try again later or contact support."
+INSUFFICIENT_BALANCE = "You do not have enough credits to deploy this pod."  # wording not verified
 RESUME_NO_GPUS = "There are not enough free GPUs on the host machine to start this pod."
+RESUME_DEAD = "This pod's host is no longer available; the pod cannot be resumed."  # wording not verified
 UNAUTHORIZED = "Unauthorized"
 POD_NOT_FOUND = "Pod not found."  # wording not verified against the live API
 MAX_ENV_VARS = 50  # "Up to 50 user env vars per pod" (RunPod docs)
@@ -128,6 +137,7 @@ class Injected:
     message: str | None
     http_status: int
     html: bool
+    after: bool = False  # the request is carried out first: only its answer is lost
 
 
 @dataclass
@@ -161,13 +171,13 @@ class SimPod:
     boot_at: float | None = None  # None: never boots (image cannot be pulled)
     started_at: float | None = None
     last_status_change: str = ""
-    billed_since: float | None = None
-    accrued: Decimal = Decimal(0)
+    meter: RateMeter = field(default_factory=RateMeter)
     generation: int = 0
     container: ContainerProcess | None = None
     starts: int = 0
     exit_codes: list[int] = field(default_factory=list)
     terminated_by: str | None = None  # "account" | "pod" once terminated
+    exit_reason: str | None = None  # why it left RUNNING on its own (exit_pod)
 
     @property
     def http_ports(self) -> list[int]:
@@ -177,16 +187,23 @@ class SimPod:
     def tcp_ports(self) -> list[int]:
         return [int(p.split("/")[0]) for p in self.ports.split(",") if p.strip().endswith("/tcp")]
 
-    def cost(self, now: float) -> Decimal:
-        """Money spent so far: ``costPerHr`` for every second the pod was meant to run."""
-        running = Decimal(0)
-        if self.billed_since is not None:
-            running = Decimal(str(max(0.0, now - self.billed_since))) / 3600 * self.cost_per_hr
-        return self.accrued + running
+    def usage(self, now: float) -> Meter:
+        """What RunPod has billed for this pod so far (GPU time and its disks)."""
+        return self.meter.read(now)
 
-    def stop_billing(self, now: float) -> None:
-        self.accrued = self.cost(now)
-        self.billed_since = None
+    def cost(self, now: float) -> Decimal:
+        return self.usage(now).total
+
+    def bill(self, now: float) -> None:
+        """Settle the meter and bill from ``now`` at the rates of the pod's current phase."""
+        up = self.phase in ("booting", "running")
+        compute = self.cost_per_hr if up else Decimal(0)
+        storage = Decimal(0)
+        if self.phase != "terminated":
+            storage = storage_per_hour(
+                container_gb=self.container_disk_in_gb, volume_gb=self.volume_in_gb, running=up
+            )
+        self.meter.set_rates(now, compute=compute, storage=storage)
 
     def log_text(self) -> str:
         """What the container printed (all starts)."""
@@ -217,6 +234,8 @@ class RunPodSim:
         data_dir: Path | None = None,
         tick_interval_s: float = 0.02,
         stop_delay_s: float = 0.3,
+        balance: Decimal | None = None,
+        host_disk_gb: int | None = None,
     ) -> None:
         self.api_keys = {api_key}
         self.read_only_keys = set(read_only_keys)
@@ -229,6 +248,13 @@ class RunPodSim:
         self.proxy_timeout_s = proxy_timeout_s
         self.proxy_max_body_bytes = proxy_max_body_bytes
         self.stuck_images: set[str] = set()  # pods with these images never get past "pulling"
+        # The account's credit: when the meter reaches it RunPod stops every pod; None is unlimited.
+        self.balance = balance
+        # The most container + volume disk any host with a free GPU can give a pod (None: no limit).
+        self.host_disk_gb = host_disk_gb
+        # How the API reports ``costPerHr``: "actual", or "zero"/"null" as it has been seen to (the
+        # pod still bills its real price).
+        self.cost_per_hr_shown: Literal["actual", "zero", "null"] = "actual"
         self.network_volumes: dict[str, dict[str, Any]] = {}
         self.user_id = "user_" + _random_id(20)
         self.calls: list[GraphQLCall] = []
@@ -324,15 +350,65 @@ class RunPodSim:
         self.capacity[gpu_type_id] = free_gpus + self._used(gpu_type_id)
 
     def fail_next(
-        self, operation: str = "*", message: str | None = None, *, http_status: int = 200, html: bool = False
+        self,
+        operation: str = "*",
+        message: str | None = None,
+        *,
+        http_status: int = 200,
+        html: bool = False,
+        after: bool = False,
     ) -> None:
         """Make the next request for ``operation`` (a root field name, or ``"*"``) fail.
 
         With ``message`` it gets ``{"errors":[{"message":...}]}`` (the SDK raises ``QueryError``); with
         ``html=True`` an HTML error page (the SDK leaks ``JSONDecodeError``); with neither, a JSON body
         without ``data`` (the SDK then fails with ``KeyError``), as RunPod's edge does on 429/5xx.
+
+        ``after=True`` carries the request out first and loses only its answer: a create answered with
+        "Something went wrong" (or a 5xx) that still made a billing pod, as public reports describe.
         """
-        self._injected.append(Injected(operation, message, http_status, html))
+        self._injected.append(Injected(operation, message, http_status, html, after))
+
+    def fail_create_after_creating(
+        self, message: str | None = GENERIC_ERROR, *, http_status: int = 500, html: bool = False
+    ) -> None:
+        """The next pod create makes its pod and then answers with an error (see :meth:`fail_next`)."""
+        self.fail_next("podFindAndDeployOnDemand", message, http_status=http_status, html=html, after=True)
+
+    def exit_pod(self, pod_id: str, *, dead: bool = False, reason: str = "host fault") -> None:
+        """The pod leaves RUNNING on its own: ``EXITED`` (host restart, a stop from the console) or
+        ``DEAD`` (the host is gone). ``runtime`` becomes null for good, GPU and container-disk billing
+        stop, a volume disk goes on billing at the stopped rate until the pod is terminated."""
+        pod = self.pods[pod_id]
+        if pod.phase not in ("booting", "running"):
+            return
+        now = self.clock.time()
+        pod.phase = "exited"
+        pod.generation += 1
+        pod.desired_status = "DEAD" if dead else "EXITED"
+        pod.started_at = None
+        pod.exit_reason = reason
+        pod.bill(now)
+        verb = "Pod died" if dead else "Exited"
+        pod.last_status_change = f"{verb} ({reason}): {js_date(self.clock.now())}"
+        self._schedule_stop(pod)
+
+    def meter(self) -> Meter:
+        """Everything RunPod has billed the account so far: pods (GPU and disks) and network volumes."""
+        now = self.clock.time()
+        total = sum((pod.usage(now) for pod in self.pods.values()), Meter())
+        for volume in self.network_volumes.values():
+            hours = Decimal(str(max(0.0, now - float(volume["_created_at"])))) / 3600
+            total += Meter(storage=network_volume_per_hour(int(volume["size"])) * hours)
+        return total
+
+    def _check_balance(self) -> None:
+        # RunPod stops every pod of an account whose balance runs out (volumes survive, stopped).
+        if self.balance is None or self.meter().total < self.balance:
+            return
+        for pod in list(self.pods.values()):
+            if pod.phase in ("booting", "running"):
+                self.exit_pod(pod.id, reason="insufficient balance")
 
     def add_network_volume(self, name: str, size_gb: int, data_center_id: str) -> str:
         volume_id = _random_id(10)
@@ -341,6 +417,7 @@ class RunPodSim:
             "name": name,
             "size": size_gb,
             "dataCenterId": data_center_id,
+            "_created_at": self.clock.time(),  # billed from now on, always (not in the API's answer)
         }
         return volume_id
 
@@ -348,8 +425,7 @@ class RunPodSim:
         return [pod for pod in self.pods.values() if pod.phase != "terminated"]
 
     def total_cost(self) -> Decimal:
-        now = self.clock.time()
-        return sum((pod.cost(now) for pod in self.pods.values()), Decimal(0))
+        return self.meter().total
 
     def calls_for(self, root_field: str) -> list[GraphQLCall]:
         return [call for call in self.calls if root_field in call.fields]
@@ -434,6 +510,10 @@ class RunPodSim:
             )
         call.args = {node.name.value: _plain_args(node) for node in roots}
         injected = self._take_injected(call.fields)
+        if injected is not None and injected.after:
+            resolvers = _Resolvers(self, auth)
+            execute_sync(schema(), document, root_value=resolvers)
+            await resolvers.run_effects()
         if injected is not None:
             if injected.html:
                 call.status = injected.http_status
@@ -564,8 +644,8 @@ class RunPodSim:
                 "dataCenterId": pod.data_center_id,
             },
             "containerDiskInGb": pod.container_disk_in_gb,
-            "costPerHr": float(pod.cost_per_hr),
-            "adjustedCostPerHr": float(pod.cost_per_hr),
+            "costPerHr": self._shown_cost(pod),
+            "adjustedCostPerHr": self._shown_cost(pod),
             "desiredStatus": pod.desired_status,
             "dockerArgs": pod.docker_args,
             "dockerId": None,
@@ -581,6 +661,11 @@ class RunPodSim:
             "volumeMountPath": pod.volume_mount_path,
             "runtime": runtime,
         }
+
+    def _shown_cost(self, pod: SimPod) -> float | None:
+        if self.cost_per_hr_shown == "null":
+            return None
+        return 0.0 if self.cost_per_hr_shown == "zero" else float(pod.cost_per_hr)
 
     def _deploy(self, data: dict[str, Any]) -> SimPod:
         """Validate a ``podFindAndDeployOnDemand`` input and rent the GPU (or raise GraphQLError)."""
@@ -619,9 +704,15 @@ class RunPodSim:
         ]
         if not offered or self.free_gpus(gpu.id) < count:
             raise GraphQLError(NO_CAPACITY)
+        disk = int(data.get("containerDiskInGb") or 0) + int(data.get("volumeInGb") or 0)
+        if self.host_disk_gb is not None and disk > self.host_disk_gb:
+            raise GraphQLError(NO_CAPACITY_DISK)
         cloud = offered[0]
         price = gpu.secure_price if cloud == "SECURE" else gpu.community_price
         assert price is not None
+        # RunPod wants at least an hour of the pod's price in credit before it deploys one.
+        if self.balance is not None and self.balance - self.meter().total < price * count:
+            raise GraphQLError(INSUFFICIENT_BALANCE)
         now = self.clock.time()
         pod_id = _random_id(14)
         while pod_id in self.pods:
@@ -656,9 +747,9 @@ class RunPodSim:
             created_at=now,
             input=dict(data),
             last_status_change=f"Rented by User: {js_date(self.clock.now())}",
-            billed_since=now,
         )
         pod.boot_at = None if image in self.stuck_images else now + self.boot_delay_s
+        pod.bill(now)
         self.pods[pod_id] = pod
         return pod
 
@@ -674,6 +765,7 @@ class RunPodSim:
             await asyncio.sleep(self._tick_interval_s)
 
     async def _tick(self) -> None:
+        self._check_balance()
         now = self.clock.time()
         for pod in list(self.pods.values()):
             if pod.phase == "booting" and pod.boot_at is not None and now >= pod.boot_at:
@@ -884,7 +976,10 @@ class _Resolvers:
             "id": self.sim.user_id,
             "pubKey": "",
             "pods": [self.sim._pod_dict(pod) for pod in self.sim.live_pods()],
-            "networkVolumes": list(self.sim.network_volumes.values()),
+            "networkVolumes": [
+                {k: v for k, v in volume.items() if not k.startswith("_")}
+                for volume in self.sim.network_volumes.values()
+            ],
         }
 
     # Mutation
@@ -902,13 +997,15 @@ class _Resolvers:
             pod.generation += 1
             pod.desired_status = "EXITED"
             pod.started_at = None
-            pod.stop_billing(now)
+            pod.bill(now)
             pod.last_status_change = f"Stopped by User: {js_date(self.sim.clock.now())}"
             self._effects.append(pod)
         return self.sim._pod_dict(pod)
 
     def podResume(self, _info: GraphQLResolveInfo, input: Mapping[str, Any]) -> dict[str, Any]:
         pod = self._own_pod(str(input["podId"]), write=True)
+        if pod.desired_status == "DEAD":
+            raise GraphQLError(RESUME_DEAD)
         if pod.phase == "exited":
             count = int(input.get("gpuCount") or pod.gpu_count)
             if self.sim.free_gpus(pod.gpu.id) < count:
@@ -918,16 +1015,16 @@ class _Resolvers:
             pod.phase = "booting"
             pod.desired_status = "RUNNING"
             pod.boot_at = None if pod.image_name in self.sim.stuck_images else now + self.sim.boot_delay_s
-            pod.billed_since = now
+            pod.bill(now)
             pod.last_status_change = f"Rented by User: {js_date(self.sim.clock.now())}"
         return self.sim._pod_dict(pod)
 
     def podTerminate(self, _info: GraphQLResolveInfo, input: Mapping[str, Any]) -> None:
         pod = self._own_pod(str(input["podId"]), write=True)
-        pod.stop_billing(self.sim.clock.time())
         pod.phase = "terminated"
         pod.generation += 1
         pod.desired_status = "TERMINATED"
+        pod.bill(self.sim.clock.time())
         pod.terminated_by = "pod" if self.auth.kind == "pod" else "account"
         self._effects.append(pod)
 

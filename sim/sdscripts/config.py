@@ -8,18 +8,27 @@ records the ignored keys (``ignored_keys``) so tests and the report can see typo
 
 ``--dataset_config`` (config_util): validated strictly (voluptuous, no extra keys) with the schema
 below; values fall back subset → dataset → general → argparse namespace → built-in default.
+
+Both files are read with ``toml`` 0.10.2, the parser sd-scripts pins (requirements.txt), not with
+``tomllib``: it refuses some documents tomllib accepts (a mixed int/float array is "Not a homogeneous
+array"), and a file the bot writes must be read the way the real trainer reads it.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import os
-import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+import toml
+
+# train_util.IMAGE_EXTENSIONS: exact, case-sensitive suffixes (".Jpg" is not among them). The avif and
+# jxl entries are added only when their Pillow plug-ins import, and requirements.txt installs neither.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".PNG", ".JPG", ".JPEG", ".WEBP", ".BMP")
 
 
 class ConfigExit(Exception):
@@ -32,9 +41,15 @@ class ConfigExit(Exception):
 
 
 def read_config_file(
-    args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[str]
+    args: argparse.Namespace,
+    parser: argparse.ArgumentParser,
+    argv: list[str],
+    log: Callable[[str], None] = lambda _message: None,
 ) -> tuple[argparse.Namespace, list[str], str | None]:
-    """Applies ``--config_file``; returns (args, keys the parser does not know, the path loaded)."""
+    """Applies ``--config_file``; returns (args, keys the parser does not know, the path loaded).
+
+    ``log`` gets "Loading settings from ..." before the file is parsed, as the real one logs it; a file
+    toml 0.10.2 cannot read raises its ``toml.decoder.TomlDecodeError`` (a traceback, exit 1)."""
     if not args.config_file:
         return args, [], None
     path = args.config_file if args.config_file.endswith(".toml") else args.config_file + ".toml"
@@ -43,8 +58,9 @@ def read_config_file(
         raise ConfigExit(1, "--output_config is not supported by the stand-in")
     if not os.path.exists(path):
         raise ConfigExit(1, f"{path} not found.")
-    with open(path, "rb") as handle:
-        data = tomllib.load(handle)
+    log(f"Loading settings from {path}...")
+    with open(path, encoding="utf-8") as handle:
+        data = toml.load(handle)
     flat: dict[str, Any] = {}
     for key, value in data.items():
         if isinstance(value, dict):
@@ -116,6 +132,17 @@ FT_DATASET = {**_DATASET_ASCENDABLE, **_SUBSET_ASCENDABLE, **_DROPOUT_ASCENDABLE
 CN_DATASET = {**_DATASET_ASCENDABLE, **_SUBSET_ASCENDABLE, **_CN_ASCENDABLE, **_DROPOUT_ASCENDABLE}
 GENERAL = {**_DATASET_ASCENDABLE, **_SUBSET_ASCENDABLE, **_DB_ASCENDABLE, **_DROPOUT_ASCENDABLE}
 _REQUIRED = {"db": ("image_dir",), "ft": ("metadata_file",), "cn": ("image_dir", "conditioning_data_dir")}
+# ConfigSanitizer.argparse_schema: the general schema plus argparse-only options and the two renamed
+# ones; checked against every attribute of the parsed namespace (config-file keys included, since
+# read_config_from_file makes each of them an attribute), None values skipped.
+ARGPARSE_SCHEMA = {
+    **GENERAL,
+    "debug_dataset": _BOOL,
+    "max_token_length": _INT,
+    "prior_loss_weight": _NUM,
+    "train_batch_size": _INT,
+    "dataset_repeats": _INT,
+}
 
 
 class DatasetConfigInvalid(Exception):
@@ -140,13 +167,28 @@ def _type_ok(kind: str, value: Any) -> bool:
         return isinstance(value, int | float)
     if kind == _DICT:
         return isinstance(value, dict)
+    # ExactSequence takes a list (TOML) or a tuple (what prepare_dataset_args makes of the CLI text).
     if kind == _PAIR_FLOAT:
-        return isinstance(value, list) and len(value) == 2 and all(isinstance(v, float) for v in value)
+        pair = isinstance(value, list | tuple) and len(value) == 2
+        return pair and all(isinstance(v, float) for v in value)
     if kind == _INT_OR_PAIR:
         if isinstance(value, int):
             return True
-        return isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) for v in value)
+        return isinstance(value, list | tuple) and len(value) == 2 and all(isinstance(v, int) for v in value)
     raise AssertionError(kind)
+
+
+def _label(kind: str) -> str:
+    return {_NUM: "float", _PAIR_FLOAT: "float", _INT_OR_PAIR: "int"}.get(kind, kind)
+
+
+def check_argparse_namespace(args: argparse.Namespace) -> None:
+    """ConfigSanitizer.sanitize_argparse_namespace: raises ``DatasetConfigInvalid`` at the first
+    attribute whose (non-None) value does not have the schema's type, as voluptuous words it."""
+    for key, value in vars(args).items():
+        kind = ARGPARSE_SCHEMA.get(key)
+        if kind is not None and value is not None and not _type_ok(kind, value):
+            raise DatasetConfigInvalid(f"expected {_label(kind)} for object value @ data[{key!r}]")
 
 
 def _check_mapping(
@@ -159,15 +201,22 @@ def _check_mapping(
             raise DatasetConfigInvalid(f"extra keys not allowed @ {_path([*where, key])}")
         kind = schema[key]
         if not _type_ok(kind, value):
-            label = {_NUM: "float", _PAIR_FLOAT: "float", _INT_OR_PAIR: "int"}.get(kind, kind)
-            raise DatasetConfigInvalid(f"expected {label} for dictionary value @ {_path([*where, key])}")
+            where_key = _path([*where, key])
+            raise DatasetConfigInvalid(f"expected {_label(kind)} for dictionary value @ {where_key}")
     for key in required:
         if key not in data:
             raise DatasetConfigInvalid(f"required key not provided @ {_path([*where, key])}")
 
 
-def validate_dataset_config(config: dict[str, Any]) -> None:
-    """Raises ``DatasetConfigInvalid`` where config_util's voluptuous schema would."""
+def validate_dataset_config(config: dict[str, Any], *, support_controlnet: bool = False) -> None:
+    """Raises ``DatasetConfigInvalid`` where config_util's voluptuous schema would.
+
+    train_network.py builds ``ConfigSanitizer(True, True, args.masked_loss, True)``: the controlnet
+    (mask directory) schema exists only with ``--masked_loss``, and then a dataset whose every subset
+    has ``conditioning_data_dir`` (vacuously: one with no subsets) is validated with it. Without it,
+    ``conditioning_data_dir`` is an extra key of a DreamBooth subset; a dataset without subsets falls
+    on the fine-tuning schema (every one of its zero subsets has ``metadata_file``).
+    """
     for key in config:
         if key not in ("general", "datasets"):
             raise DatasetConfigInvalid(f"extra keys not allowed @ {_path([key])}")
@@ -183,11 +232,12 @@ def validate_dataset_config(config: dict[str, Any]) -> None:
         subsets = dataset.get("subsets", [])
         if not isinstance(subsets, list):
             raise DatasetConfigInvalid(f"expected a list for dictionary value @ {_path([*where, 'subsets'])}")
-        if subsets and all(isinstance(s, dict) and "conditioning_data_dir" in s for s in subsets):
+        dicts = [s if isinstance(s, dict) else {} for s in subsets]
+        if support_controlnet and all("conditioning_data_dir" in s for s in dicts):
             kind, dataset_schema, subset_schema = "cn", CN_DATASET, CN_SUBSET
-        elif all(isinstance(s, dict) and "metadata_file" in s for s in subsets) and subsets:
+        elif all("metadata_file" in s for s in dicts):
             kind, dataset_schema, subset_schema = "ft", FT_DATASET, FT_SUBSET
-        elif all(isinstance(s, dict) and "metadata_file" not in s for s in subsets):
+        elif all("metadata_file" not in s for s in dicts):
             kind, dataset_schema, subset_schema = "db", DB_DATASET, DB_SUBSET
         else:
             raise DatasetConfigInvalid(
@@ -206,8 +256,7 @@ def load_dataset_config(path: str) -> dict[str, Any]:
         raise ValueError(f"file not found / ファイルが見つかりません: {file}")
     name = file.name.lower()
     if name.endswith(".toml"):
-        with file.open("rb") as handle:
-            return tomllib.load(handle)
+        return toml.load(file)  # a file toml 0.10.2 cannot read raises (the real one logs, then raises)
     if name.endswith(".json"):
         import json
 
@@ -280,9 +329,15 @@ def _lookup(name: str, *levels: dict[str, Any], args: argparse.Namespace) -> Any
 
 
 def images_in(directory: str) -> list[Path]:
-    """Images directly inside ``directory`` (never recursive), upper or lower case extension."""
-    root = Path(directory)
-    return sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    """train_util.glob_images(dir, "*"): ``*<ext>`` for each exact extension, never recursive.
+
+    Case-sensitive, so ``x.Jpg`` is not an image; ``glob`` skips names starting with a dot, so neither
+    is ``.x.png`` (macOS ``._x.jpg`` resource forks included).
+    """
+    found: set[str] = set()
+    for ext in IMAGE_EXTENSIONS:
+        found.update(glob.glob(os.path.join(glob.escape(directory), "*" + ext)))
+    return [Path(p) for p in sorted(found) if os.path.isfile(p)]
 
 
 def resolve_datasets(config: dict[str, Any], args: argparse.Namespace) -> list[Dataset]:

@@ -15,6 +15,9 @@ Knobs (environment):
 - ``SDSTANDIN_NO_IMAGES``     ignore every image: "No data found" and exit 0 with no files
 - ``SDSTANDIN_SKIP_FINAL_SAVE`` finish the loop but write no final checkpoint, exit 0
 - ``SDSTANDIN_FACE_FROM``     an image of another person that early samples show instead of noise
+- ``SDSTANDIN_NAN_IN_CACHE``  ``latents`` or ``text_encoder``: the VAE / text encoder gives NaN (as an fp16
+                              SDXL VAE does). v0.10.1 checks no cached value for NaN, so the run does not
+                              stop there: the loss is NaN from the first step (``avr_loss=nan``)
 - ``SDSTANDIN_REPORT``        path: a JSON report (ignored config keys, resolved values) written at start
 - ``SDSTANDIN_CUDA_BROKEN``   torch sees no CUDA device although the driver lists one (``accelerator
                               device: cpu``); see ``sim/sdscripts/accelerate.py`` for how the device is chosen
@@ -37,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import toml
 
 from . import config as cfg
 from . import safetensors_io
@@ -190,11 +194,21 @@ class Run:
                 "WARNING",
                 "train_util.py",
             )
+        if args.caption_extention is not None:  # prepare_dataset_args' backward compatibility
+            args.caption_extension, args.caption_extention = args.caption_extention, None
         if args.resolution is not None:
             # The value comes unconverted from a config file: an int crashes here exactly like the real one.
             args.resolution = tuple(int(r) for r in args.resolution.split(","))
             if len(args.resolution) == 1:
                 args.resolution = (args.resolution[0], args.resolution[0])
+        if args.face_crop_aug_range is not None:
+            crop_range = tuple(float(r) for r in args.face_crop_aug_range.split(","))
+            args.face_crop_aug_range = crop_range
+            if len(crop_range) != 2 or crop_range[0] > crop_range[1]:
+                raise AssertionError(
+                    "face_crop_aug_range must be two floats / "
+                    f"face_crop_aug_rangeは'下限,上限'で指定してください: {args.face_crop_aug_range}"
+                )
         if args.seed is None:
             args.seed = random.randint(0, 2**32)
 
@@ -202,9 +216,20 @@ class Run:
         args = self.args
         if args.dataset_config is not None:
             self.console.log(f"Loading dataset config from {args.dataset_config}")
-            user_config = cfg.load_dataset_config(str(args.dataset_config))
             try:
-                cfg.validate_dataset_config(user_config)
+                user_config = cfg.load_dataset_config(str(args.dataset_config))
+            except toml.TomlDecodeError:
+                self.console.log(
+                    "Error on parsing TOML config file. Please check the format. / TOML 形式の設定ファイルの"
+                    f"読み込みに失敗しました。文法が正しいか確認してください。: {args.dataset_config}",
+                    "ERROR",
+                    "config_util.py",
+                )
+                raise
+            try:
+                # ConfigSanitizer(True, True, args.masked_loss, True): the mask-directory schema exists
+                # only with --masked_loss.
+                cfg.validate_dataset_config(user_config, support_controlnet=bool(args.masked_loss))
             except cfg.DatasetConfigInvalid:
                 self.console.log(
                     "Invalid user config / ユーザ設定の形式が正しくないようです", "ERROR", "config_util.py"
@@ -219,6 +244,8 @@ class Run:
         self.datasets = cfg.resolve_datasets(user_config, args)
         no_images = os.environ.get("SDSTANDIN_NO_IMAGES") == "1"
         for index, dataset in enumerate(self.datasets):
+            if dataset.params["enable_bucket"]:
+                self._adjust_bucket_reso(dataset)
             self.console.log("prepare images.", where="train_util.py")
             for subset in dataset.subsets:
                 if subset.num_repeats < 1:
@@ -266,38 +293,53 @@ class Run:
                 )
             self.console.log(self._describe(index, dataset), where="config_util.py")
 
+    def _adjust_bucket_reso(self, dataset: cfg.Dataset) -> None:
+        """BaseDataset.adjust_min_max_bucket_reso_by_steps, at dataset construction (before the image
+        scan): min rounded down and max rounded up to the bucket step, then both asserted against the
+        resolution whatever ``bucket_no_upscale`` says."""
+        params, step = dataset.params, dataset.params["bucket_reso_steps"]
+        low, high = params["min_bucket_reso"], params["max_bucket_reso"]
+        if low % step != 0:
+            adjusted = low - low % step
+            self.console.log(
+                "min_bucket_reso is adjusted to be multiple of bucket_reso_steps / "
+                f"min_bucket_resoがbucket_reso_stepsの倍数になるように調整されました: {low} -> {adjusted}",
+                "WARNING",
+                "train_util.py",
+            )
+            params["min_bucket_reso"] = low = adjusted
+        if high % step != 0:
+            adjusted = high + step - high % step
+            self.console.log(
+                "max_bucket_reso is adjusted to be multiple of bucket_reso_steps / "
+                f"max_bucket_resoがbucket_reso_stepsの倍数になるように調整されました: {high} -> {adjusted}",
+                "WARNING",
+                "train_util.py",
+            )
+            params["max_bucket_reso"] = high = adjusted
+        if min(dataset.resolution) < low:
+            raise AssertionError(
+                "min_bucket_reso must be equal or less than resolution / "
+                "min_bucket_resoは最小解像度より大きくできません。解像度を大きくするかmin_bucket_resoを小さくしてください"
+            )
+        if max(dataset.resolution) > high:
+            raise AssertionError(
+                "max_bucket_reso must be equal or greater than resolution / "
+                "max_bucket_resoは最大解像度より小さくできません。解像度を小さくするかmin_bucket_resoを大きくしてください"
+            )
+
     def _check_argparse_types(self) -> None:
-        """config_util's argparse validator: dataset-related args must have the schema's types."""
-        names = {
-            "train_batch_size": "int",
-            "dataset_repeats": "int",
-            "enable_bucket": "bool",
-            "min_bucket_reso": "int",
-            "max_bucket_reso": "int",
-            "bucket_reso_steps": "int",
-            "bucket_no_upscale": "bool",
-            "shuffle_caption": "bool",
-            "keep_tokens": "int",
-            "caption_extension": "str",
-            "color_aug": "bool",
-            "flip_aug": "bool",
-            "random_crop": "bool",
-        }
-        checks = {
-            "int": lambda v: isinstance(v, int),
-            "bool": lambda v: isinstance(v, bool),
-            "str": lambda v: isinstance(v, str),
-        }
-        for name, kind in names.items():
-            value = getattr(self.args, name, None)
-            if value is not None and not checks[kind](value):
-                self.console.log(
-                    "Invalid cmdline parsed arguments. This should be a bug. / "
-                    "コマンドラインのパース結果が正しくないようです。プログラムのバグの可能性が高いです。",
-                    "ERROR",
-                    "config_util.py",
-                )
-                raise cfg.DatasetConfigInvalid(f"expected {kind} for object value @ data['{name}']")
+        """config_util's argparse validator: every namespace value the dataset schema knows, typed."""
+        try:
+            cfg.check_argparse_namespace(self.args)
+        except cfg.DatasetConfigInvalid:
+            self.console.log(
+                "Invalid cmdline parsed arguments. This should be a bug. / "
+                "コマンドラインのパース結果が正しくないようです。プログラムのバグの可能性が高いです。",
+                "ERROR",
+                "config_util.py",
+            )
+            raise
 
     @staticmethod
     def _describe(index: int, dataset: cfg.Dataset) -> str:
@@ -320,37 +362,92 @@ class Run:
         return "\n".join(lines)
 
     def assert_args(self) -> None:
-        """The asserts of train() and the scripts' assert_extra_args, before any model loads."""
+        """train()'s latent-cache assert, then the script's assert_extra_args, before any model loads."""
         args = self.args
+        if args.cache_latents and not all(
+            not (s.params["color_aug"] or s.params["random_crop"]) for d in self.datasets for s in d.subsets
+        ):
+            raise AssertionError(
+                "when caching latents, either color_aug or random_crop cannot be used / "
+                "latentをキャッシュするときはcolor_augとrandom_cropは使えません"
+            )
+        if self.sdxl:
+            self._assert_sdxl()
+        elif self.flux:
+            self._verify_bucket_reso_steps(64)  # FluxNetworkTrainer calls NetworkTrainer's first
+            self._assert_flux()
+        else:
+            self._verify_bucket_reso_steps(64)
+
+    def _assert_sdxl(self) -> None:
+        """sdxl_train_network.py assert_extra_args (with sdxl_train_util.verify_sdxl_training_args)."""
+        args = self.args
+        if args.v2:
+            raise AssertionError(
+                "v2 cannot be enabled in SDXL training / SDXL学習ではv2を有効にすることはできません"
+            )
+        if args.clip_skip is not None:
+            self.console.log(
+                "clip_skip will be unexpected / SDXL学習ではclip_skipは動作しません",
+                "WARNING",
+                "sdxl_train_util.py",
+            )
+        if args.cache_text_encoder_outputs_to_disk and not args.cache_text_encoder_outputs:
+            args.cache_text_encoder_outputs = True
+            self.console.log(
+                "cache_text_encoder_outputs is enabled because cache_text_encoder_outputs_to_disk is enabled"
+                " / "
+                "cache_text_encoder_outputs_to_diskが有効になっているためcache_text_encoder_outputsが有効になりました",
+                "WARNING",
+                "sdxl_train_util.py",
+            )
+        if args.cache_text_encoder_outputs:
+            self._assert_text_encoder_output_cacheable()
+        if args.cache_text_encoder_outputs and not args.network_train_unet_only:
+            raise AssertionError(
+                "network for Text Encoder cannot be trained with caching Text Encoder outputs / "
+                "Text Encoderの出力をキャッシュしながらText Encoderのネットワークを学習することはできません"
+            )
+        self._verify_bucket_reso_steps(32)
+
+    def _assert_flux(self) -> None:
+        """flux_train_network.py assert_extra_args, after NetworkTrainer's."""
+        args = self.args
+        if args.model_type == "chroma" and not args.apply_t5_attn_mask:
+            raise AssertionError(
+                "apply_t5_attn_mask must be True for Chroma / "
+                "Chromaではapply_t5_attn_maskを指定する必要があります"
+            )
+        if args.fp8_base_unet:
+            args.fp8_base = True
+        if args.cache_text_encoder_outputs_to_disk and not args.cache_text_encoder_outputs:
+            self.console.log(
+                "cache_text_encoder_outputs_to_disk is enabled, so cache_text_encoder_outputs is also enabled"
+                " / "
+                "cache_text_encoder_outputs_to_diskが有効になっているため、cache_text_encoder_outputsも有効になります",
+                "WARNING",
+                "flux_train_network.py",
+            )
+            args.cache_text_encoder_outputs = True
+        if args.cache_text_encoder_outputs:
+            self._assert_text_encoder_output_cacheable()
+        if args.blocks_to_swap and args.cpu_offload_checkpointing:
+            raise AssertionError(
+                "blocks_to_swap is not supported with cpu_offload_checkpointing / "
+                "blocks_to_swapはcpu_offload_checkpointingと併用できません"
+            )
+        self._verify_bucket_reso_steps(32)
+
+    def _assert_text_encoder_output_cacheable(self) -> None:
+        """DatasetGroup.is_text_encoder_output_cacheable() (SDXL and Flux only; no dropout support)."""
         for dataset in self.datasets:
-            steps = 64 if not self.sdxl else 32
-            if dataset.params["bucket_reso_steps"] % steps != 0:
-                raise AssertionError(
-                    f"bucket_reso_steps is {dataset.params['bucket_reso_steps']}. "
-                    f"it must be divisible by {steps}."
-                )
-            if dataset.params["enable_bucket"] and not dataset.params["bucket_no_upscale"]:
-                if min(dataset.resolution) < dataset.params["min_bucket_reso"]:
-                    raise AssertionError(
-                        "min_bucket_reso must be equal or less than resolution / "
-                        "min_bucket_resoは最小解像度より大きくできません。解像度を大きくするかmin_bucket_resoを小さくしてください"
-                    )
-                if max(dataset.resolution) > dataset.params["max_bucket_reso"]:
-                    raise AssertionError(
-                        "max_bucket_reso must be equal or greater than resolution / "
-                        "max_bucket_resoは最大解像度より小さくできません。解像度を小さくするかmin_bucket_resoを大きくしてください"
-                    )
             for subset in dataset.subsets:
-                if args.cache_latents and (subset.params["color_aug"] or subset.params["random_crop"]):
-                    raise AssertionError(
-                        "when caching latents, either color_aug or random_crop cannot be used / "
-                        "latentをキャッシュするときはcolor_augとrandom_cropは使えません"
-                    )
-                if getattr(args, "cache_text_encoder_outputs", False) and (
-                    subset.params["shuffle_caption"]
-                    or subset.params["caption_dropout_rate"]
-                    or subset.params["caption_tag_dropout_rate"]
-                    or subset.params["token_warmup_step"]
+                p = subset.params
+                if (
+                    p["caption_dropout_rate"] > 0
+                    or p["shuffle_caption"]
+                    or p["token_warmup_step"] > 0
+                    or p["caption_tag_dropout_rate"] > 0
                 ):
                     raise AssertionError(
                         "when caching Text Encoder output, either caption_dropout_rate, shuffle_caption, "
@@ -358,16 +455,18 @@ class Run:
                         "Text Encoderの出力をキャッシュするときはcaption_dropout_rate, shuffle_caption, "
                         "token_warmup_step, caption_tag_dropout_rateは使えません"
                     )
-        if self.sdxl and args.cache_text_encoder_outputs and not args.network_train_unet_only:
-            raise AssertionError(
-                "network for Text Encoder cannot be trained with caching Text Encoder outputs / "
-                "Text Encoderの出力をキャッシュしながらText Encoderのネットワークを学習することはできません"
-            )
-        if self.flux and args.model_type == "chroma" and not args.apply_t5_attn_mask:
-            raise AssertionError(
-                "apply_t5_attn_mask must be True for Chroma / "
-                "Chromaではapply_t5_attn_maskを指定する必要があります"
-            )
+
+    def _verify_bucket_reso_steps(self, min_steps: int) -> None:
+        """BaseDataset.verify_bucket_reso_steps: bucket_reso_steps is None (not checked) without buckets."""
+        for dataset in self.datasets:
+            if not dataset.params["enable_bucket"]:
+                continue
+            steps = dataset.params["bucket_reso_steps"]
+            if steps % min_steps != 0:
+                raise AssertionError(
+                    f"bucket_reso_steps is {steps}. it must be divisible by {min_steps}.\n"
+                    f"bucket_reso_stepsが{steps}です。{min_steps}で割り切れる必要があります"
+                )
 
     def load_models(self) -> None:
         """Model loading: only checks that the files the config names exist."""
@@ -400,6 +499,13 @@ class Run:
             raise ModuleNotFoundError(f"No module named '{args.network_module}'")
         if args.cache_latents:
             self.console.log("caching latents with caching strategy.", where="train_util.py")
+        if (self.sdxl or self.flux) and args.cache_text_encoder_outputs:
+            self.console.log("caching Text Encoder outputs with caching strategy.", where="train_util.py")
+        if os.environ.get("SDSTANDIN_NAN_IN_CACHE", "") in ("latents", "text_encoder"):
+            # v0.10.1's caching strategies (strategy_base._default_cache_batch_latents and the SDXL/Flux
+            # text-encoder ones) never look for NaN; only the legacy train_util.cache_batch_latents did,
+            # and the LoRA scripts no longer call it. NaN cached values train on: NaN loss from step 1.
+            self.is_nan = True
         self.console.print("import network module:", args.network_module)
         dim = args.network_dim if args.network_dim is not None else 4
         self.console.log(
@@ -452,27 +558,33 @@ class Run:
 
         from tqdm import tqdm
 
-        progress = tqdm(range(args.max_train_steps), smoothing=0, desc="steps", file=sys.stderr)
         global_step = 0
         rng = random.Random(args.seed)
         losses: list[float] = []
+        # --sample_at_first samples before the steps bar exists (train_network.py creates it after them).
         if args.sample_at_first:
             self.sample(0, epoch=0)
+        progress = tqdm(range(args.max_train_steps), smoothing=0, desc="steps", file=sys.stderr)
         for epoch in range(num_epochs):
             self.console.print(f"\nepoch {epoch + 1}/{num_epochs}\n")
             self.console.log(
                 f"epoch is incremented. current_epoch: {epoch}, epoch: {epoch + 1}", where="train_util.py"
             )
-            for _ in range(per_epoch):
-                time.sleep(self.step_seconds)
-                progress.update(1)
-                global_step += 1
-                if self.nan_at is not None and global_step >= self.nan_at:
-                    self.is_nan = True
-                self.sample(global_step, epoch=None)
-                if args.save_every_n_steps and global_step % args.save_every_n_steps == 0:
-                    self.save(self.step_name(global_step), global_step, epoch)
-                    self.remove_old_step(global_step)
+            # One pass per micro-batch: the bar advances when accelerate syncs the gradients (every
+            # `accumulation` batches, and at the end of the data loader), but its postfix (the loss) is
+            # set, and the bar redrawn, after every micro-batch.
+            for batch in range(batches):
+                time.sleep(self.step_seconds / accumulation)
+                synced = (batch + 1) % accumulation == 0 or batch + 1 == batches
+                if synced:
+                    progress.update(1)
+                    global_step += 1
+                    if self.nan_at is not None and global_step >= self.nan_at:
+                        self.is_nan = True
+                    self.sample(global_step, epoch=None)
+                    if args.save_every_n_steps and global_step % args.save_every_n_steps == 0:
+                        self.save(self.step_name(global_step), global_step, epoch)
+                        self.remove_old_step(global_step)
                 loss = (
                     math.nan
                     if self.is_nan
@@ -481,7 +593,7 @@ class Run:
                 losses.append(loss)
                 window = losses[-batches:]
                 progress.set_postfix(avr_loss=sum(window) / len(window))
-                if self.oom_at is not None and global_step >= self.oom_at:
+                if synced and self.oom_at is not None and global_step >= self.oom_at:
                     sys.stderr.write(
                         "Traceback (most recent call last):\n"
                         f'  File "{self.script}", line 1729, in <module>\n    trainer.train(args)\n'
@@ -489,7 +601,7 @@ class Run:
                     )
                     sys.stderr.flush()
                     return 1
-                if self.kill_at is not None and global_step >= self.kill_at:
+                if synced and self.kill_at is not None and global_step >= self.kill_at:
                     os.kill(os.getpid(), signal.SIGKILL)
                 if global_step >= args.max_train_steps:
                     break
@@ -843,12 +955,12 @@ def main(script_path: str, argv: list[str]) -> int:
     args = parser.parse_args(argv)  # unknown options: usage + "error: unrecognized arguments", exit 2
     console = Console()
     try:
-        args, ignored, loaded = cfg.read_config_file(args, parser, argv)
+        args, ignored, _loaded = cfg.read_config_file(
+            args, parser, argv, log=lambda message: console.log(message, where="train_util.py")
+        )
     except cfg.ConfigExit as stop:
         console.log(stop.message, where="train_util.py")
         return stop.code
-    if loaded:
-        console.log(f"Loading settings from {loaded}...", where="train_util.py")
     report = os.environ.get("SDSTANDIN_REPORT")
     if report:
         Path(report).write_text(

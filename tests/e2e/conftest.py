@@ -9,6 +9,6 @@ from sim.harness import BotHarness
 
 
 @pytest.fixture
-async def harness(tmp_path: Path) -> AsyncIterator[BotHarness]:
-    async with BotHarness(tmp_path / "bot") as running:
+async def harness(tmp_path: Path, database_url: str) -> AsyncIterator[BotHarness]:
+    async with BotHarness(tmp_path / "bot", settings_overrides={"database_url": database_url}) as running:
         yield running

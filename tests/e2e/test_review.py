@@ -50,6 +50,7 @@ async def review_bot(
     ) as h:
         await create_dataset_with_photos(h, photos)
         yield h
+        await h.assert_ledger_matches_meter()  # every test that rents a pod ends with the money right
 
 
 async def run_job(h: BotHarness, overrides: str, *, gpu: str | None = None) -> int:

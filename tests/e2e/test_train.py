@@ -43,6 +43,7 @@ async def training_bot(tmp_path: Path, **standin_env: str) -> AsyncIterator[BotH
     async with BotHarness(tmp_path / "bot", with_training=True, standin_env=standin_env) as h:
         await create_dataset_with_photos(h, sorted((faces_dir() / "obama").glob("obama_[0-9].jpg"))[:3])
         yield h
+        await h.assert_ledger_matches_meter()  # every test that rents a pod ends with the money right
 
 
 async def start_job(

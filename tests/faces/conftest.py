@@ -27,17 +27,6 @@ SQUARE = 205
 
 
 @pytest.fixture(scope="session")
-def faces_dir() -> Path:
-    assert FACES.is_dir(), f"test photos missing: {FACES} (shared/ must sit beside the repository)"
-    return FACES
-
-
-@pytest.fixture(scope="session")
-def dlib_engine() -> DlibEngine:
-    return DlibEngine()
-
-
-@pytest.fixture(scope="session")
 def analysed(dlib_engine: DlibEngine, faces_dir: Path) -> Callable[[str], ImageAnalysis]:
     """``analysed("obama/obama_1.jpg")``: the dlib analysis of a test photo, computed once per session."""
     cache: dict[str, ImageAnalysis] = {}

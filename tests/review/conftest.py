@@ -9,19 +9,6 @@ import pytest
 from bot.faces.engines import DlibEngine
 from bot.review.scoring import ReferenceScorer
 
-from ._helpers import FACES
-
-
-@pytest.fixture(scope="session")
-def faces_dir() -> Path:
-    assert FACES.is_dir(), f"test photos missing: {FACES} (shared/ must sit beside the repository)"
-    return FACES
-
-
-@pytest.fixture(scope="session")
-def dlib_engine() -> DlibEngine:
-    return DlibEngine()
-
 
 @pytest.fixture(scope="session")
 def obama_scorer(dlib_engine: DlibEngine, faces_dir: Path) -> ReferenceScorer:

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 import requests
 
-from sim.runpod import NO_CAPACITY, PodLauncher, RunPodSim, SimClock
+from sim.runpod import NO_CAPACITY, NO_CAPACITY_DISK, Meter, PodLauncher, RunPodSim, SimClock
 
 KEY = "rpa_TESTACCOUNTKEY0123456789"
 READ_ONLY_KEY = "rpa_READONLYKEY0123456789"
@@ -209,11 +209,13 @@ async def test_cost_per_hour_follows_cloud_and_billing_accrues(frozen: RunPodSim
     assert costs == [0.27, 0.16, 0.16]
 
     frozen.clock.advance(3600)
-    assert frozen.pods[secure["id"]].cost(frozen.clock.time()) == Decimal("0.27")
+    disk_hour = Decimal(40) * Decimal("0.10") / 730  # 40 GB of container disk for an hour
+    assert frozen.pods[secure["id"]].usage(frozen.clock.time()) == Meter(Decimal("0.27"), disk_hour)
     await call(runpod.terminate_pod, secure["id"])
     frozen.clock.advance(3600)
-    assert frozen.pods[secure["id"]].cost(frozen.clock.time()) == Decimal("0.27")
-    assert frozen.total_cost() == Decimal("0.27") + 2 * Decimal("0.16") * 2
+    assert frozen.pods[secure["id"]].usage(frozen.clock.time()) == Meter(Decimal("0.27"), disk_hour)
+    assert frozen.meter() == Meter(Decimal("0.27") + 2 * Decimal("0.16") * 2, 5 * disk_hour)
+    assert frozen.total_cost() == frozen.meter().total
 
 
 async def test_no_capacity_is_the_real_graphql_error(sim: RunPodSim, runpod: Any) -> None:
@@ -429,3 +431,90 @@ async def test_a_pods_key_only_reaches_its_own_pod(frozen: RunPodSim, runpod: An
     ):
         with pytest.raises(runpod.error.QueryError, match=r"^Unauthorized$"):
             await call(denied)
+
+
+# ---------------------------------------------------------------------- failures RunPod produces
+
+
+async def test_a_create_that_errors_after_creating_leaves_a_billing_pod(
+    frozen: RunPodSim, runpod: Any
+) -> None:
+    frozen.fail_create_after_creating()
+    with pytest.raises(runpod.error.QueryError, match="Something went wrong"):
+        await call(create, runpod)
+    (ghost,) = await call(runpod.get_pods)
+    assert ghost["name"] == "loraops-7" and ghost["desiredStatus"] == "RUNNING"
+    frozen.clock.advance(3600)
+    assert frozen.meter().compute == Decimal("0.27")
+    # The edge's HTML page after creating: the SDK leaks JSONDecodeError, and a second pod exists.
+    frozen.fail_create_after_creating(None, http_status=502, html=True)
+    with pytest.raises(requests.exceptions.JSONDecodeError):
+        await call(create, runpod)
+    assert len(await call(runpod.get_pods)) == 2
+
+
+async def test_exited_and_dead_pods_stop_gpu_billing_but_keep_volume_billing(
+    frozen: RunPodSim, runpod: Any
+) -> None:
+    exited = await call(create, runpod, volume_in_gb=20)
+    dead = await call(create, runpod)
+    frozen.clock.advance(600)
+    await frozen.tick()
+    frozen.exit_pod(exited["id"], reason="host restart")
+    frozen.exit_pod(dead["id"], dead=True)
+    for pod_id, status in ((exited["id"], "EXITED"), (dead["id"], "DEAD")):
+        pod = await call(runpod.get_pod, pod_id)
+        assert pod["desiredStatus"] == status and pod["runtime"] is None and pod["uptimeSeconds"] == 0
+    before = frozen.meter()
+    frozen.clock.advance(3600)
+    after = frozen.meter()
+    assert after.compute == before.compute  # no GPU time once it left RUNNING
+    # The volume bills on at the stopped rate.
+    assert round(after.storage - before.storage, 12) == round(Decimal(20) * Decimal("0.20") / 730, 12)
+    with pytest.raises(runpod.error.QueryError, match="cannot be resumed"):
+        await call(runpod.resume_pod, dead["id"], 1)
+
+
+async def test_balance_running_out_stops_every_pod(frozen: RunPodSim, runpod: Any) -> None:
+    frozen.balance = Decimal("1.00")
+    created = await call(create, runpod)
+    frozen.clock.advance(4 * 3600)  # $1.08 of GPU time
+    await frozen.tick()
+    pod = await call(runpod.get_pod, created["id"])
+    assert pod["desiredStatus"] == "EXITED" and pod["runtime"] is None
+    assert "insufficient balance" in pod["lastStatusChange"]
+    with pytest.raises(runpod.error.QueryError, match="enough credits"):
+        await call(create, runpod)
+
+
+async def test_network_volumes_bill_always_and_disk_space_has_its_own_no_instances(
+    frozen: RunPodSim, runpod: Any
+) -> None:
+    frozen.add_network_volume("models", 1100, "EU-RO-1")
+    frozen.clock.advance(730 * 3600)
+    meter = frozen.meter()
+    assert meter.compute == 0 and round(meter.storage, 9) == Decimal(1000) * Decimal("0.07") + 100 * Decimal(
+        "0.05"
+    )
+    frozen.host_disk_gb = 100
+    with pytest.raises(runpod.error.QueryError) as caught:
+        await call(create, runpod, container_disk_in_gb=80, volume_in_gb=40)
+    assert str(caught.value) == NO_CAPACITY_DISK
+    await call(create, runpod, container_disk_in_gb=80, volume_in_gb=20)
+
+
+async def test_desired_status_is_typed_and_cost_per_hour_may_show_zero(
+    frozen: RunPodSim, runpod: Any
+) -> None:
+    from runpod.api.graphql import run_graphql_query
+
+    created = await call(create, runpod)
+    frozen.cost_per_hr_shown = "zero"
+    pod = await call(runpod.get_pod, created["id"])
+    assert pod["costPerHr"] == 0.0 and pod["desiredStatus"] == "RUNNING"
+    frozen.clock.advance(3600)
+    assert frozen.meter().compute == Decimal("0.27")  # billed at the real price all the same
+    with pytest.raises(runpod.error.QueryError, match="must not have a selection"):
+        await call(
+            run_graphql_query, 'query { pod(input: {podId: "x"}) { desiredStatus { id } } }', api_key=KEY
+        )

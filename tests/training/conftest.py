@@ -178,10 +178,10 @@ class Harness:
 
 
 @pytest.fixture
-def training_settings(tmp_path: Path) -> Settings:
+def training_settings(tmp_path: Path, database_url: str) -> Settings:
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'loraops.db'}",
+        database_url=database_url,
         data_dir=tmp_path / "data",
         poll_interval_s=0.05,
         progress_edit_interval_s=1.0,

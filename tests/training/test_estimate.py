@@ -16,6 +16,7 @@ from bot.training.estimate import (
     price_in,
     rank_gpus,
 )
+from bot.training.pricing import PodDisks
 from storage.db import unit_of_work
 from storage.models import Job, JobEvent, JobState
 
@@ -37,6 +38,15 @@ def test_memory_floor_and_cheapest_run_first() -> None:
     assert ids[0] == "NVIDIA RTX A5000"
     h100 = next(o for o in options if o.gpu_type_id == "NVIDIA H100 80GB HBM3")
     assert h100.speed_source == "fallback" and a5000.speed_source == "preset"
+
+
+def test_disks_are_in_every_options_cost() -> None:
+    disks = PodDisks(container_gb=73, volume_gb=0)  # $7.30 a month: $0.01 an hour
+    options = rank_gpus(GPUS, PROFILE, 1500, cloud="SECURE", storage_per_hour=disks.running_per_hour())
+    a5000 = next(o for o in options if o.gpu_type_id == "NVIDIA RTX A5000")
+    assert a5000.storage_usd == Decimal("0.003778")  # 1360 s at $0.01/h
+    assert a5000.cost_usd == Decimal("0.102000") + a5000.storage_usd
+    assert a5000.to_json()["storage_usd"] == "0.003778"
 
 
 def test_cloud_prices() -> None:

@@ -5,20 +5,44 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import select
 
 from bot.config import Settings
-from bot.training.money import Money, cost_of, month_start, next_month_start, split_by_month, usd
+from bot.training.money import (
+    EXTRA_POD,
+    EXTRA_POD_STORAGE,
+    POD_EXITED_EVENT,
+    POD_TIME,
+    STORAGE,
+    Money,
+    cost_of,
+    month_start,
+    next_month_start,
+    split_by_month,
+    usd,
+)
+from bot.training.pricing import PodDisks, gpu_price
 from storage.db import unit_of_work
-from storage.models import GuildSettings, Job, SpendEntry
+from storage.models import GuildSettings, Job, JobEvent, SpendEntry
 
 from .conftest import GUILD, ShiftableClock, make_dataset
 
 T0 = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)
 
 
-async def _job(sessions, *, price: str = "0.36", budget: str = "5", created: datetime = T0) -> int:  # type: ignore[no-untyped-def]
+NO_DISKS = {"pod": {"container_disk_in_gb": 0, "volume_in_gb": 0}}
+
+
+async def _job(  # type: ignore[no-untyped-def]
+    sessions,
+    *,
+    price: str = "0.36",
+    budget: str = "5",
+    created: datetime = T0,
+    params: dict[str, Any] | None = None,
+) -> int:
     dataset_id = await make_dataset(sessions)
     async with unit_of_work(sessions) as session:
         job = Job(
@@ -32,6 +56,7 @@ async def _job(sessions, *, price: str = "0.36", budget: str = "5", created: dat
             pod_name="loraops-1",
             price_per_hour=Decimal(price),
             pod_created_at=created,
+            params=NO_DISKS if params is None else params,
         )
         session.add(job)
         await session.flush()
@@ -175,3 +200,68 @@ async def test_guild_month_budget_crossed(sessions, settings: Settings) -> None:
     stop = await money.budget_stop(job_id)
     assert stop is not None and stop.scope == "month"
     assert "month" in stop.message and "$0.05" in stop.message
+
+
+async def test_disks_are_billed_with_the_pod(sessions, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    params = {"pod": {"container_disk_in_gb": 73, "volume_in_gb": 146}}
+    job_id = await _job(sessions, price="0.27", params=params)
+    money = Money(sessions, settings, clock=ShiftableClock(T0 + timedelta(hours=10)))
+    accrual = await money.accrue(job_id)
+    # 73 GB container + 146 GB volume at $0.10/GB-month, 730 h a month: $0.03/h.
+    assert accrual.cost == Decimal("2.70") + Decimal("0.30")
+    kinds = {e.kind: e.amount_usd for e in await _ledger(sessions, job_id)}
+    assert kinds == {POD_TIME: Decimal("2.70"), STORAGE: Decimal("0.30")}
+    stop = await money.budget_stop(job_id, lookahead_s=3600)  # $3.00 + $0.30 of look-ahead: < $5
+    assert stop is None
+
+
+async def test_a_pod_that_exited_stops_gpu_billing_then_bills_its_volume_stopped(  # type: ignore[no-untyped-def]
+    sessions, settings: Settings
+) -> None:
+    params = {"pod": {"container_disk_in_gb": 73, "volume_in_gb": 73}}
+    job_id = await _job(sessions, price="0.36", params=params)
+    clock = ShiftableClock(T0 + timedelta(hours=2))
+    money = Money(sessions, settings, clock=clock)
+    assert (await money.accrue(job_id)).cost == Decimal("0.72") + Decimal("0.04")
+    # Learnt now: the pod had exited after one hour. GPU time after that is taken back.
+    async with unit_of_work(sessions) as session:
+        session.add(
+            JobEvent(
+                job_id=job_id,
+                at=clock(),
+                kind=POD_EXITED_EVENT,
+                payload={"at": (T0 + timedelta(hours=1)).isoformat()},
+            )
+        )
+    accrual = await money.accrue(job_id)
+    # 1 h of GPU and both disks ($0.36 + $0.02), then 1 h of the 73 GB volume stopped ($0.02).
+    assert accrual.cost == Decimal("0.36") + Decimal("0.02") + Decimal("0.02")
+    entries = await _ledger(sessions, job_id)
+    assert sum(e.amount_usd for e in entries if e.kind == POD_TIME) == Decimal("0.36")
+    assert await _cost(sessions, job_id) == sum(e.amount_usd for e in entries)
+
+
+async def test_extra_pods_are_charged_once_each(sessions, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    job_id = await _job(sessions, price="0.27")
+    money = Money(sessions, settings, clock=ShiftableClock(T0))
+    disks = PodDisks(container_gb=73, volume_gb=0)
+    charge = {
+        "pod_id": "ghost1",
+        "price_per_hour": Decimal("0.27"),
+        "disks": disks,
+        "start": T0,
+        "end": T0 + timedelta(hours=1),
+    }
+    assert await money.charge_extra_pod(job_id, **charge) == Decimal("0.28")
+    assert await money.charge_extra_pod(job_id, **charge) == 0  # a retry or a second process
+    assert await money.charge_extra_pod(job_id, **{**charge, "pod_id": "ghost2"}) == Decimal("0.28")
+    entries = await _ledger(sessions, job_id)
+    assert [e.kind for e in entries] == [EXTRA_POD, EXTRA_POD_STORAGE] * 2
+    assert await _cost(sessions, job_id) == Decimal("0.56")
+
+
+def test_a_pod_is_never_free() -> None:
+    assert gpu_price(Decimal("0.27"), catalogue=Decimal("0.30")) == Decimal("0.27")
+    assert gpu_price(Decimal(0), catalogue=Decimal("0.30")) == Decimal("0.30")
+    assert gpu_price(None, catalogue=None, quoted=Decimal("0.25")) == Decimal("0.25")
+    assert gpu_price(None, catalogue=Decimal(0)) is None

@@ -14,6 +14,7 @@ import sys
 import zipfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -32,13 +33,14 @@ from bot.training.money import Money
 from bot.training.orchestrator import Orchestrator
 from bot.training.reconciler import Reconciler
 from bot.training.worker_client import WorkerAuthError, WorkerClient
+from sim.meter import assert_ledger_matches_meter
 from sim.runpod import RunPodSim, worker_launcher
 from sim.testdata import TESTDATA_FACES
 from storage.blobs import BlobStore
 from storage.db import make_engine, make_sessionmaker
 from storage.migrate import upgrade_to_head
 from storage.models import Checkpoint, JobEvent, JobState, Sample, SpendEntry
-from worker.protocol import BaseModelSource
+from worker.protocol import ENV_JOB_SPEC, BaseModelSource, JobSpec
 
 from .conftest import GUILD, PROFILE, USER, FakePlanner, RecordingListener, ShiftableClock, make_dataset
 
@@ -102,6 +104,11 @@ class E2E:
     orchestrator: Orchestrator
     service: JobService
     reconciler: Reconciler
+
+    def advance(self, **delta: float) -> None:
+        """Time passes for the bot and for RunPod alike (the meter must see what the ledger sees)."""
+        self.clock.advance(**delta)
+        self.sim.clock.advance(timedelta(**delta).total_seconds())
 
     def new_process(self) -> None:
         """A fresh set of services over the same database and RunPod account (after a restart)."""
@@ -217,13 +224,16 @@ def make_e2e_fixture(**standin_env: str) -> Any:
                 ShiftableClock(),
                 RecordingListener(),
                 planner,
-                None,
-                None,
-                None,
-            )  # type: ignore[arg-type]
+                None,  # type: ignore[arg-type]  # new_process() builds these three
+                None,  # type: ignore[arg-type]
+                None,  # type: ignore[arg-type]
+            )
             e2e.new_process()
             try:
                 yield e2e
+                # Every test here rents pods: it ends with none billing and the ledger equal to the meter.
+                await sim.wait_for(lambda: not sim.live_pods(), within=15)
+                await assert_ledger_matches_meter(sessions, sim)
             finally:
                 await e2e.orchestrator.close()
                 await sim.close()
@@ -328,10 +338,170 @@ async def test_budget_crossed_mid_run_terminates_the_pod(e2e_slow: E2E) -> None:
     e = e2e_slow
     job_id = await e.start(steps=200, budget=Decimal("0.05"))
     await e.wait_step(job_id, 2)
-    e.clock.advance(minutes=15)  # 15 min at $0.27/h = $0.0675 > $0.05
+    e.advance(minutes=15)  # 15 min at $0.27/h = $0.0675 > $0.05
     assert await e.finish(job_id) == JobState.BUDGET_STOPPED
     job = await e.service.get(job_id)
     assert job.step < 200 and job.cost_usd >= Decimal("0.05")
     await e.sim.wait_for(lambda: e.sim.pods[job.pod_id].phase == "terminated", within=10)  # type: ignore[index]
     ((_, _, _, payload),) = [s for s in e.listener.states if s[2] == JobState.BUDGET_STOPPED]
     assert payload["scope"] == "job" and "budget" in payload["cause"]
+
+
+# ---------------------------------------------------------------------- what RunPod does on its own
+
+
+async def _events_of(e: E2E, job_id: int, kind: str) -> list[JobEvent]:
+    async with e.sessions() as session:
+        return list(
+            (
+                await session.scalars(
+                    select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.kind == kind)
+                )
+            ).all()
+        )
+
+
+async def test_a_create_that_errors_but_made_a_pod_adopts_that_pod(e2e: E2E) -> None:
+    e2e.sim.fail_create_after_creating()  # "Something went wrong", yet the pod exists and bills
+    job_id = await e2e.start(steps=4)
+    assert await e2e.finish(job_id) == JobState.SUCCEEDED
+    job = await e2e.service.get(job_id)
+    (pod,) = e2e.sim.pods.values()  # no second pod was rented
+    assert job.pod_id == pod.id and pod.phase == "terminated"
+    assert len(e2e.sim.calls_for("podFindAndDeployOnDemand")) == 1
+    assert [e.kind for e in await _events_of(e2e, job_id, "create_ambiguous")] == ["create_ambiguous"]
+    assert len(await _events_of(e2e, job_id, "pod_adopted")) == 1
+
+
+async def test_an_error_page_after_creating_is_ambiguous_too(e2e: E2E) -> None:
+    e2e.sim.fail_create_after_creating(None, http_status=502, html=True)
+    job_id = await e2e.start(steps=4)
+    assert await e2e.finish(job_id) == JobState.SUCCEEDED
+    assert len(e2e.sim.pods) == 1 and len(e2e.sim.calls_for("podFindAndDeployOnDemand")) == 1
+
+
+async def test_two_pods_of_the_jobs_name_one_is_kept_the_other_terminated_and_charged(e2e: E2E) -> None:
+    e = e2e
+    e.planner.total_steps = 4
+    e.planner.config_toml = CONFIG_TOML.format(steps=4)
+    quote = await e.service.start(
+        guild_id=GUILD, dataset="obama", preset=PROFILE.preset, user_id=USER, channel_id=1
+    )
+    assert quote.job_id is not None
+    # Two pods already carry the job's name (two creates that answered with errors, a crash between).
+    made = [
+        await e.client.create_pod(
+            name=f"loraops-{quote.job_id}", gpu_type_id="NVIDIA RTX A5000", image="img:1", env={}
+        )
+        for _ in range(2)
+    ]
+    e.advance(minutes=5)  # they bill meanwhile
+    await e.service.confirm(quote.job_id, user_id=USER)
+
+    async def settled() -> None:
+        while not await _events_of(e, quote.job_id, "extra_pod_terminated"):
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(settled(), 30)
+    # Those pods were not made with this job's spec (the test made them): end the job here.
+    await e.orchestrator.stop(quote.job_id, JobState.CANCELLED, "test over")
+    job = await e.service.get(quote.job_id)
+    assert job.pod_id in {pod.id for pod in made}
+    (extra,) = await _events_of(e, quote.job_id, "extra_pod_terminated")
+    assert extra.payload["pod_id"] in {pod.id for pod in made} - {job.pod_id}
+    assert Decimal(extra.payload["charged"]) > Decimal("0.02")  # five minutes and more at $0.27/h
+    assert len(e.sim.calls_for("podFindAndDeployOnDemand")) == 2  # the bot rented nothing itself
+
+
+async def test_a_ghost_found_late_is_terminated_and_charged_by_the_reconciler(e2e_slow: E2E) -> None:
+    e = e2e_slow
+    job_id = await e.start(steps=40)
+    await e.wait_step(job_id, 2)
+    ghost = await e.client.create_pod(
+        name=f"loraops-{job_id}", gpu_type_id="NVIDIA RTX A5000", image="img:1", env={}
+    )
+    report = await e.reconciler.reconcile_once()
+    assert report.ghosts == [ghost.id] and report.orphans == []
+    assert e.sim.pods[ghost.id].phase == "terminated"
+    await e.orchestrator.stop(job_id, JobState.CANCELLED, "test over")
+    assert (await e.service.get(job_id)).pod_terminated_at is not None
+
+
+async def _exits(e: E2E, **how: Any) -> tuple[int, Any]:
+    job_id = await e.start(steps=200)
+    await e.wait_step(job_id, 2)
+    job = await e.service.get(job_id)
+    assert job.pod_id is not None
+    e.sim.exit_pod(job.pod_id, **how)
+    assert await e.finish(job_id, timeout=30) in (JobState.FAILED, JobState.CANCELLED)
+    return job_id, await e.service.get(job_id)
+
+
+async def test_a_pod_that_exits_on_its_own_ends_the_job_and_billing_stops_there(e2e_slow: E2E) -> None:
+    e = e2e_slow
+    job_id, job = await _exits(e, reason="host restart")
+    assert job.state == JobState.FAILED.value and job.step < 200
+    assert job.error is not None and "stopped on its own" in job.error and "host restart" in job.error
+    (exited,) = await _events_of(e, job_id, "pod_exited")
+    assert exited.payload["status"] == "EXITED"
+    ((_, _, _, payload),) = [s for s in e.listener.states if s[2] == JobState.FAILED]
+    assert payload["reason"] == "pod_exited" and payload["cause"] == job.error  # the channel is told
+
+
+async def test_a_dead_pod_fails_the_job_with_its_cause(e2e_slow: E2E) -> None:
+    _, job = await _exits(e2e_slow, dead=True)
+    assert job.state == JobState.FAILED.value and job.error is not None and "DEAD" in job.error
+
+
+async def test_a_pod_stopped_from_the_console_cancels_the_job(e2e_slow: E2E) -> None:
+    e = e2e_slow
+    job_id = await e.start(steps=200)
+    await e.wait_step(job_id, 2)
+    pod_id = (await e.service.get(job_id)).pod_id
+    assert pod_id is not None
+    import requests
+
+    def stop() -> None:  # someone clicks Stop in the RunPod console (the API call it makes)
+        query = 'mutation { podStop(input: {podId: "' + pod_id + '"}) { id desiredStatus } }'
+        answer = requests.post(
+            f"{e.sim.base_url}/graphql",
+            json={"query": query},
+            headers={"Authorization": f"Bearer {KEY}"},
+            timeout=10,
+        )
+        assert answer.json()["data"]["podStop"]["desiredStatus"] == "EXITED"
+
+    await asyncio.to_thread(stop)
+    assert await e.finish(job_id, timeout=30) == JobState.CANCELLED
+    job = await e.service.get(job_id)
+    assert job.error is not None and "stopped outside loraops" in job.error
+
+
+async def test_the_balance_running_out_stops_the_pod_and_the_job_says_so(e2e_slow: E2E) -> None:
+    e = e2e_slow
+    e.sim.balance = Decimal("0.28")  # RunPod deploys with an hour of credit left
+    job_id = await e.start(steps=4000, budget=Decimal("5"))  # a deadline hours away
+    await e.wait_step(job_id, 2)
+    e.advance(minutes=62)  # $0.28 at $0.27/h plus disks: RunPod stops every pod of the account
+    assert await e.finish(job_id, timeout=30) == JobState.FAILED
+    job = await e.service.get(job_id)
+    assert job.error is not None and "ran out of credit" in job.error
+
+
+async def test_a_pod_reported_at_zero_per_hour_is_billed_at_the_catalogue_price(e2e: E2E) -> None:
+    e2e.sim.cost_per_hr_shown = "zero"
+    job_id = await e2e.start(steps=4)
+    assert await e2e.finish(job_id) == JobState.SUCCEEDED
+    job = await e2e.service.get(job_id)
+    assert job.price_per_hour == Decimal("0.27") and job.cost_usd > 0
+
+
+async def test_the_pod_is_told_when_to_stop_itself_if_the_bot_is_gone(e2e: E2E) -> None:
+    job_id = await e2e.start(steps=4, budget=Decimal("2.00"))
+    assert await e2e.finish(job_id) == JobState.SUCCEEDED
+    (pod,) = e2e.sim.pods.values()
+    spec = JobSpec.from_env(pod.env[ENV_JOB_SPEC])
+    assert spec.unattended_stop_s == e2e.settings.worker_unattended_stop_s
+    # $2.00 at $0.27/h plus 60 GB of container disk ($0.10/GB-month): about 7.2 hours after renting.
+    hours = (spec.budget_stop_unix - pod.created_at) / 3600
+    assert abs(hours - 2.00 / (0.27 + 60 * 0.10 / 730)) < 0.01

@@ -63,11 +63,9 @@ async def test_orphan_of_a_finished_job_is_recorded_on_it(harness: Harness) -> N
     stray = h.runpod.add_stray_pod(f"loraops-{job_id}")
     report = await h.reconciler.reconcile_once()
     assert report.orphans == [stray.id]
-    assert (
-        job_id,
-        "orphan_terminated",
-        {"pod_id": stray.id, "pod_name": f"loraops-{job_id}"},
-    ) in h.listener.events
+    ((_, _, payload),) = [e for e in h.listener.events if e[:2] == (job_id, "orphan_terminated")]
+    assert payload["pod_id"] == stray.id and payload["pod_name"] == f"loraops-{job_id}"
+    assert payload["why"] == "an orphan pod" and "charged" in payload  # the time it ran is the job's
 
 
 async def test_vanished_pod_fails_the_job(harness: Harness) -> None:

@@ -283,6 +283,41 @@ async def test_deadline_stops_everything_and_terminates_the_pod(start_worker, st
     assert any("podTerminate" in call["query"] and POD_ID in call["query"] for call in stubs.graphql)
 
 
+async def test_the_budget_stops_training_and_terminates_the_pod_without_the_bot(start_worker, stubs: Stubs):
+    zipped = dataset_zip()
+    spec = make_spec(steps=2000, zip_bytes=zipped, budget_stop_in=4.0)
+    worker = await start_worker(spec, {"SDSTANDIN_STEP_SECONDS": "0.1"})
+    assert (await worker.upload(zipped)).status == 201
+    await worker.wait_for(lambda s: s["state"] == "training" and s["step"] >= 1)
+    assert await asyncio.wait_for(worker.proc.wait(), 40) == 0
+    assert time.time() >= spec.budget_stop_unix
+    assert any("podTerminate" in call["query"] and POD_ID in call["query"] for call in stubs.graphql)
+
+
+async def test_a_finished_run_the_bot_never_collects_terminates_the_pod(start_worker, stubs: Stubs):
+    zipped = dataset_zip()
+    worker = await start_worker(make_spec(steps=4, zip_bytes=zipped, unattended_stop_s=3.0))
+    assert (await worker.upload(zipped)).status == 201
+    await worker.wait_for(lambda s: s["state"] in ("finished", "failed"))
+    last_call = time.monotonic()
+    # The bot is gone: nobody calls any more. The pod must not idle, billing, until someone notices.
+    assert await asyncio.wait_for(worker.proc.wait(), 40) == 0
+    assert time.monotonic() - last_call >= 3.0
+    assert any("podTerminate" in call["query"] and POD_ID in call["query"] for call in stubs.graphql)
+
+
+async def test_a_bot_that_keeps_calling_keeps_a_finished_pod(start_worker, stubs: Stubs):
+    zipped = dataset_zip()
+    worker = await start_worker(make_spec(steps=4, zip_bytes=zipped, unattended_stop_s=2.0))
+    assert (await worker.upload(zipped)).status == 201
+    await worker.wait_for(lambda s: s["state"] in ("finished", "failed"))
+    for _ in range(12):  # 3 s of polling, longer than the limit: the bot is there, the pod stays
+        assert (await worker.status())["state"] == "finished"
+        await asyncio.sleep(0.25)
+    assert worker.proc.returncode is None
+    assert not any("podTerminate" in call["query"] for call in stubs.graphql)
+
+
 async def test_base_model_sha_mismatch_fails_and_a_verified_cache_skips_the_download(
     start_worker, stubs, tmp_path
 ):

@@ -88,6 +88,8 @@ def make_spec(
     deadline_in: float = 600.0,
     model_sha: str | None = None,
     prompts: str = "",
+    budget_stop_in: float | None = None,
+    unattended_stop_s: float = 0.0,
 ) -> JobSpec:
     return JobSpec(
         job_id=7,
@@ -104,6 +106,8 @@ def make_spec(
         total_steps=steps,
         dataset_sha256=hashlib.sha256(zip_bytes).hexdigest(),
         deadline_unix=time.time() + deadline_in,
+        budget_stop_unix=0.0 if budget_stop_in is None else time.time() + budget_stop_in,
+        unattended_stop_s=unattended_stop_s,
     )
 
 
