@@ -259,10 +259,12 @@ class Run:
                     self.console.log(f"not directory: {subset.image_dir}", "WARNING", "train_util.py")
                 else:
                     subset.images = [] if no_images else cfg.images_in(subset.image_dir)
+                    self._sizes_from_cache_files(len(subset.images))
                     self.console.log(
                         f"found directory {subset.image_dir} contains {len(subset.images)} image files",
                         where="train_util.py",
                     )
+                    _bar(len(subset.images), "read caption")
                     subset.missing_captions = sum(
                         1
                         for image in subset.images
@@ -292,6 +294,20 @@ class Run:
                     "no regularization images / 正則化画像が見つかりませんでした", "WARNING", "train_util.py"
                 )
             self.console.log(self._describe(index, dataset), where="config_util.py")
+        for index, dataset in enumerate(self.datasets):
+            # BaseDataset.make_buckets, after all datasets are described.
+            self.console.log(f"[Prepare dataset {index}]", where="config_util.py")
+            self.console.log("loading image sizes.", where="train_util.py")
+            _bar(len({image for subset in dataset.subsets for image in subset.images}))
+            bucketed = dataset.params["enable_bucket"]
+            self.console.log("make buckets" if bucketed else "prepare dataset", where="train_util.py")
+
+    def _sizes_from_cache_files(self, images: int) -> None:
+        """load_dreambooth_dir with a latents caching strategy set (always, for these scripts): image
+        sizes from the names of cached latents; the stand-in never leaves cache files, so none."""
+        self.console.log("get image size from name of cache files", where="train_util.py")
+        _bar(images)
+        self.console.log(f"set image size from cache files: 0/{images}", where="train_util.py")
 
     def _adjust_bucket_reso(self, dataset: cfg.Dataset) -> None:
         """BaseDataset.adjust_min_max_bucket_reso_by_steps, at dataset construction (before the image
@@ -498,7 +514,11 @@ class Run:
         if args.network_module not in _KNOWN_NETWORK_MODULES:
             raise ModuleNotFoundError(f"No module named '{args.network_module}'")
         if args.cache_latents:
-            self.console.log("caching latents with caching strategy.", where="train_util.py")
+            for index, dataset in enumerate(self.datasets):
+                self.console.log(f"[Dataset {index}]", where="train_util.py")
+                self.console.log("caching latents with caching strategy.", where="train_util.py")
+                self.console.log("caching latents...", where="train_util.py")
+                _bar(len({image for subset in dataset.subsets for image in subset.images}))
         if (self.sdxl or self.flux) and args.cache_text_encoder_outputs:
             self.console.log("caching Text Encoder outputs with caching strategy.", where="train_util.py")
         if os.environ.get("SDSTANDIN_NAN_IN_CACHE", "") in ("latents", "text_encoder"):
@@ -678,10 +698,7 @@ class Run:
             seed = prompt.get("seed")
             self._log_prompt(prompt)
             # The pipeline's denoising bar (diffusers' progress_bar, or flux_train_utils' tqdm).
-            from tqdm import tqdm
-
-            for _ in tqdm(range(int(prompt.get("sample_steps", 20 if self.flux else 30))), file=sys.stderr):
-                pass
+            _bar(int(prompt.get("sample_steps", 20 if self.flux else 30)))
             image = make_sample(
                 dataset_images,
                 prompt_index=index,
@@ -930,6 +947,14 @@ class Run:
         values["sshs_model_hash"] = uuid.uuid5(uuid.NAMESPACE_OID, json.dumps(values, sort_keys=True)).hex * 2
         values["sshs_legacy_hash"] = values["sshs_model_hash"][:8]
         return values
+
+
+def _bar(total: int, desc: str | None = None) -> None:
+    """A tqdm bar as sd-scripts' loops over images draw one (stderr), run to its end."""
+    from tqdm import tqdm
+
+    for _ in tqdm(range(total), desc=desc, file=sys.stderr):
+        pass
 
 
 def _subsets_from_dirs(train_data_dir: str) -> list[dict[str, Any]]:

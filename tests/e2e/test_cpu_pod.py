@@ -2,7 +2,7 @@
 
 The image of the bug: ``accelerate config default`` ran while the image was built, where no GPU is
 visible, and left ``"use_cpu": true`` in ``$HF_HOME/accelerate/default_config.yaml`` (the file in
-tests/data is exactly what accelerate 1.6.0 writes there). The real bot on the Discord simulator starts
+tests/fixtures is exactly what accelerate 1.6.0 writes there). The real bot on the Discord simulator starts
 a job, the RunPod simulator boots a GPU pod with that file, the real worker refuses before it fetches the
 base model or launches the trainer, the cause is posted in the channel, the pod is terminated and its
 seconds are in the ledger.
@@ -23,7 +23,7 @@ from .test_train import announcement, confirm, job_row, progress_message, start_
 
 pytestmark = pytest.mark.slow
 
-CPU_BUILT_HF_HOME = Path(__file__).resolve().parents[1] / "data" / "hf_home_built_without_gpu"
+CPU_BUILT_HF_HOME = Path(__file__).resolve().parents[1] / "fixtures" / "hf_home_built_without_gpu"
 
 
 async def test_a_pod_configured_for_the_cpu_fails_at_once_and_says_why(tmp_path: Path) -> None:

@@ -90,12 +90,16 @@ def shape(line: str) -> str:
 
 
 def events(lines: list[str]) -> list[str]:
-    """The protocol events of one stream, in order (progress redraws folded)."""
+    """The protocol events of one stream, in order. Every redraw of the training bar counts (what the
+    worker parses); of any other bar only its start and its end (how many redraws a short loop gets in
+    between depends on tqdm's refresh interval, not on the trainer)."""
     found: list[str] = []
     for line in lines:
         bar = _BAR.match(line)
         if bar:
-            desc = bar["desc"].strip().rstrip(":") or "(sampler)"
+            desc = bar["desc"].strip().rstrip(":") or "(no label)"
+            if desc != "steps" and bar["n"] not in ("0", bar["total"]):
+                continue
             loss = " loss" if bar["post"] and "avr_loss" in bar["post"] else ""
             event = f"bar {desc} {bar['n']}/{bar['total']}{loss}"
         elif any(pattern.match(line) for pattern in _EVENTS):

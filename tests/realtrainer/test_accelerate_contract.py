@@ -25,7 +25,7 @@ from .conftest import REPO_ROOT, RealSdScripts
 
 pytestmark = [pytest.mark.realtrainer, pytest.mark.timeout(900)]
 
-CPU_BUILT_HF_HOME = REPO_ROOT / "tests" / "data" / "hf_home_built_without_gpu"
+CPU_BUILT_HF_HOME = REPO_ROOT / "tests" / "fixtures" / "hf_home_built_without_gpu"
 IMAGE_CONFIG = REPO_ROOT / "worker" / "accelerate_config.yaml"
 SHOW_ENV = """\
 import json, os

@@ -258,7 +258,7 @@ def device_line(result: subprocess.CompletedProcess[str]) -> str:
 
 def test_the_device_is_chosen_as_accelerate_chooses_it(job: Path) -> None:
     """accelerate's config file and environment decide CPU or GPU (sim/sdscripts/accelerate.py)."""
-    cpu_built = REPO_ROOT / "tests" / "data" / "hf_home_built_without_gpu"
+    cpu_built = REPO_ROOT / "tests" / "fixtures" / "hf_home_built_without_gpu"
     image_config = str(REPO_ROOT / "worker" / "accelerate_config.yaml")
     launch = ("accelerate", "launch", "train_network.py", *STANDARD)
     assert device_line(run(job, *launch)) == "accelerator device: cuda"

@@ -18,7 +18,7 @@ from sim.gpu import install_driver
 from worker import device
 from worker.settings import ACCELERATE_CONFIG_PATH, DEFAULT_TRAINER_CMD
 
-CPU_BUILT_HF_HOME = REPO_ROOT / "tests" / "data" / "hf_home_built_without_gpu"
+CPU_BUILT_HF_HOME = REPO_ROOT / "tests" / "fixtures" / "hf_home_built_without_gpu"
 LAUNCH = [*shlex.split(DEFAULT_TRAINER_CMD), "/opt/sd-scripts/train_network.py"]
 
 
