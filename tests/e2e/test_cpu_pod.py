@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import select
 
 from storage.models import JobState, SpendEntry
+from worker.device import ALLOW_CPU_ENV
 
 from .helpers import wait_message
 from .test_train import announcement, confirm, job_row, progress_message, start_job, training_bot
@@ -42,9 +43,14 @@ async def test_a_pod_configured_for_the_cpu_fails_at_once_and_says_why(tmp_path:
         progress = await wait_message(h, progress_message(h, job_id))
         assert "Cause:" in progress.content and "use_cpu: true" in progress.content
 
+        # The switch that lets tests train on a CPU is not something the bot can hand a pod: the pod's
+        # environment from the bot is the token, the job spec and HF_TOKEN, nothing a user typed.
+        (pod,) = h.runpod.pods.values()
+        assert set(pod.env) == {"LORAOPS_WORKER_TOKEN", "LORAOPS_JOB_SPEC", "HF_TOKEN"}
+        assert ALLOW_CPU_ENV not in pod.env
+
         # Nothing was downloaded or launched: the refusal came first.
         assert h.hub.downloads() == []
-        (pod,) = h.runpod.pods.values()
         log = pod.log_text()
         assert "refusing to train on the CPU" in log
         assert "fetching base model" not in log and "launching:" not in log
