@@ -37,6 +37,7 @@ import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -102,19 +103,35 @@ def _truthy(value: object) -> bool:
     return str(value).strip().lower() in _TRUE
 
 
+def _broken(accelerate: bool, config_file: Path | None, env: Mapping[str, str], problem: str) -> LaunchPlan:
+    """Settings accelerate itself would refuse: the launch fails, and says so."""
+    return LaunchPlan(accelerate, config_file, None, env.get("CUDA_VISIBLE_DEVICES"), problem)
+
+
+def _read_config(path: Path) -> dict[str, Any] | str:
+    """accelerate's config file as a mapping, or why accelerate would refuse it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        config = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        return f"accelerate config file {path} cannot be read: {exc}"
+    if not isinstance(config, dict):
+        return f"accelerate config file {path} is not a mapping"
+    if "distributed_type" not in config:
+        return f"accelerate config file {path} has no distributed_type (accelerate refuses it)"
+    environment = config.get("compute_environment", "LOCAL_MACHINE")
+    if environment != "LOCAL_MACHINE":
+        return f"accelerate config file {path} is for {environment}, not this machine"
+    return config
+
+
 def launch_plan(trainer_cmd: Sequence[str], env: Mapping[str, str]) -> LaunchPlan:
     """How the trainer's accelerate will choose between CPU and GPU, from its command line and env."""
     options = _launch_options(trainer_cmd)
     if options is None:
         inherited = env.get("ACCELERATE_USE_CPU")
         if inherited is not None and inherited.strip().lower() not in _TRUE | _FALSE:
-            return LaunchPlan(
-                False,
-                None,
-                None,
-                env.get("CUDA_VISIBLE_DEVICES"),
-                f"ACCELERATE_USE_CPU={inherited!r} is not a yes/no value",
-            )
+            return _broken(False, None, env, f"ACCELERATE_USE_CPU={inherited!r} is not a yes/no value")
         reason = f"ACCELERATE_USE_CPU={inherited} is set" if inherited and _truthy(inherited) else None
         return LaunchPlan(False, None, reason, env.get("CUDA_VISIBLE_DEVICES"))
     if "--cpu" in options:
@@ -122,53 +139,14 @@ def launch_plan(trainer_cmd: Sequence[str], env: Mapping[str, str]) -> LaunchPla
         return LaunchPlan(True, None, reason, env.get("CUDA_VISIBLE_DEVICES"))
     gpu_ids = _option(options, "--gpu_ids")
     named = _option(options, "--config_file")
-    config_file = Path(named) if named else default_config_file(env)
+    config_file: Path | None = Path(named) if named else default_config_file(env)
     reason: str | None = None
-    if named and not config_file.is_file():
-        return LaunchPlan(
-            True,
-            config_file,
-            None,
-            env.get("CUDA_VISIBLE_DEVICES"),
-            f"accelerate config file {config_file} does not exist",
-        )
-    if config_file.is_file():
-        try:
-            text = config_file.read_text(encoding="utf-8")
-            config = json.loads(text) if config_file.suffix == ".json" else yaml.safe_load(text)
-        except (OSError, ValueError, yaml.YAMLError) as exc:
-            return LaunchPlan(
-                True,
-                config_file,
-                None,
-                env.get("CUDA_VISIBLE_DEVICES"),
-                f"accelerate config file {config_file} cannot be read: {exc}",
-            )
-        if not isinstance(config, dict):
-            return LaunchPlan(
-                True,
-                config_file,
-                None,
-                env.get("CUDA_VISIBLE_DEVICES"),
-                f"accelerate config file {config_file} is not a mapping",
-            )
-        if "distributed_type" not in config:
-            return LaunchPlan(
-                True,
-                config_file,
-                None,
-                env.get("CUDA_VISIBLE_DEVICES"),
-                f"accelerate config file {config_file} has no distributed_type (accelerate refuses it)",
-            )
-        environment = config.get("compute_environment", "LOCAL_MACHINE")
-        if environment != "LOCAL_MACHINE":
-            return LaunchPlan(
-                True,
-                config_file,
-                None,
-                env.get("CUDA_VISIBLE_DEVICES"),
-                f"accelerate config file {config_file} is for {environment}, not this machine",
-            )
+    if named and not Path(named).is_file():
+        return _broken(True, Path(named), env, f"accelerate config file {named} does not exist")
+    if config_file is not None and config_file.is_file():
+        config = _read_config(config_file)
+        if isinstance(config, str):
+            return _broken(True, config_file, env, config)
         if _truthy(config.get("use_cpu", False)):
             reason = f"accelerate's config file {config_file} says use_cpu: true"
         if gpu_ids is None and config.get("gpu_ids") is not None:
