@@ -10,7 +10,9 @@ import hashlib
 import json
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.config import Settings
 from bot.errors import StartupError, UserError
 from bot.services import Services, build_services
+from bot.text import quote_inline
 from storage.db import check_connection, make_engine, make_sessionmaker
 from storage.migrate import upgrade_to_head_async
 
@@ -45,7 +48,9 @@ class LoraTree(app_commands.CommandTree["LoraBot"]):
             await reply_privately(interaction, str(error) or "You can't use this command here.")
             return
         if isinstance(error, app_commands.TransformerError):
-            await reply_privately(interaction, f"That value doesn't fit: {error.value!r}.")
+            await reply_privately(
+                interaction, f"That value doesn't fit: {quote_inline(str(error.value), 60)}."
+            )
             return
         reference = secrets.token_hex(4)
         command = interaction.command.qualified_name if interaction.command else "?"
@@ -98,6 +103,13 @@ class LoraBot(commands.Bot):
         if training is not None and self.run_background:
             # Reconcile at once (resumes live jobs after a restart, stops orphan pods), then on a timer.
             training.start_background(self.services.tasks)
+
+
+    async def on_ready(self) -> None:
+        # Every new gateway session (not a resume): the guilds and roles are known from here on.
+        training = self.services.training
+        if training is not None:
+            training.chat_ready()
 
 
 def command_fingerprints(bot: LoraBot) -> dict[str, str]:
@@ -177,8 +189,13 @@ class Application:
         await self.engine.dispose()
 
 
-async def build_application(settings: Settings, **bot_options: Any) -> Application:
-    """Wire everything in one place. Applies migrations first; raises on an unreachable database."""
+async def build_application(
+    settings: Settings, *, clock: Callable[[], datetime] | None = None, **bot_options: Any
+) -> Application:
+    """Wire everything in one place. Applies migrations first; raises on an unreachable database.
+
+    ``clock`` (UTC now; the wall clock by default) times money and jobs: the simulators' harness
+    passes the RunPod simulator's clock, so the ledger and RunPod's meter read the same time."""
     await upgrade_to_head_async(settings.database_url)
     engine = make_engine(settings.database_url)
     try:
@@ -189,7 +206,7 @@ async def build_application(settings: Settings, **bot_options: Any) -> Applicati
     sessions = make_sessionmaker(engine)
     http = aiohttp.ClientSession(timeout=HTTP_TIMEOUT)
     try:
-        services = build_services(settings, sessions, http)
+        services = build_services(settings, sessions, http, clock=clock)
     except BaseException:
         # A start-up error (e.g. a malformed CLOUDINARY_URL) must not leak the session and the pool.
         await http.close()

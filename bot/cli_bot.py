@@ -51,12 +51,7 @@ def _database_problem(settings: Settings) -> str | None:
 def _setup_logging(settings: Settings) -> None:
     from bot.log import setup_logging
 
-    secret_values = [
-        s.get_secret_value()
-        for s in (settings.discord_token, settings.runpod_api_key, settings.cloudinary_url, settings.hf_token)
-        if s is not None
-    ]
-    setup_logging(settings.log_level, secret_values)
+    setup_logging(settings.log_level, settings.secret_values())
 
 
 def _run(_args: argparse.Namespace) -> int:

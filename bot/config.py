@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     runpod_network_volume_id: str | None = None
     runpod_cloud_type: Literal["SECURE", "COMMUNITY", "ALL"] = "SECURE"
     hf_token: SecretStr | None = None
+    # Key for deriving each job's worker bearer token (HMAC of the job), so no token is stored; when
+    # unset, RUNPOD_API_KEY serves as the key (see bot.training.tokens).
+    worker_token_key: SecretStr | None = None
 
     # Cloudinary
     cloudinary_url: SecretStr | None = None
@@ -89,12 +92,35 @@ class Settings(BaseSettings):
             return [value]
         return value
 
+    @field_validator("default_job_budget_usd", "monthly_budget_usd")
+    @classmethod
+    def _budget_in_cents(cls, value: Decimal) -> Decimal:
+        # The same rule as budgets set from Discord: rounded to the cent, then checked.
+        from bot.errors import InvalidInputError
+        from bot.guilds import check_budget
+
+        try:
+            return check_budget(value)
+        except InvalidInputError as exc:
+            raise ValueError(str(exc)) from None
+
     @field_validator("database_url")
     @classmethod
     def _known_driver(cls, value: str) -> str:
         if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
             raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
         return value
+
+    def secret_values(self) -> list[str]:
+        """Every secret setting's value, for redaction (the log also redacts by shape)."""
+        secrets = (
+            self.discord_token,
+            self.runpod_api_key,
+            self.cloudinary_url,
+            self.hf_token,
+            self.worker_token_key,
+        )
+        return [s.get_secret_value() for s in secrets if s is not None and s.get_secret_value()]
 
     @property
     def blob_dir(self) -> Path:

@@ -6,17 +6,25 @@ here (style R4): only the environment holds them.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
 from bot.errors import InvalidInputError
+from bot.text import quote_inline
 from storage.db import unit_of_work
 from storage.models import GuildSettings
 
-MAX_BUDGET_USD = Decimal("10000")
+MIN_BUDGET_USD = Decimal("0.01")
+MAX_BUDGET_USD = Decimal("10000.00")
+CENT = Decimal("0.01")
+_AMOUNT = re.compile(
+    r"(?P<sign>-)?\s*\$?\s*(?P<sign2>-)?\s*(?P<number>[0-9]{1,15}(?:\.[0-9]*)?|\.[0-9]+)\s*(?:usd)?",
+    re.IGNORECASE,
+)
 FACE_ENGINES = ("auto", "insightface", "dlib")
 
 
@@ -30,16 +38,65 @@ class GuildConfig:
     face_engine: str
 
 
-def parse_usd(text: str) -> Decimal:
-    """'$2.50', '2.5' → Decimal('2.50'); refuses negatives, zero, NaN and absurd amounts."""
-    cleaned = text.strip().removeprefix("$").strip()
+def budget_range_text() -> str:
+    return f"between ${MIN_BUDGET_USD} and ${MAX_BUDGET_USD:,}"
+
+
+def check_budget(amount: Decimal, what: str = "A budget") -> Decimal:
+    """``amount`` rounded to the cent, refused unless finite and within the allowed range.
+
+    The one home of the money rule: every budget is checked *after* rounding (0.004 would otherwise
+    pass as "more than zero" and be stored as $0.00, refusing every start), on create and on every
+    update alike.
+    """
+    if not isinstance(amount, Decimal) or not amount.is_finite():
+        raise InvalidInputError(f"{what} must be an amount {budget_range_text()}.")
     try:
-        amount = Decimal(cleaned)
-    except InvalidOperation:
-        raise InvalidInputError(f"`{text[:20]}` is not an amount in dollars, e.g. `2.50`.") from None
-    if not amount.is_finite() or amount <= 0 or amount > MAX_BUDGET_USD:
-        raise InvalidInputError(f"Budgets are between $0.01 and ${MAX_BUDGET_USD}.")
-    return amount.quantize(Decimal("0.01"))
+        rounded = amount.quantize(CENT, rounding=ROUND_HALF_UP)
+    except InvalidOperation:  # more digits than the context holds: absurd by any measure
+        raise InvalidInputError(f"{what} must be an amount {budget_range_text()}.") from None
+    if rounded < 0:
+        raise InvalidInputError(f"{what} can't be negative: it must be {budget_range_text()}.")
+    if rounded < MIN_BUDGET_USD:
+        raise InvalidInputError(
+            f"{what} of ${rounded} (after rounding to the cent) is too small: "
+            f"it must be {budget_range_text()}."
+        )
+    if rounded > MAX_BUDGET_USD:
+        raise InvalidInputError(
+            f"{what} of ${rounded:,} is more than allowed: it must be {budget_range_text()}."
+        )
+    return rounded
+
+
+def parse_usd(text: str, what: str = "A budget") -> Decimal:
+    """'$2.50', '2.5', '2.5 USD' → Decimal('2.50'), checked by :func:`check_budget`.
+
+    Only plain decimal numbers are read: no exponent, NaN, infinity, sign or non-ASCII digits.
+    """
+    match = _AMOUNT.fullmatch(text.strip())
+    if match is None:
+        raise InvalidInputError(
+            f"{quote_inline(text, 20)} is not an amount in dollars such as `2.50`; "
+            f"{what.lower()} must be {budget_range_text()}."
+        )
+    amount = Decimal(match["number"])
+    return check_budget(-amount if match["sign"] or match["sign2"] else amount, what)
+
+
+def parse_budgets(job: str | None, month: str | None) -> tuple[Decimal | None, Decimal | None]:
+    """``/budget set``'s two amounts, each parsed by :func:`parse_usd`; one refusal names every problem."""
+    parsed: list[Decimal | None] = []
+    problems: list[str] = []
+    for text, what in ((job, "The budget per job"), (month, "The monthly budget")):
+        try:
+            parsed.append(parse_usd(text, what) if text is not None else None)
+        except InvalidInputError as exc:
+            parsed.append(None)
+            problems.append(str(exc))
+    if problems:
+        raise InvalidInputError("\n".join(problems))
+    return parsed[0], parsed[1]
 
 
 class GuildConfigService:
@@ -90,9 +147,9 @@ class GuildConfigService:
                 row = GuildSettings(guild_id=guild_id)
                 session.add(row)
             if job_budget_usd is not None:
-                row.job_budget_usd = job_budget_usd
+                row.job_budget_usd = check_budget(job_budget_usd, "The budget per job")
             if monthly_budget_usd is not None:
-                row.monthly_budget_usd = monthly_budget_usd
+                row.monthly_budget_usd = check_budget(monthly_budget_usd, "The monthly budget")
             if approvals_required is not None:
                 row.approvals_required = approvals_required
             if report_channel_id is not None:

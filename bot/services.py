@@ -6,7 +6,9 @@ through ``bot.services``. Nothing here connects at import time.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -22,15 +24,18 @@ from bot.datasets.manage import DatasetService
 from bot.errors import StartupError, UserError
 from bot.faces import FaceService
 from bot.guilds import GuildConfigService
+from bot.outbox import Outbox
+from bot.review.alarm import AlarmActions
 from bot.review.delivery import DeliveryService
 from bot.review.scoring import PooledScorer, SampleScorer
-from bot.review.service import ReviewService, ScorerFactory
+from bot.review.service import ReviewListener, ReviewService, ScorerFactory
 from bot.review.votes import VoteService
 from bot.roles import RoleNames
 from bot.training.jobs import Training, build_training
 from bot.training.money import Money
 from storage.blobs import BlobStore
 from storage.models import Job
+from storage.types import utcnow
 
 
 @dataclass
@@ -56,6 +61,13 @@ class Services:
     votes: VoteService
     delivery: DeliveryService
     review: ReviewService
+    # The face alarm's buttons and "Retry with these changes" (suggestions from the report card).
+    alarms: AlarmActions
+    # Subscribed to training at start-up: reviews checkpoints and stops runs early with or without Discord;
+    # the review cog attaches itself as the publisher.
+    review_listener: ReviewListener | None
+    # Messages jobs owe their channels, recorded before they are posted (each posted once).
+    outbox: Outbox
 
     async def close(self) -> None:
         """Stop background work; the start-up function closes the HTTP session and engine."""
@@ -69,7 +81,11 @@ class Services:
 
 
 def build_services(
-    settings: Settings, sessions: async_sessionmaker[AsyncSession], http: aiohttp.ClientSession
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    http: aiohttp.ClientSession,
+    *,
+    clock: Callable[[], datetime] | None = None,
 ) -> Services:
     blobs = BlobStore(settings.blob_dir)
     tasks = TaskGroup()
@@ -79,8 +95,8 @@ def build_services(
     except UserError as exc:  # a malformed CLOUDINARY_URL: one clear line at start-up
         raise StartupError(str(exc)) from None
     # Few ledger rows: accrue at most once a minute; budget checks look ahead to cover the gap.
-    money = Money(sessions, settings, min_period_s=60)
-    training = build_training(settings, sessions, http, blobs, money)
+    money = Money(sessions, settings, min_period_s=60, clock=clock or utcnow)
+    training = build_training(settings, sessions, http, blobs, money, clock=clock or utcnow)
     captions = CaptionService(sessions, blobs)
     try:
         faces = FaceService.from_settings(settings)
@@ -89,6 +105,12 @@ def build_services(
     faces.start()  # creates the pool only: no process is spawned until the first task
     curation = CurationService(sessions, blobs, faces, gather, models_dir=settings.face_models_dir)
     votes = VoteService(sessions, default_approvals_required=settings.approvals_required)
+    alarms = AlarmActions(sessions, curation, training.service if training is not None else None)
+    review = ReviewService(sessions, blobs, votes, review_scorer(faces, curation), alarms=alarms)
+    review_listener = None
+    if training is not None:
+        review_listener = ReviewListener(review, training.service.stop_early)
+        training.listeners.add(review_listener)
     return Services(
         settings=settings,
         sessions=sessions,
@@ -110,7 +132,10 @@ def build_services(
         delivery=DeliveryService(
             sessions, blobs, loras_dir=settings.comfyui_loras_dir, cloudinary=gather.cloudinary
         ),
-        review=ReviewService(sessions, blobs, votes, review_scorer(faces, curation)),
+        alarms=alarms,
+        review=review,
+        review_listener=review_listener,
+        outbox=Outbox(sessions),
     )
 
 

@@ -11,6 +11,10 @@ Edits are coalesced per job: the orchestrator already throttles progress to
 ``progress_edit_interval_s``; on top of that at most one edit per job is in flight, and whatever arrives
 meanwhile collapses into the next edit (only the newest text is ever sent). Edits run in background
 tasks so a slow Discord never holds up the job's poller.
+
+The message is posted through the outbox (``cogs/_outbox.py``): a bot killed between posting it and
+recording its id finds it again instead of posting a second one. The final edit is recorded as
+``progress:final``, so a bot killed before making it makes it after the restart (``bot/training/owed.py``).
 """
 
 from __future__ import annotations
@@ -23,9 +27,12 @@ from typing import Any
 
 import discord
 
+from bot.outbox import PROGRESS, Outbox
 from bot.training.context import JobListener
 from bot.training.jobs import JobService
+from bot.training.owed import PROGRESS_FINAL
 from bot.training.progress import ProgressView
+from cogs._outbox import post_owed
 from storage.models import TERMINAL_STATES, Job, JobEvent, JobState
 
 log = logging.getLogger(__name__)
@@ -58,9 +65,10 @@ def capacity_note(payload: Mapping[str, Any]) -> str:
 class ProgressBoard(JobListener):
     """Keeps one progress message per job in the job's channel (see the module docstring)."""
 
-    def __init__(self, client: discord.Client, service: JobService) -> None:
+    def __init__(self, client: discord.Client, service: JobService, outbox: Outbox) -> None:
         self._client = client
         self._service = service
+        self._outbox = outbox
         self._boards: dict[int, _Board] = {}
         self._ended: set[int] = set()  # announced here: later reports of these jobs change nothing
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -89,6 +97,8 @@ class ProgressBoard(JobListener):
         if new in TERMINAL_STATES:
             # The final edit; the end-of-job summary (with mentions) is the review cog's message.
             await self._flush(board)
+            if board.wanted is not None and board.wanted == board.shown:
+                await self._final_made(board)
             self._ended.add(job.id)
             self._boards.pop(job.id, None)
         else:
@@ -165,6 +175,8 @@ class ProgressBoard(JobListener):
             await message.edit(content=text)
         except discord.NotFound:
             log.info("job %s: progress message %s is gone; posting a new one", board.job_id, board.message_id)
+            await self._outbox.forget(board.job_id, PROGRESS, board.message_id)
+            board.message_id = None
             return await self._post(board, text)
         except discord.HTTPException as exc:
             log.warning("job %s: progress edit failed: %s", board.job_id, exc)
@@ -177,14 +189,27 @@ class ProgressBoard(JobListener):
             log.info("job %s has no channel: no progress message", board.job_id)
             board.shown = text
             return True
-        channel = self._client.get_partial_messageable(board.channel_id)
         try:
-            message = await channel.send(text)
+            posted = await post_owed(
+                self._outbox, self._client, board.job_id, PROGRESS, channel_id=board.channel_id, content=text
+            )
         except discord.HTTPException as exc:
             log.warning("job %s: could not post its progress message: %s", board.job_id, exc)
             return False
-        board.message_id, board.shown = message.id, text
+        assert posted.message_id is not None
+        board.message_id = posted.message_id
+        # A message found again (or posted by an earlier process) shows older text: edit it next.
+        board.shown = text if posted.fresh else None
         await self._service.set_progress_message(
-            board.job_id, channel_id=board.channel_id, message_id=message.id
+            board.job_id, channel_id=board.channel_id, message_id=posted.message_id
         )
         return True
+
+    async def _final_made(self, board: _Board) -> None:
+        """The job's progress message shows its end: nothing about it is owed any more."""
+        if board.message_id is not None and board.channel_id is not None:
+            await self._outbox.record(
+                board.job_id, PROGRESS_FINAL, channel_id=board.channel_id, message_id=board.message_id
+            )
+        else:
+            await self._outbox.settle(board.job_id, PROGRESS_FINAL)

@@ -8,7 +8,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.guilds import parse_usd
+from bot.guilds import parse_budgets
 from bot.roles import Role, require_role
 from bot.training.money import usd
 from cogs._shared import guild_id_of, member_of, require, services_of
@@ -49,10 +49,9 @@ class BudgetCog(commands.GroupCog, group_name="budget", group_description="Money
         if job is None and month is None:
             await interaction.response.send_message("Give `job`, `month` or both.", ephemeral=True)
             return
+        job_usd, month_usd = parse_budgets(job, month)
         config = await services_of(interaction).guilds.update(
-            guild_id_of(interaction),
-            job_budget_usd=parse_usd(job) if job is not None else None,
-            monthly_budget_usd=parse_usd(month) if month is not None else None,
+            guild_id_of(interaction), job_budget_usd=job_usd, monthly_budget_usd=month_usd
         )
         await interaction.response.send_message(
             f"Budgets: {usd(config.job_budget_usd)} per job, {usd(config.monthly_budget_usd)} per month.",

@@ -9,6 +9,10 @@ is its publisher:
   bot edits the same message);
 - when the review decides training has stopped improving it stops the job early (results kept) and
   says how much money that saved;
+- when the review raises the **face alarm** (the face is not coming while training goes on) it posts
+  the alarm with the checkpoint's row, mentioning the requester only, with three buttons: **Stop now**,
+  **Let it run** and **Retry with these changes** (the decisions live in ``bot.review.alarm``; a poor
+  or failed run's summary carries the retry button too);
 - when the job ends it posts the summary (best checkpoint, score, cost, time, full grid, chart; or the
   cause and last log lines of a failure, cancel or budget stop). Only the requester and the reviewer
   role can be pinged by it: ``allowed_mentions`` names exactly those, so text that users wrote (dataset
@@ -26,18 +30,21 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 
 import discord
 from discord.ext import commands
 
-from bot.errors import UserError
+from bot.errors import PermissionDeniedError, UserError
+from bot.outbox import CHART, EARLY_STOP, FACE_ALARM, SUMMARY, delivery_key, row_key
 from bot.review.delivery import DEFAULT_WEIGHT, lora_file_name
 from bot.review.notify import approval_text, clip, early_stop_text, inline, neutralise
-from bot.review.service import CheckpointReview, FinalReview, ReviewListener
+from bot.review.service import CheckpointReview, FinalReview
 from bot.review.votes import APPROVE, DOWN, UP, Outcome, normalise_emoji
 from bot.roles import Role, has_role
 from bot.training.context import prompt_lines
+from cogs._outbox import post_owed
 from cogs._shared import guild_id_of, member_of, services_of
 from storage.models import Job, JobState
 
@@ -49,6 +56,51 @@ log = logging.getLogger(__name__)
 
 NO_MENTIONS = discord.AllowedMentions.none()
 REVIEW_EMOJIS = frozenset({UP, DOWN, APPROVE})
+ALARM_LABELS = {"stop": "Stop now", "run": "Let it run", "retry": "Retry with these changes"}
+ALARM_STYLES = {
+    "stop": discord.ButtonStyle.danger,
+    "run": discord.ButtonStyle.secondary,
+    "retry": discord.ButtonStyle.primary,
+}
+
+
+class AlarmButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]],
+    template=r"loraops:alarm:(?P<action>stop|run|retry):(?P<job>\d+)",
+):
+    """Stop now / Let it run / Retry with these changes, on a face alarm or a poor run's summary.
+
+    A dynamic item: the job id lives in the custom id, so the buttons work after a restart.
+    """
+
+    def __init__(self, job_id: int, action: str) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label=ALARM_LABELS[action],
+                style=ALARM_STYLES[action],
+                custom_id=f"loraops:alarm:{action}:{job_id}",
+            )
+        )
+        self.job_id = job_id
+        self.action = action
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> AlarmButton:
+        return cls(int(match["job"]), match["action"])
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        cog = interaction.client.get_cog(ReviewCog.__cog_name__)  # type: ignore[attr-defined]
+        if isinstance(cog, ReviewCog):
+            await cog.alarm_button(interaction, self.job_id, self.action)
+
+
+def alarm_view(job_id: int, actions: tuple[str, ...] = ("stop", "run", "retry")) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    for action in actions:
+        view.add_item(AlarmButton(job_id, action))
+    return view
 
 
 def _file(data: bytes, name: str) -> discord.File:
@@ -120,7 +172,6 @@ class ReviewCog(commands.Cog, name="Review"):
 
     def __init__(self, bot: LoraBot) -> None:
         self.bot = bot
-        self._listener: ReviewListener | None = None
         self._charts: dict[int, tuple[int, int]] = {}  # job id → (channel id, chart message id)
         self._chart_locks: dict[int, asyncio.Lock] = {}
 
@@ -129,17 +180,15 @@ class ReviewCog(commands.Cog, name="Review"):
         return self.bot.services
 
     async def cog_load(self) -> None:
-        training = self.services.training
-        if training is None:
-            return  # no RunPod: nothing will be trained, so nothing to review
-        self._listener = ReviewListener(self.services.review, self)
-        training.listeners.add(self._listener)
+        # The review runs in the domain either way (no RunPod: no listener, nothing to review); this cog
+        # only publishes it.
+        if self.services.review_listener is not None:
+            self.services.review_listener.publisher = self
 
     async def cog_unload(self) -> None:
-        training = self.services.training
-        if self._listener is not None and training is not None:
-            training.listeners.remove(self._listener)
-        self._listener = None
+        self.bot.remove_dynamic_items(AlarmButton)
+        if self.services.review_listener is not None:
+            self.services.review_listener.publisher = None
 
     # -- where to post ------------------------------------------------------------------------------
 
@@ -164,32 +213,156 @@ class ReviewCog(commands.Cog, name="Review"):
         return role.id if role is not None else None
 
     async def checkpoint_reviewed(self, job: Job, review: CheckpointReview) -> None:
-        """Post the row (reviewers vote on it), renew the chart, and stop early if the review says so.
+        """Post the row (reviewers vote on it), renew the chart, and say so when the review stopped the run.
 
-        A failed post never keeps a run going that should stop: the early stop does not depend on it."""
+        The early stop itself already happened in the domain, before anything was posted."""
         channel = await self._channel(job)
-        if channel is not None:
-            try:
-                await self._post_row(job, channel, review)
-                await self._renew_chart(job, channel, review)
-            except discord.HTTPException as exc:
-                log.warning("could not post the review of job %s step %s: %s", job.id, review.step, exc)
-        if review.early_stop.stop:
-            await self._stop_early(job, channel, review)
+        if channel is None:
+            return
+        try:
+            await self._post_row(job, channel, review)
+            await self._renew_chart(job, channel, review)
+        except discord.HTTPException as exc:
+            log.warning("could not post the review of job %s step %s: %s", job.id, review.step, exc)
+        if review.alarm is not None:
+            await self._post_alarm(job, channel, review)
+        if review.stopped_now:  # later checkpoints decide the same: say it once
+            await post_owed(
+                self.services.outbox,
+                self.bot,
+                job.id,
+                EARLY_STOP,
+                channel_id=channel.id,
+                content=early_stop_text(
+                    job_id=job.id, reason=review.early_stop.reason, saved=review.money_saved
+                ),
+                allowed_mentions=NO_MENTIONS,
+            )
 
     async def _post_row(
         self, job: Job, channel: discord.PartialMessageable, review: CheckpointReview
     ) -> None:
         name = _image_name(f"job{job.id}-step{review.step}", review.row.format)
-        message = await channel.send(
-            review.caption, file=_file(review.row.data, name), allowed_mentions=NO_MENTIONS
+        posted = await post_owed(
+            self.services.outbox,
+            self.bot,
+            job.id,
+            row_key(review.step),
+            channel_id=channel.id,
+            content=review.caption,
+            file_names=[name],
+            make_files=lambda: [_file(review.row.data, name)],
+            allowed_mentions=NO_MENTIONS,
+            degrade=("grid row", f"`/train samples job:{job.id} step:{review.step}` shows it."),
         )
-        await self.services.votes.attach_row_message(job.id, review.step, message.id)
+        assert posted.message_id is not None
+        await self.services.votes.attach_row_message(job.id, review.step, posted.message_id)
+        if not (posted.fresh or posted.recovered):
+            return  # posted and set up before
+        message = channel.get_partial_message(posted.message_id)
         for emoji in (UP, DOWN):
             try:
                 await message.add_reaction(emoji)
             except discord.HTTPException as exc:
                 log.warning("could not add %s to the row of job %s: %s", emoji, job.id, exc)
+
+    async def _post_alarm(
+        self, job: Job, channel: discord.PartialMessageable, review: CheckpointReview
+    ) -> None:
+        """The face alarm: the row again (what the review saw), the requester pinged, three buttons."""
+        alarm = review.alarm
+        assert alarm is not None
+        name = _image_name(f"job{job.id}-step{review.step}-alarm", review.row.format)
+        try:
+            await post_owed(
+                self.services.outbox,
+                self.bot,
+                job.id,
+                FACE_ALARM,
+                channel_id=channel.id,
+                content=alarm.content(),
+                file_names=[name],
+                make_files=lambda: [_file(review.row.data, name)],
+                degrade=("row", f"`/train samples job:{job.id} step:{review.step}` shows it."),
+                view=alarm_view(job.id),
+                allowed_mentions=summary_mentions((alarm.requester_id,), ()),
+            )
+        except discord.HTTPException as exc:
+            log.warning("could not post the face alarm of job %s: %s", job.id, exc)
+
+    async def alarm_button(self, interaction: discord.Interaction[Any], job_id: int, action: str) -> None:
+        """Route a button of the alarm (or of a poor run's summary) to the domain and render the result."""
+        from bot.app import reply_privately
+
+        try:
+            await self._may_act(interaction, job_id)
+            if action == "retry":
+                await self._retry(interaction, job_id)
+                return
+            await interaction.response.defer()
+            alarms = self.services.alarms
+            who = interaction.user.mention
+            if action == "stop":
+                outcome = await alarms.stop_now(
+                    job_id, user_id=interaction.user.id, guild_id=interaction.guild_id
+                )
+                note = outcome.text(job_id, who)
+            else:
+                first = await alarms.let_run(
+                    job_id, user_id=interaction.user.id, guild_id=interaction.guild_id
+                )
+                note = (
+                    f"▶️ {who} lets job #{job_id} run to the end."
+                    if first
+                    else f"Job #{job_id}: someone already chose."
+                )
+        except UserError as exc:
+            await reply_privately(interaction, str(exc))
+            return
+        message = interaction.message
+        if message is not None:  # the choice is made: only the retry stays
+            await interaction.edit_original_response(view=alarm_view(job_id, ("retry",)))
+        await interaction.followup.send(note, allowed_mentions=NO_MENTIONS)
+
+    async def _may_act(self, interaction: discord.Interaction[Any], job_id: int) -> None:
+        """The requester, a trainer or an admin may press the alarm's buttons (they spend or save money)."""
+        training = self.services.training
+        if training is None:
+            raise PermissionDeniedError("Training is not set up on this bot.")
+        job = await training.service.get(job_id, guild_id=interaction.guild_id)
+        member = member_of(interaction.user)
+        roles = self.services.roles
+        if job.requested_by == interaction.user.id or has_role(member, Role.TRAINER, roles):
+            return
+        raise PermissionDeniedError(f"This needs the **{roles.name_of(Role.TRAINER)}** role.")
+
+    async def _retry(self, interaction: discord.Interaction[Any], job_id: int) -> None:
+        from cogs.train import quote_text, quote_view
+
+        await interaction.response.defer(thinking=True)
+        try:
+            outcome = await self.services.alarms.retry(
+                job_id,
+                user_id=interaction.user.id,
+                channel_id=interaction.channel_id,
+                guild_id=interaction.guild_id,
+            )
+        except UserError as exc:
+            await interaction.delete_original_response()
+            await interaction.followup.send(str(exc)[:2000], ephemeral=True)
+            return
+        quote = outcome.quote
+        assert quote.job_id is not None
+        applied = f"Applied to the dataset: {', '.join(outcome.applied)}.\n" if outcome.applied else ""
+        suggested = outcome.suggestions
+        overrides = f" · overrides `{suggested.overrides_text()}`" if suggested.overrides else ""
+        head = (
+            f"Retry of job #{job_id} with the suggested changes: preset `{suggested.preset}`{overrides}.\n"
+            f"{applied}"
+        )
+        await interaction.edit_original_response(
+            content=clip(head + quote_text(quote)), view=quote_view(quote.job_id)
+        )
 
     async def _renew_chart(
         self, job: Job, channel: discord.PartialMessageable, review: CheckpointReview
@@ -207,64 +380,93 @@ class ReviewCog(commands.Cog, name="Review"):
                         content=content, attachments=[_file(review.chart_png, name)]
                     )
                     return
-                except discord.HTTPException as exc:  # deleted meanwhile: post a new one
-                    log.info("chart message of job %s not editable (%s): posting a new one", job.id, exc)
-            message = await channel.send(
-                content, file=_file(review.chart_png, name), allowed_mentions=NO_MENTIONS
-            )
-            self._charts[job.id] = (channel.id, message.id)
-            await self.services.votes.attach_chart_message(
-                job.id, channel_id=channel.id, message_id=message.id
-            )
-
-    async def _stop_early(
-        self, job: Job, channel: discord.PartialMessageable | None, review: CheckpointReview
-    ) -> None:
-        training = self.services.training
-        if training is None:
-            return
-        decision = review.early_stop
-        payload = {
-            "best_step": decision.best_step,
-            "saved_usd": str(review.money_saved) if review.money_saved is not None else None,
-        }
-        try:
-            _, stopped = await training.service.stop_early(job.id, decision.reason, payload=payload)
-        except UserError as exc:
-            log.warning("job %s: early stop refused: %s", job.id, exc)
-            return
-        if stopped and channel is not None:  # later checkpoints decide the same: say it once
-            await channel.send(
-                early_stop_text(job_id=job.id, reason=decision.reason, saved=review.money_saved),
+                except discord.NotFound as exc:  # deleted meanwhile: post a new one
+                    log.info("chart message of job %s is gone (%s): posting a new one", job.id, exc)
+                    await self.services.outbox.forget(job.id, CHART, known[1])
+            posted = await post_owed(
+                self.services.outbox,
+                self.bot,
+                job.id,
+                CHART,
+                channel_id=channel.id,
+                content=content,
+                file_names=[name],
+                make_files=lambda: [_file(review.chart_png, name)],
                 allowed_mentions=NO_MENTIONS,
             )
+            assert posted.message_id is not None
+            self._charts[job.id] = (channel.id, posted.message_id)
+            await self.services.votes.attach_chart_message(
+                job.id, channel_id=channel.id, message_id=posted.message_id
+            )
+            if not posted.fresh:  # an older chart message: bring it up to date
+                await channel.get_partial_message(posted.message_id).edit(
+                    content=content, attachments=[_file(review.chart_png, name)]
+                )
 
     async def job_reviewed(self, job: Job, review: FinalReview) -> None:
-        """The summary: only the requester and the reviewer role may be pinged."""
+        """The summary: only the requester and the reviewer role may be pinged. Posted through the
+        outbox, so it is posted once even if the bot dies around the post (and found again)."""
         self._charts.pop(job.id, None)
         self._chart_locks.pop(job.id, None)
+        outbox = self.services.outbox
         if job.pod_id is None and JobState(job.state) == JobState.CANCELLED:
+            await outbox.settle(job.id, SUMMARY)
             return  # cancelled at the quote: nothing ran, and the quote message already says so
         channel = await self._channel(job)
         if channel is None:
+            await outbox.settle(job.id, SUMMARY)
             return
-        files: list[discord.File] = []
+        files: list[tuple[bytes, str]] = []
         if review.grid is not None:
-            files.append(_file(review.grid.data, _image_name(f"job{job.id}-grid", review.grid.format)))
+            files.append((review.grid.data, _image_name(f"job{job.id}-grid", review.grid.format)))
         if review.chart_png is not None:
-            files.append(_file(review.chart_png, f"job{job.id}-chart.png"))
+            files.append((review.chart_png, f"job{job.id}-chart.png"))
         notice = review.notice
-        message = await channel.send(
-            notice.content,
-            files=files,
+        unpingable = self._unpingable_note(job.guild_id, channel.id, notice.mention_role_ids)
+        posted = await post_owed(
+            outbox,
+            self.bot,
+            job.id,
+            SUMMARY,
+            channel_id=channel.id,
+            content=clip(notice.content + unpingable),
+            file_names=[name for _, name in files],
+            make_files=lambda: [_file(data, name) for data, name in files],
+            degrade=("grid and chart", f"`/train samples job:{job.id}` shows the whole grid."),
             allowed_mentions=summary_mentions(notice.mention_user_ids, notice.mention_role_ids),
+            # A poor or failed run's summary offers "Retry with these changes".
+            view=alarm_view(job.id, ("retry",)) if review.retry else None,
         )
+        assert posted.message_id is not None
         if JobState(job.state) == JobState.SUCCEEDED and review.best is not None:
-            await self.services.votes.attach_summary_message(job.id, message.id)
-            try:
-                await message.add_reaction(APPROVE)
-            except discord.HTTPException as exc:
-                log.warning("could not add ✅ to the summary of job %s: %s", job.id, exc)
+            await self.services.votes.attach_summary_message(job.id, posted.message_id)
+            if posted.fresh or posted.recovered:
+                try:
+                    await channel.get_partial_message(posted.message_id).add_reaction(APPROVE)
+                except discord.HTTPException as exc:
+                    log.warning("could not add ✅ to the summary of job %s: %s", job.id, exc)
+
+    def _unpingable_note(self, guild_id: int, channel_id: int, role_ids: tuple[int, ...]) -> str:
+        """Discord only pings a role the bot mentions if the role is mentionable or the bot may Mention
+        Everyone in the channel; otherwise the summary says so instead of silently pinging nobody."""
+        guild = self.bot.get_guild(guild_id)
+        if guild is None or not role_ids:
+            return ""
+        channel = guild.get_channel(channel_id)
+        if channel is not None and channel.permissions_for(guild.me).mention_everyone:
+            return ""
+        names = [
+            neutralise(role.name)
+            for role_id in role_ids
+            if (role := guild.get_role(role_id)) is not None and not role.mentionable
+        ]
+        if not names:
+            return ""
+        return (
+            f"\n(The {', '.join(names)} role was not pinged: make it mentionable in the server settings, "
+            "or give me **Mention Everyone**.)"
+        )
 
     # -- reactions ----------------------------------------------------------------------------------------
 
@@ -284,24 +486,40 @@ class ReviewCog(commands.Cog, name="Review"):
             return
         member = payload.member
         is_reviewer = member is not None and has_role(member_of(member), Role.REVIEWER, self.services.roles)
-        emoji = str(payload.emoji)
-        result = await self.services.votes.reaction_added(
-            payload.message_id, payload.user_id, emoji, is_reviewer=is_reviewer
+        await self._reaction_added(
+            payload.message_id, payload.channel_id, payload.user_id, str(payload.emoji), is_reviewer
         )
+
+    async def _reaction_added(
+        self, message_id: int, channel_id: int, user_id: int, emoji: str, is_reviewer: bool
+    ) -> None:
+        result = await self.services.votes.reaction_added(message_id, user_id, emoji, is_reviewer=is_reviewer)
         if result.outcome is Outcome.NOT_REVIEWER:
-            log.info("%s on job %s by %s not counted: not a reviewer", emoji, result.job_id, payload.user_id)
+            log.info("%s on job %s by %s not counted: not a reviewer", emoji, result.job_id, user_id)
             return
         if result.approved_step is None or result.job_id is None:
             return
+        await self._deliver_approved(result.job_id, result.approved_step, result.approvers, channel_id)
+
+    async def _deliver_approved(
+        self, job_id: int, step: int, approvers: tuple[int, ...], channel_id: int
+    ) -> None:
+        """Deliver an approved checkpoint and say so, once (the message is owed under ``delivery:<step>``)."""
+        key = delivery_key(step)
+        if key in await self.services.outbox.done_keys(job_id):
+            return
         content = await delivery_message(
-            self.services,
-            job_id=result.job_id,
-            step=result.approved_step,
-            approvers=result.approvers,
-            promoted=False,
+            self.services, job_id=job_id, step=step, approvers=approvers, promoted=False
         )
-        channel = self.bot.get_partial_messageable(payload.channel_id, guild_id=payload.guild_id)
-        await channel.send(content, allowed_mentions=NO_MENTIONS)
+        await post_owed(
+            self.services.outbox,
+            self.bot,
+            job_id,
+            key,
+            channel_id=channel_id,
+            content=content,
+            allowed_mentions=NO_MENTIONS,
+        )
 
     @commands.Cog.listener()
     async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
@@ -313,6 +531,72 @@ class ReviewCog(commands.Cog, name="Review"):
         )
         if result.outcome is Outcome.REMOVED:
             log.info("%s by %s on job %s withdrawn", payload.emoji, payload.user_id, result.job_id)
+
+    # -- reactions made while the bot was away -------------------------------------------------------------
+
+    @commands.Cog.listener()
+    async def on_ready(self) -> None:
+        """A new gateway session (a start, or an invalidated session): Discord does not replay the
+        reactions made meanwhile, so read them from the review messages still open and apply the change."""
+        if self.services.training is None:
+            return
+        self.services.tasks.spawn(self.sync_reactions(), name="review-reaction-sync")
+
+    async def sync_reactions(self) -> int:
+        """Apply the reactions on open review messages (rows and summaries of jobs still in review) that
+        the database does not know yet, and withdraw votes whose reaction is gone. Idempotent: votes are
+        unique, an approval is made once, a delivery is announced once. Returns how many changed."""
+        training = self.services.training
+        if training is not None:
+            # Rows and summaries recovered at start-up are open review messages too: wait for them.
+            await training.owed_settled()
+        changed = 0
+        for job_id, channel_id, message_id, emojis in await self.services.votes.open_review_messages():
+            try:
+                changed += await self._sync_message(job_id, channel_id, message_id, emojis)
+            except discord.HTTPException as exc:
+                log.warning("job %s: could not read reactions of message %s: %s", job_id, message_id, exc)
+        for job_id, step, approvers, channel_id in await self.services.votes.approved_undelivered():
+            await self._deliver_approved(job_id, step, approvers, channel_id)
+        if changed:
+            log.info("applied %d reaction change(s) made while the bot was away", changed)
+        return changed
+
+    async def _sync_message(
+        self, job_id: int, channel_id: int, message_id: int, emojis: frozenset[str]
+    ) -> int:
+        me = self.bot.user
+        job = await self.services.votes.job(job_id)
+        guild = self.bot.get_guild(job.guild_id)
+        if me is None or guild is None:
+            return 0
+        channel = self.bot.get_partial_messageable(channel_id, guild_id=job.guild_id)
+        try:
+            message = await channel.fetch_message(message_id)
+        except discord.NotFound:
+            return 0
+        present: set[tuple[int, str]] = set()
+        for reaction in message.reactions:
+            emoji = normalise_emoji(str(reaction.emoji))
+            if emoji not in emojis:
+                continue
+            async for user in reaction.users(limit=None):
+                if user.id != me.id:
+                    present.add((user.id, emoji))
+        recorded = await self.services.votes.recorded(message_id)
+        changed = 0
+        for user_id, emoji in sorted(present - recorded):
+            try:
+                member = await guild.fetch_member(user_id)
+            except discord.NotFound:
+                continue  # left the server: not a reviewer
+            is_reviewer = has_role(member_of(member), Role.REVIEWER, self.services.roles)
+            await self._reaction_added(message_id, channel_id, user_id, emoji, is_reviewer)
+            changed += 1
+        for user_id, emoji in sorted(recorded - present):
+            await self.services.votes.reaction_removed(message_id, user_id, emoji)
+            changed += 1
+        return changed
 
 
 # -- /train samples and /train promote (the commands live in the train group, cogs/train.py) -----------
@@ -354,7 +638,11 @@ async def promote_checkpoint(interaction: discord.Interaction[Any], job_id: int,
     content = await delivery_message(
         services, job_id=job_id, step=step, approvers=approval.approved_by, promoted=True
     )
-    await interaction.followup.send(content, allowed_mentions=NO_MENTIONS)
+    message = await interaction.followup.send(content, allowed_mentions=NO_MENTIONS, wait=True)
+    # Its delivery is announced: a restarted bot must not announce it again.
+    await services.outbox.record(
+        job_id, delivery_key(step), channel_id=message.channel.id, message_id=message.id
+    )
 
 
 async def setup(bot: commands.Bot) -> None:

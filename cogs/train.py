@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import re
-import shlex
 import time
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -22,17 +21,18 @@ from discord.ext import commands
 
 from bot.errors import (
     ConflictError,
-    InvalidInputError,
     NotFoundError,
     PermissionDeniedError,
     ServiceUnavailableError,
     UserError,
 )
 from bot.guilds import parse_usd
+from bot.outbox import QUOTE
 from bot.roles import Role, has_role
+from bot.text import quote_inline
 from bot.training.jobs import Quote, Training
 from bot.training.money import usd
-from bot.training.presets import apply_overrides, load_preset, parse_override_strings, preset_names
+from bot.training.presets import check_overrides, load_preset, preset_names
 from bot.training.progress import ProgressView
 from cogs._progress import ProgressBoard
 from cogs._shared import guild_id_of, member_of, require, services_of
@@ -59,20 +59,6 @@ def training_of(interaction: discord.Interaction[Any]) -> Training:
             "(and usually `HF_TOKEN` for gated base models) and restart it."
         )
     return training
-
-
-def parse_overrides(text: str | None) -> dict[str, str]:
-    """``steps=800 network_dim=32 "sampling.negative=blurry, dark"`` → a dict (quotes keep spaces).
-
-    Pairs are separated by spaces; a comma right after a pair is tolerated (``steps=800, dim=32``).
-    """
-    if not text or not text.strip():
-        return {}
-    try:
-        tokens = shlex.split(text)
-    except ValueError as exc:
-        raise InvalidInputError(f"Overrides: {exc}. Write them as `key=value key=value`.") from None
-    return parse_override_strings(token.rstrip(",") for token in tokens if token.strip(","))
 
 
 def is_admin(user: discord.User | discord.Member, interaction: discord.Interaction[Any]) -> bool:
@@ -165,7 +151,7 @@ class TrainCog(commands.GroupCog, group_name="train", group_description="Train a
         self.bot.add_dynamic_items(QuoteButton)
         training = self.bot.services.training
         if training is not None:
-            self.board = ProgressBoard(self.bot, training.service)
+            self.board = ProgressBoard(self.bot, training.service, self.bot.services.outbox)
             training.listeners.add(self.board)
 
     async def cog_unload(self) -> None:
@@ -240,9 +226,10 @@ class TrainCog(commands.GroupCog, group_name="train", group_description="Train a
         """The cheap checks, done before deferring so that their errors stay private."""
         training = training_of(interaction)
         if preset not in preset_names():
-            raise NotFoundError(f"There is no preset `{preset[:40]}`. Presets: {', '.join(preset_names())}.")
-        params = parse_overrides(overrides)
-        apply_overrides(load_preset(preset), params)  # unknown keys and bad values: refused here, privately
+            raise NotFoundError(
+                f"There is no preset {quote_inline(preset, 40)}. Presets: {', '.join(preset_names())}."
+            )
+        params = check_overrides(preset, overrides)  # refused here, privately, before any spend
         amount = parse_usd(budget) if budget is not None else None
         guild_id = guild_id_of(interaction)
         await services_of(interaction).datasets.get(guild_id=guild_id, name=dataset)
@@ -368,7 +355,13 @@ class TrainCog(commands.GroupCog, group_name="train", group_description="Train a
             await interaction.delete_original_response()
             raise
         assert quote.job_id is not None
-        await interaction.edit_original_response(content=quote_text(quote), view=quote_view(quote.job_id))
+        message = await interaction.edit_original_response(
+            content=quote_text(quote), view=quote_view(quote.job_id)
+        )
+        # Remembered so that a ✅ made on it while the bot was away still confirms (see sync_quotes).
+        await services_of(interaction).outbox.record(
+            quote.job_id, QUOTE, channel_id=message.channel.id, message_id=message.id
+        )
 
     @app_commands.command(name="status", description="Progress of a training job (the newest if none given).")
     @app_commands.describe(job="Job number")
@@ -461,28 +454,82 @@ class TrainCog(commands.GroupCog, group_name="train", group_description="Train a
         job_id = _quoted_job(message)
         if job_id is None:
             return  # a ✅ on another message (checkpoint approvals are the review cog's)
+        await self._confirm_by_reaction(message, job_id, payload.user_id, payload.member, payload.guild_id)
+
+    async def _confirm_by_reaction(
+        self,
+        message: discord.Message,
+        job_id: int,
+        user_id: int,
+        member: discord.Member | None,
+        guild_id: int,
+    ) -> bool:
+        """Confirm pending job ``job_id`` for a ✅ by ``user_id`` on its quote, if they may; True if done."""
+        training = self.bot.services.training
+        if training is None:
+            return False
         try:
-            job = await training.service.get(job_id, guild_id=payload.guild_id)
-            member = payload.member
+            job = await training.service.get(job_id, guild_id=guild_id)
+            if JobState(job.state) != JobState.PENDING:
+                return False  # confirmed (or ended) already: a second ✅ changes nothing
             names = self.bot.services.roles
             allowed = member is not None and (
                 has_role(member_of(member), Role.ADMIN, names)
-                or (job.requested_by == payload.user_id and has_role(member_of(member), Role.TRAINER, names))
+                or (job.requested_by == user_id and has_role(member_of(member), Role.TRAINER, names))
             )
             if not allowed:
-                log.info(
-                    "✅ on job %s by %s ignored: not the requester nor an admin", job_id, payload.user_id
-                )
-                return
-            await training.service.confirm(job_id, user_id=payload.user_id, guild_id=payload.guild_id)
+                log.info("✅ on job %s by %s ignored: not the requester nor an admin", job_id, user_id)
+                return False
+            await training.service.confirm(job_id, user_id=user_id, guild_id=guild_id)
         except UserError as exc:
-            log.info("✅ on job %s by %s refused: %s", job_id, payload.user_id, exc)
-            return
-        note = f"{CONFIRM_EMOJI} Confirmed by <@{payload.user_id}>: renting a GPU pod."
+            log.info("✅ on job %s by %s refused: %s", job_id, user_id, exc)
+            return False
+        note = f"{CONFIRM_EMOJI} Confirmed by <@{user_id}>: renting a GPU pod."
         try:
             await message.edit(content=_with_note(message.content, note), view=None)
         except discord.HTTPException as exc:
             log.warning("could not update the quote of job %s: %s", job_id, exc)
+        return True
+
+    # -- ✅ made on a quote while the bot was away ----------------------------------------------------------
+
+    @commands.Cog.listener()
+    async def on_ready(self) -> None:
+        """A new gateway session: Discord does not replay reactions made meanwhile, so read the quotes."""
+        if self.bot.services.training is not None:
+            self.bot.services.tasks.spawn(self.sync_quotes(), name="quote-reaction-sync")
+
+    async def sync_quotes(self) -> int:
+        """Confirm pending jobs whose quote got the requester's (or an admin's) ✅ while the bot was
+        away. Returns how many were confirmed."""
+        training = self.bot.services.training
+        me = self.bot.user
+        if training is None or me is None:
+            return 0
+        confirmed = 0
+        for job_id, channel_id, message_id in await training.service.pending_quotes():
+            job = await training.service.get(job_id)
+            guild = self.bot.get_guild(job.guild_id)
+            if guild is None:
+                continue
+            channel = self.bot.get_partial_messageable(channel_id, guild_id=job.guild_id)
+            try:
+                message = await channel.fetch_message(message_id)
+                reaction = next((r for r in message.reactions if str(r.emoji) == CONFIRM_EMOJI), None)
+                users = [u async for u in reaction.users(limit=None)] if reaction is not None else []
+                for user in users:
+                    if user.id == me.id:
+                        continue
+                    try:
+                        member = await guild.fetch_member(user.id)
+                    except discord.NotFound:
+                        continue
+                    if await self._confirm_by_reaction(message, job_id, user.id, member, job.guild_id):
+                        confirmed += 1
+                        break
+            except discord.HTTPException as exc:
+                log.warning("job %s: could not read its quote's reactions: %s", job_id, exc)
+        return confirmed
 
 
 def _quoted_job(message: discord.Message) -> int | None:

@@ -76,6 +76,8 @@ class BotHarness:
         admin_role = self.sim.add_role("admin", permissions=Perm.MANAGE_GUILD)
         self.admin = self.sim.add_member("erin", roles=[admin_role])
         self.visitor = self.sim.add_member("carol")
+        # As the README's set-up asks: reviewers are pinged by the summary, so their role is mentionable.
+        self.sim.role("reviewer").mentionable = True
 
     async def __aenter__(self) -> BotHarness:
         await self.sim.start()
@@ -107,7 +109,10 @@ class BotHarness:
 
     async def _start_bot(self) -> None:
         assert self.settings is not None
-        self.app = await build_application(self.settings, **BOT_KWARGS)
+        # The bot reads the RunPod simulator's clock: minutes of image pull pass fast for both, and
+        # the ledger stays comparable with the meter.
+        clock = self.runpod.clock.now if self.runpod is not None else None
+        self.app = await build_application(self.settings, clock=clock, **BOT_KWARGS)
         token = self.sim.bot_token
         self._task = asyncio.create_task(self.app.bot.start(token), name="harness-bot")
         ready = asyncio.create_task(self.app.bot.wait_until_ready())

@@ -7,6 +7,13 @@ local Hugging Face file server. Simulated people click and react as a studio wou
 
 - **alice** (trainer) creates ``elena``, gathers, curates, captions, estimates, starts and confirms;
 - **bob** and **dana** (reviewers) vote 👍/👎 on the sample grids and approve with ✅;
+
+The studio's story, in two runs: the first trains the dataset as gathered with settings like the
+studio's own (``sdxl-v4``); the stand-in plays what happened to them (``SDSTANDIN_SAMPLES=studio``: the
+face is learned only when the training set shows it large), so the face alarm fires at the second
+checkpoint, alice stops the run (the money saved is stated) and clicks **Retry with these changes**:
+the face crops and exclusions are applied and a run of the face-weighted preset is quoted; she confirms,
+it is recognised from early on, ranked, approved and delivered.
 - **carol** (no role) looks at a checkpoint's samples again;
 - **erin** (admin) looks at the budget.
 
@@ -36,11 +43,15 @@ if TYPE_CHECKING:
 
 ProgressFn = Callable[[str], object]
 
-PRESET = "sd15-local"
-# Few steps, a checkpoint and a round of samples every 4: three grid rows in a few seconds of "training".
-OVERRIDES = "steps=12 save_every_n_steps=4 sample_every_n_steps=4"
-# Slow enough that the progress message is edited a few times, fast enough for a short run.
-STANDIN_ENV = {"SDSTANDIN_STEP_SECONDS": "0.5"}
+# The first run: the studio's own settings (the preset that learned the body and not the face).
+PRESET = "sdxl-v4"
+# Few steps, a checkpoint and a round of samples every 4 (a fifth of the run, as the presets do).
+OVERRIDES = "steps=16 lr_warmup_steps=2 save_every_n_steps=4 sample_every_n_steps=4"
+# The second run's preset, as the retry suggests it.
+FACE_PRESET = "sdxl-face"
+# Slow enough that the progress message is edited a few times, fast enough for a short run; the
+# stand-in learns the face only from face crops or face-weighted images, as the real trainer does.
+STANDIN_ENV = {"SDSTANDIN_STEP_SECONDS": "0.5", "SDSTANDIN_SAMPLES": "studio"}
 # Gather and other long commands show "Listing…/Downloading…" lines before their final report.
 # The bot's answer to an unexpected exception (bot/app.py's error policy).
 _BOT_ERROR = re.compile(r"^Something went wrong")
@@ -79,8 +90,9 @@ class SandboxResult:
     files: int
     seconds: float
     photos_source: str
-    job_id: int | None = None
+    job_id: int | None = None  # the run that was approved (the second)
     job_state: str | None = None
+    first_job_id: int | None = None  # the run stopped by the face alarm
     delivered: list[Path] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
@@ -338,6 +350,7 @@ async def _create_and_gather(j: Journey, photos: PhotoSet) -> None:
 
 
 async def _curate(j: Journey) -> None:
+    """alice looks at the report card and, like the studio, trains the photos as gathered."""
     if not j.has_command("dataset curate"):
         j.skip("/dataset curate (the command is not in this build yet)")
         return
@@ -346,22 +359,7 @@ async def _curate(j: Journey) -> None:
         "dataset curate", {"name": "elena"}, j.alice, within=300, done=lambda m: "checked" in m.content
     )
     j.say("bot: " + card.content.splitlines()[0][:160])
-    buttons = {str(b.get("label")): str(b["custom_id"]) for b in _buttons(card) if b.get("custom_id")}
-    # Accept the suggestions: "Both" (exclude the flagged photos and add face crops) when offered.
-    chosen = "Both" if "Both" in buttons else next(iter(buttons), None)
-    if chosen is None:
-        j.say("the report card suggests nothing to change")
-        return
-    j.say(f"alice clicks [{chosen}]")
-    before = len(j.bot_messages(lambda m: "applied the curation" in m.content))
-    await j.click(card, buttons[chosen], j.alice)
-    applied = await j.wait_message(
-        "the curation to be applied",
-        lambda m: "applied the curation" in m.content,
-        within=300,
-        after=before,
-    )
-    j.say("bot: " + applied.content.splitlines()[0][:160])
+    j.say("alice trains the photos as gathered, as the studio did (the suggestions wait for the retry)")
 
 
 async def _caption_and_estimate(j: Journey) -> None:
@@ -385,17 +383,26 @@ async def _vote(j: Journey, row: SimMessage, index: int) -> None:
     j.say(f"bob 👍 and dana {'👎' if index == 0 else '👍'} on: {row.content.splitlines()[0][:110]}")
 
 
-async def _train(j: Journey) -> tuple[int, SimMessage]:
+async def _start(j: Journey) -> int:
     j.say(f"alice: /train start dataset:elena preset:{PRESET} overrides:{OVERRIDES}")
     _, quote = await j.slash(
         "train start", {"dataset": "elena", "preset": PRESET, "overrides": OVERRIDES}, j.alice, within=60
     )
+    return await _confirm(j, quote)
+
+
+async def _confirm(j: Journey, quote: SimMessage) -> int:
     match = re.search(r"Job #(\d+) is waiting for confirmation", quote.content)
     if match is None:
-        raise SandboxError(f"/train start did not quote a job: {quote.content[:300]}")
+        raise SandboxError(f"no job was quoted: {quote.content[:300]}")
     job_id = int(match[1])
     j.say(f"alice clicks [Confirm] on job #{job_id}")
     await j.click(quote, f"loraops:train:confirm:{job_id}", j.alice)
+    return job_id
+
+
+async def _follow(j: Journey, job_id: int, *, vote: bool) -> SimMessage:
+    """Watch a run until its summary: progress lines, grid rows (voted on when ``vote``), the alarm."""
     progress = await j.wait_message(
         "the progress message", lambda m: m.content.startswith(f"Job #{job_id} ·"), within=60
     )
@@ -408,10 +415,16 @@ async def _train(j: Journey) -> tuple[int, SimMessage]:
             if line not in seen:
                 seen.add(line)
                 j.say("  progress: " + line[:150])
-        for row in j.bot_messages(_is_grid_row):
+        for row in j.bot_messages(lambda m: _is_grid_row(m) and f"job{job_id}-" in _first_file(m)):
             if row.id not in voted:
                 voted.add(row.id)
-                await _vote(j, row, len(voted) - 1)
+                if vote:
+                    await _vote(j, row, len(voted) - 1)
+                else:
+                    j.say("  row: " + row.content.splitlines()[0][:150])
+        alarm = _alarm_of(j, job_id)
+        if alarm is not None and not vote:
+            return alarm
         ended = j.bot_messages(lambda m: f"training job #{job_id} " in m.content)
         if ended:
             break
@@ -419,7 +432,46 @@ async def _train(j: Journey) -> tuple[int, SimMessage]:
             raise SandboxError(f"job #{job_id} did not finish within 10 minutes")
         await asyncio.sleep(0.3)
     j.say("bot: " + ended[0].content.splitlines()[0][:160])
-    return job_id, ended[0]
+    return ended[0]
+
+
+def _first_file(message: SimMessage) -> str:
+    return message.attachments[0].filename if message.attachments else ""
+
+
+def _alarm_of(j: Journey, job_id: int) -> SimMessage | None:
+    found = j.bot_messages(lambda m: f"job #{job_id}: **the face is not being learned.**" in m.content)
+    return found[0] if found else None
+
+
+async def _first_run(j: Journey) -> tuple[int, SimMessage]:
+    """The studio's run: the alarm at the second checkpoint; alice stops it and retries with the changes."""
+    job_id = await _start(j)
+    alarm = await _follow(j, job_id, vote=False)
+    if _alarm_of(j, job_id) is None:
+        raise SandboxError(f"job #{job_id} ended without the face alarm: {alarm.content[:200]}")
+    j.say("bot ALARM: " + alarm.content.splitlines()[0][:200])
+    j.say(f"alice clicks [Stop now] on job #{job_id}")
+    await j.click(alarm, f"loraops:alarm:stop:{job_id}", j.alice)
+    stopped = await j.wait_message("the stop", lambda m: m.content.startswith(f"🛑 Job #{job_id} stopped"))
+    j.say("bot: " + stopped.content[:200])
+    summary = await j.wait_message(
+        "the first run's summary", lambda m: f"training job #{job_id} " in m.content, within=120
+    )
+    j.say("bot: " + summary.content.splitlines()[0][:160])
+    j.say(f"alice clicks [Retry with these changes] on the alarm of job #{job_id}")
+    handle = await j.sim.invoke_component(alarm.id, f"loraops:alarm:retry:{job_id}", j.alice)
+    quote = await j.settled(handle, within=300, done=lambda m: "waiting for confirmation" in m.content)
+    j.say("bot: " + quote.content.splitlines()[0][:200])
+    return job_id, quote
+
+
+async def _second_run(j: Journey, quote: SimMessage) -> tuple[int, SimMessage]:
+    job_id = await _confirm(j, quote)
+    summary = await _follow(j, job_id, vote=True)
+    if _alarm_of(j, job_id) is not None:
+        raise SandboxError(f"the face-weighted run #{job_id} raised the face alarm too")
+    return job_id, summary
 
 
 async def _review(j: Journey, job_id: int) -> None:
@@ -433,7 +485,8 @@ async def _review(j: Journey, job_id: int) -> None:
     except SandboxError:
         j.skip("grid rows, votes, summary and ✅ approval (the review cog is not in this build yet)")
         return
-    for index, row in enumerate(j.bot_messages(_is_grid_row)):
+    rows = j.bot_messages(lambda m: _is_grid_row(m) and _first_file(m).startswith(f"job{job_id}-"))
+    for index, row in enumerate(rows):
         if j.bob.id not in row.reaction_users("👍"):  # posted after the training loop's last look
             await _vote(j, row, index)
     j.say("bot posts the summary: " + found.content.splitlines()[-1][:150])
@@ -466,8 +519,11 @@ async def _samples_and_promote(j: Journey, job_id: int) -> None:
     else:
         j.skip("/train samples (the command is not in this build yet)")
     if j.has_command("train promote"):
-        j.say(f"alice: /train promote job:{job_id} step:8 (a second LoRA to compare in ComfyUI)")
-        _, promoted = await j.slash("train promote", {"job": job_id, "step": 8}, j.alice, within=60)
+        approved = j.bot_messages(lambda m: f" of job #{job_id} approved by" in m.content)
+        found = re.search(r"Checkpoint step (\d+) of job", approved[0].content) if approved else None
+        step = 12 if found is None or found[1] != "12" else 8  # another checkpoint than the approved one
+        j.say(f"alice: /train promote job:{job_id} step:{step} (a second LoRA to compare in ComfyUI)")
+        _, promoted = await j.slash("train promote", {"job": job_id, "step": step}, j.alice, within=60)
         j.say("bot: " + promoted.content.splitlines()[0][:160])
     else:
         j.skip("/train promote (the command is not in this build yet)")
@@ -512,6 +568,7 @@ async def run_sandbox(
     out_dir, loras = _prepare(out_dir)
     progress(f"photos: {chosen.source}")
     job_id: int | None = None
+    first_job_id: int | None = None
     job_state: str | None = None
     with tempfile.TemporaryDirectory(prefix="loraops-sandbox-") as scratch:
         harness = BotHarness(
@@ -530,7 +587,8 @@ async def run_sandbox(
                 await _curate(journey)
                 await _caption_and_estimate(journey)
                 if journey.has_command("train start"):
-                    job_id, _ = await _train(journey)
+                    first_job_id, retry_quote = await _first_run(journey)
+                    job_id, _ = await _second_run(journey, retry_quote)
                     training = h.bot_app.services.training
                     if training is not None:
                         job_state = (await training.service.get(job_id)).state
@@ -556,6 +614,7 @@ async def run_sandbox(
         photos_source=chosen.source,
         job_id=job_id,
         job_state=job_state,
+        first_job_id=first_job_id,
         delivered=sorted(loras.glob("*.safetensors")),
         skipped=skipped,
     )

@@ -214,7 +214,9 @@ class Job(Base):
     gpu_type: Mapped[str | None] = mapped_column(String(80))
     pod_name: Mapped[str | None] = mapped_column(String(80), unique=True)
     pod_id: Mapped[str | None] = mapped_column(String(80), index=True)
-    worker_token: Mapped[str | None] = mapped_column(String(128))  # per-job bearer token for the pod API
+    # The pod API's bearer token is derived from this random, non-secret nonce and a key from the
+    # environment (bot.training.tokens); the token itself is never stored.
+    worker_token_nonce: Mapped[str | None] = mapped_column(String(64))
     price_per_hour: Mapped[Decimal | None]
     budget_usd: Mapped[Decimal]
     cost_usd: Mapped[Decimal] = mapped_column(default=Decimal(0))
@@ -312,6 +314,33 @@ class Vote(Base):
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     checkpoint_id: Mapped[int | None] = mapped_column(ForeignKey("checkpoints.id", ondelete="CASCADE"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class OwedMessage(Base):
+    """A message the bot owes a channel, recorded before it is posted (the outbox).
+
+    One row per (job, key): ``progress``, ``row:<step>``, ``chart``, ``early_stop``, ``summary``,
+    ``delivery:<step>``, ``quote``. The row is committed with a fresh ``nonce`` *before* the post
+    (Discord dedups a create carrying the same nonce for a few minutes), ``content`` is the text last
+    sent (so a restarted bot can find a message that was posted but never recorded), and
+    ``message_id`` is stored the moment Discord answers. ``done_at`` set with no message id means the
+    message was settled without posting (no channel to post in).
+    """
+
+    __tablename__ = "owed_messages"
+    __table_args__ = (UniqueConstraint("job_id", "key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    key: Mapped[str] = mapped_column(String(60))
+    channel_id: Mapped[int | None] = mapped_column(BigInteger)
+    nonce: Mapped[str] = mapped_column(String(25))
+    content: Mapped[str] = mapped_column(Text, default="")
+    message_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    attempted_at: Mapped[datetime | None] = mapped_column()
+    done_at: Mapped[datetime | None] = mapped_column()
 
 
 class SpendEntry(Base):

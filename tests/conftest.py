@@ -111,3 +111,41 @@ def postgres_url() -> Iterator[str]:
     base, _, _ = PG_ADMIN_URL.rpartition("/")
     yield f"{base}/{name}"
     _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# ---- Discord's OpenAPI description referees every simulated request and response -------------
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> object:
+    """Fail the test whose run made the Discord simulator see or send a body the spec refuses."""
+    from sim.discord import spec
+
+    result = yield
+    _fail_on_violations(spec.VIOLATIONS, "during the test (or its set-up)")
+    return result
+
+
+@pytest.fixture(autouse=True)
+def _discord_spec_violations() -> Iterator[None]:
+    """Also catch mismatches from fixtures' set-up and tear-down (bot start-up and shutdown)."""
+    from sim.discord import spec
+
+    reason = spec.unavailable_reason()
+    if reason is not None:  # the referee is part of every test that talks to the simulator
+        pytest.fail(f"the Discord simulator cannot check the API contract: {reason}", pytrace=False)
+    spec.VIOLATIONS.clear()
+    yield
+    _fail_on_violations(spec.VIOLATIONS, "in set-up or tear-down")
+
+
+def _fail_on_violations(violations: list[object], when: str) -> None:
+    if not violations:
+        return
+    lines = "\n".join(f"  {v}" for v in violations[:20])
+    more = f"\n  ... and {len(violations) - 20} more" if len(violations) > 20 else ""
+    found = list(violations)
+    violations.clear()
+    pytest.fail(
+        f"{len(found)} Discord API contract violation(s) {when} "
+        f"(sim/discord/spec.py; request = the bot sent it, response = the simulator did):\n{lines}{more}",
+        pytrace=False,
+    )

@@ -38,10 +38,10 @@ class _Redact(logging.Filter):
         self._secrets = [s for s in secrets if len(s) >= 6]
 
     def filter(self, record: logging.LogRecord) -> bool:
+        from .redact import redact  # by value and by shape (bearer tokens, api_key=..., worker tokens)
+
         message = record.getMessage()
-        clean = message
-        for secret in self._secrets:
-            clean = clean.replace(secret, "***")
+        clean = redact(message, self._secrets)
         if clean != message:
             record.msg, record.args = clean, None
         return True
@@ -64,7 +64,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"loraops worker: {exc}", file=sys.stderr)
         return 2
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    from .redact import RedactingFormatter  # tracebacks too, by value and by shape
+
+    handler.setFormatter(RedactingFormatter(settings.secrets))
     handler.addFilter(_Redact(settings.secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]

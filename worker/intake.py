@@ -14,8 +14,10 @@ from .protocol import WORK_DATASET_DIR
 
 MAX_MEMBERS = 20_000
 MAX_UNPACKED_BYTES = 20 * 1024**3
-# What sd-scripts picks up from an image_dir (non-recursive; upper case too).
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
+# What sd-scripts picks up from an image_dir (train_util.glob_images at v0.10.1): these exact suffixes
+# (".Jpg" is not one), not recursive, and no dotfile (glob's "*" skips them).
+_LOWER = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+IMAGE_SUFFIXES = frozenset(_LOWER + tuple(suffix.upper() for suffix in _LOWER))
 
 
 class DatasetRejected(Exception):
@@ -115,7 +117,9 @@ def check_dataset(dataset_toml: str, work_dir: Path) -> int:
                 problems.append(f"{key} {value!r} is not in the uploaded dataset")
             elif key == "image_dir":
                 total += sum(
-                    1 for item in folder.iterdir() if item.suffix.lower() in IMAGE_SUFFIXES and item.is_file()
+                    1
+                    for item in folder.iterdir()
+                    if item.suffix in IMAGE_SUFFIXES and not item.name.startswith(".") and item.is_file()
                 )
     if problems:
         unpacked = root / WORK_DATASET_DIR

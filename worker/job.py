@@ -51,6 +51,7 @@ from .protocol import (
     WorkerState,
     WorkerStatus,
 )
+from .redact import redact
 from .settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,9 @@ class Job:
         self.error: str | None = None
         self.log_tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
         self.dataset_received = False
+        # A dataset sent in parts (Content-Range): bytes received so far and the announced total.
+        self.dataset_offset = 0
+        self.dataset_total: int | None = None
         self.dataset_lock = asyncio.Lock()
         self.dataset_ready = asyncio.Event()
         self.stopped = asyncio.Event()  # set when the worker should exit
@@ -116,10 +120,7 @@ class Job:
         )
 
     def redact(self, text: str) -> str:
-        for secret in self.settings.secrets:
-            if len(secret) >= 6:
-                text = text.replace(secret, "***")
-        return text
+        return redact(text, self.settings.secrets)  # by value and by shape (worker.redact)
 
     def note(self, line: str) -> None:
         """One line for the status log tail and the pod log (secrets removed)."""

@@ -81,6 +81,37 @@ def address_refusal(ip: IPAddress) -> str | None:
     return None
 
 
+_NUMERIC_PART = re.compile(r"0[xX][0-9a-fA-F]*|0[0-7]*|[1-9][0-9]*")
+
+
+def numeric_ipv4(host: str) -> ipaddress.IPv4Address | None:
+    """The address a non-dotted-quad numeric host names, as ``inet_aton`` reads it, or None.
+
+    One to four parts, each decimal, ``0x`` hex or ``0`` octal; the last part fills the remaining bytes
+    (``127.1`` is 127.0.0.1, ``2130706433`` is 127.0.0.1). A plain dotted quad returns None: it is
+    an ordinary IP literal.
+    """
+    text = host.rstrip(".")
+    parts = text.split(".")
+    if not 1 <= len(parts) <= 4 or not all(_NUMERIC_PART.fullmatch(p) for p in parts):
+        return None
+    values = [
+        int(p, 16) if p[:2].lower() == "0x" else int(p, 8) if p.startswith("0") else int(p, 10)
+        for p in (p if p[:2].lower() != "0x" or len(p) > 2 else "0x0" for p in parts)
+    ]
+    *head, last = values
+    if any(v > 255 for v in head) or last >= 256 ** (4 - len(head)):
+        return None
+    number = 0
+    for value in head:
+        number = number * 256 + value
+    number = number * 256 ** (4 - len(head)) + last
+    address = ipaddress.IPv4Address(number)
+    if len(parts) == 4 and all(p == str(int(p, 10)) for p in parts) and text == host:
+        return None  # 93.184.216.34: not a trick, just an address
+    return address
+
+
 def allow_all(_ip: IPAddress) -> str | None:
     """Policy used when private addresses are allowed (simulators, trusted networks)."""
     return None
@@ -180,6 +211,17 @@ class SafeFetcher:
             literal: IPAddress | None = ipaddress.ip_address(host.strip("[]"))
         except ValueError:
             literal = None
+        numeric = numeric_ipv4(host) if literal is None else None
+        if numeric is not None:
+            # 0x7f000001, 2130706433, 0177.0.0.1, 127.1: the C resolver reads these as IPv4 addresses.
+            # Judge the address they name by the policy; a public one is refused too, with its usual form.
+            reason = self.policy(numeric)
+            if reason is not None:
+                raise FetchError(str(url), f"refused: {host} is {numeric}, {reason}")
+            raise FetchError(
+                str(url),
+                f"refused: {host} is the IPv4 address {numeric} written in a numeric form; use {numeric}",
+            )
         if literal is not None:
             addresses = [literal]
         else:

@@ -99,6 +99,13 @@ class AmbiguousCreateError(RunPodError):
         super().__init__(message, transient=True)
 
 
+class RunPodBalanceError(RunPodError):
+    """RunPod refuses to rent: the account's balance is too low (it wants an hour of credit)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, definite=True)
+
+
 class RunPodAuthError(RunPodError):
     """The API key is missing, wrong, or lacks permission for the call."""
 
@@ -172,6 +179,16 @@ class Pod:
     def stopped(self) -> bool:
         """The pod left RUNNING (exited, died, was stopped): its container will not come back."""
         return self.desired_status in STOPPED_STATUSES
+
+
+@dataclass(frozen=True)
+class NetworkVolume:
+    """A network volume of the account (RunPod bills its size every hour, pods or not)."""
+
+    id: str
+    name: str
+    size_gb: int
+    data_center_id: str | None = None
 
 
 class RunPodClient:
@@ -343,6 +360,20 @@ class RunPodClient:
         pods = [_pod_from(item) for item in (data["myself"] or {}).get("pods") or [] if item]
         return [pod for pod in pods if name_prefix is None or pod.name.startswith(name_prefix)]
 
+    async def get_network_volume(self, volume_id: str) -> NetworkVolume | None:
+        """The account's network volume with that id, or ``None``."""
+        query = "query myVolumes { myself { networkVolumes { id name size dataCenterId } } }"
+        data = await self._query(query, "list network volumes")
+        for item in (data["myself"] or {}).get("networkVolumes") or []:
+            if item and item.get("id") == volume_id:
+                return NetworkVolume(
+                    id=str(item["id"]),
+                    name=str(item.get("name") or ""),
+                    size_gb=int(item.get("size") or 0),
+                    data_center_id=item.get("dataCenterId"),
+                )
+        return None
+
     async def terminate_pod(self, pod_id: str) -> None:
         """Terminate the pod (stops billing, deletes its disks). A pod already gone is fine."""
         _check_pod_id(pod_id)
@@ -427,9 +458,8 @@ def _map_error(error: Exception, action: str) -> RunPodError | None:
                 )
             return NoCapacityError("RunPod has no GPU of that type available right now.")
         if any(marker in lowered for marker in _BALANCE_MARKERS):
-            return RunPodError(
-                "RunPod refused: the account's balance is too low. Add credit in the RunPod console.",
-                definite=True,
+            return RunPodBalanceError(
+                "RunPod refused: the account's balance is too low. Add credit in the RunPod console."
             )
         if "unauthorized" in lowered or "permission" in lowered:
             return RunPodAuthError(f"RunPod refused to {action}: the API key lacks permission.")

@@ -38,6 +38,7 @@ from bot.errors import InvalidInputError, NotFoundError
 from bot.faces.analysis import FaceInfo, ImageAnalysis
 from bot.faces.crops import crop_box, make_face_crop
 from bot.faces.engines import EngineChoice, EngineSpec, FaceEngineUnavailableError, resolve_engine
+from bot.faces.pictures import PictureMatcher
 from bot.faces.report import CLOSEUP_RATIO, FLAGS, DatasetReport, IdentityReference, build_report
 from bot.faces.service import FaceService
 from storage.blobs import BlobStore
@@ -473,7 +474,14 @@ class CurationService:
             for index, analysis in zip(todo, fresh, strict=True):
                 analyses[index] = analysis
         complete = [a for a in analyses if a is not None]
-        report = await asyncio.to_thread(build_report, complete, phash_threshold=service.phash_threshold)
+        # Near-duplicates compare the pictures too: the matcher finds a photo's pixels by its label.
+        paths = {_label(m.image): self.blobs.path_for(m.image.sha256) for m in members}
+        report = await asyncio.to_thread(
+            build_report,
+            complete,
+            phash_threshold=service.phash_threshold,
+            pictures=PictureMatcher(paths.get),
+        )
         await self._store_rows(members, report)
         return report, len(todo), reused
 
@@ -614,6 +622,26 @@ class CurationService:
                 if plan.crops:
                     await self._add_crops(dataset_id, members, judged, plan, user_id, result)
         return result
+
+    async def pending_plan(
+        self, dataset_id: int, engine: str | None = None
+    ) -> tuple[CurationPlan, dict[str, list[int]]]:
+        """What :meth:`apply` would do now, and the stored flags by position (no change is made).
+
+        For suggestions after a run ("face crops of the 3 photos with small faces", "drop the 2
+        near-duplicates"). ``engine`` defaults to the newest curation's; a dataset with no stored
+        verdict gives an empty plan.
+        """
+        engine = engine or await self.latest_engine(dataset_id)
+        if engine is None:
+            return CurationPlan(), {}
+        _name, members, _left = await self._members(dataset_id, engine)
+        judged = self._judged_from_rows(members)
+        flagged: dict[str, list[int]] = {}
+        for item in judged:
+            for flag in item.flags:
+                flagged.setdefault(flag, []).append(item.position)
+        return _plan(judged, engine), flagged
 
     async def _exclude(self, dataset_id: int, plan: CurationPlan, result: ApplyResult) -> None:
         by_reason: dict[str, list[int]] = {}

@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.datasets.captioning import CaptionService, TrainingSet
 from bot.errors import InvalidInputError
 from bot.training import sdscripts_schema as schema
-from bot.training.presets import apply_overrides, load_preset, parse_override_strings
+from bot.training.presets import apply_overrides, load_preset, parse_override_strings, parse_override_text
 from bot.training.render import RenderResult, describe_source, render
 from bot.training.snapshots import content_hash, create_snapshot
 from storage.blobs import BlobStore
@@ -59,51 +59,12 @@ class ExportResult:
     warnings: tuple[str, ...] = field(default=())  # render warnings and caption notes
 
 
-def split_overrides(text: str) -> list[str]:
-    """``"rank=16 lr=1e-4, network_args=["a=1", "b=2"]"`` → one ``KEY=VALUE`` string each.
-
-    Separators are spaces, commas and semicolons outside quotes and brackets; ``key = value`` with
-    spaces around ``=`` is joined back together.
-    """
-    pieces: list[str] = []
-    current: list[str] = []
-    depth = 0
-    quote = ""
-    for char in text:
-        if quote:
-            current.append(char)
-            if char == quote:
-                quote = ""
-            continue
-        if char in "\"'":
-            quote = char
-        elif char in "[{":
-            depth += 1
-        elif char in "]}":
-            depth = max(0, depth - 1)
-        elif depth == 0 and (char.isspace() or char in ",;"):
-            if current:
-                pieces.append("".join(current))
-                current = []
-            continue
-        current.append(char)
-    if current:
-        pieces.append("".join(current))
-    merged: list[str] = []
-    for piece in pieces:
-        if merged and (piece.startswith("=") or merged[-1].endswith("=")):
-            merged[-1] += piece
-        else:
-            merged.append(piece)
-    return merged
-
-
 def normalise_overrides(overrides: Overrides) -> dict[str, str]:
     """Overrides as ``{key: raw value}`` from a mapping, ``KEY=VALUE`` strings, or one text of them."""
     if overrides is None:
         return {}
     if isinstance(overrides, str):
-        return parse_override_strings(split_overrides(overrides))
+        return parse_override_text(overrides)
     if isinstance(overrides, Mapping):
         return {str(k): str(v) for k, v in overrides.items()}
     return parse_override_strings(overrides)

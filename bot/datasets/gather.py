@@ -26,6 +26,7 @@ from bot.datasets.ingest import Candidate, IngestLimits, Ingestor, IngestRun, Na
 from bot.datasets.positions import position_list
 from bot.datasets.report import IngestReport, ProgressCallback, notify
 from bot.errors import InvalidInputError, NotFoundError, ServiceUnavailableError, UserError
+from bot.text import plain
 from storage.blobs import BlobNotFoundError, BlobStore
 from storage.db import unit_of_work
 from storage.models import Dataset, Image
@@ -140,13 +141,13 @@ class DatasetGatherService:
             raise InvalidInputError("choose exactly one of folder, tag or query")
         kind, value = chosen[0]
         if kind == "folder":
-            label = f"Cloudinary folder “{value}”"
+            label = f"Cloudinary folder “{plain(value, 80)}”"  # typed text: shown, never markup
             pages = client.iter_asset_folder(value)
         elif kind == "tag":
-            label = f"Cloudinary tag “{value}”"
+            label = f"Cloudinary tag “{plain(value, 80)}”"  # typed text: shown, never markup
             pages = client.iter_tag(value)
         else:
-            label = f"Cloudinary search “{value}”"
+            label = f"Cloudinary search “{plain(value, 80)}”"  # typed text: shown, never markup
             pages = client.iter_search(value)
 
         async with self.ingestor.run(dataset_id, added_by=added_by, source=label, progress=progress) as run:

@@ -35,6 +35,7 @@ class ImageFacts:
     format: str  # Pillow's name: JPEG, PNG, WEBP…
     byte_size: int
     exif_orientation: int | None
+    frames: int = 1  # >1 for animated GIF/APNG/WebP: only the first frame is used downstream
 
 
 def _megapixels(pixels: int) -> str:
@@ -141,6 +142,9 @@ def analyse(data: bytes, max_pixels: int) -> ImageFacts:
             format=image.format or "",
             byte_size=len(data),
             exif_orientation=orientation,
+            # Pillow counts frames from the headers (APNG's acTL, WebP's ANIM, GIF's blocks); everything
+            # downstream (phash above, thumbnails, crops, training) decodes frame 0 only.
+            frames=max(1, int(getattr(image, "n_frames", 1) or 1)),
         )
     finally:
         image.close()

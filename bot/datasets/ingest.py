@@ -325,7 +325,9 @@ class IngestRun:
         # Only after the commit: the report never claims an image that is not in the database.
         for item, facts, pos in new:
             self.report.added.append(
-                AddedImage(pos, item.name, facts.width, facts.height, facts.format, facts.byte_size)
+                AddedImage(
+                    pos, item.name, facts.width, facts.height, facts.format, facts.byte_size, facts.frames
+                )
             )
 
 

@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.errors import ConflictError, InvalidInputError, NotFoundError
+from bot.text import quote_inline
 from storage.db import unit_of_work
 from storage.models import Dataset, Image
 
@@ -116,7 +117,9 @@ class DatasetService:
             select(Dataset).where(Dataset.guild_id == guild_id, Dataset.name == name.strip().lower())
         )
         if dataset is None:
-            raise NotFoundError(f"No dataset named `{name}` here. `/dataset list` shows them.")
+            raise NotFoundError(
+                f"No dataset named {quote_inline(name, 40)} here. `/dataset list` shows them."
+            )
         return dataset
 
 

@@ -10,6 +10,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from bot.text import plain, quote_inline, visible
+
 log = logging.getLogger(__name__)
 
 DISCORD_MESSAGE_LIMIT = 2000
@@ -23,6 +25,7 @@ class AddedImage:
     height: int
     format: str
     byte_size: int
+    frames: int = 1  # an animated image: only its first frame is used
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +116,9 @@ class IngestReport:
         )
 
     def headline(self) -> str:
+        return self._headline(markdown=True)
+
+    def _headline(self, *, markdown: bool) -> str:
         parts: list[str] = []
         if self.added:
             parts.append(f"added {_count(len(self.added), 'image')} ({_positions(self.added)})")
@@ -128,6 +134,12 @@ class IngestReport:
             parts.append(f"{len(self.rejected)} rejected")
         if self.skipped:
             parts.append(f"{len(self.skipped)} skipped (not images)")
+        if self.animated:
+            parts.append(f"{_count(len(self.animated), 'animated image')}: only the first frame is used")
+        if not markdown:
+            return f"{self.dataset_name} from {self.source}: " + "; ".join(parts) + "."
+        # Dataset names are letters, digits, - and _ (checked at creation); the source is composed by the
+        # bot, any user text in it already made safe (bot.datasets.gather).
         return f"**{self.dataset_name}** from {self.source}: " + "; ".join(parts) + "."
 
     def summary(self, limit: int = DISCORD_MESSAGE_LIMIT) -> str:
@@ -136,11 +148,12 @@ class IngestReport:
         if self.stopped_early:
             lines.append(f"⚠️ Stopped early: {self.stopped_early}")
         lines.append(self.headline())
-        lines.extend(self.notes)
+        lines.extend(plain(note, 300) for note in self.notes)
         sections = [
-            ("Rejected", [f"• {_name(r.name)}: {r.reason}" for r in self.rejected]),
+            ("Animated (first frame used)", [f"• {_animated(a)}" for a in self.animated]),
+            ("Rejected", [f"• {_name(r.name)}: {plain(r.reason, 300)}" for r in self.rejected]),
             ("Duplicates", [f"• {_name(d.name)}: {d.describe()}" for d in self.duplicates]),
-            ("Skipped", [f"• {_name(s.name)}: {s.reason}" for s in self.skipped]),
+            ("Skipped", [f"• {_name(s.name)}: {plain(s.reason, 300)}" for s in self.skipped]),
         ]
         text = "\n".join(lines)
         for title, items in sections:
@@ -149,28 +162,33 @@ class IngestReport:
             text = _append_section(text, title, items, limit)
         return text if len(text) <= limit else text[: limit - 1] + "…"
 
+    @property
+    def animated(self) -> list[AddedImage]:
+        return [a for a in self.added if a.frames > 1]
+
     def detail(self) -> str:
-        """Everything, one line per file."""
+        """Everything, one line per file (a text file: names cleaned of control characters, not escaped)."""
         out = []
         if self.stopped_early:
-            out.append(f"Stopped early: {self.stopped_early}")
-        out.append(self.headline().replace("**", ""))
-        out.extend(self.notes)
+            out.append(f"Stopped early: {visible(self.stopped_early, 500)}")
+        out.append(visible(self._headline(markdown=False), 1000))
+        out.extend(visible(note, 500) for note in self.notes)
         if self.added:
             out.append("\nAdded:")
             out.extend(
-                f"  #{a.position}  {a.name}  {a.width}×{a.height} {a.format}  {a.byte_size} B"
+                f"  #{a.position}  {visible(a.name, 200)}  {a.width}×{a.height} {a.format}  {a.byte_size} B"
+                + (f"  animated, {a.frames} frames: only the first is used" if a.frames > 1 else "")
                 for a in self.added
             )
         if self.duplicates:
             out.append("\nDuplicates (skipped):")
-            out.extend(f"  {d.name}: {d.describe()}" for d in self.duplicates)
+            out.extend(f"  {visible(d.name, 200)}: {d.describe()}" for d in self.duplicates)
         if self.rejected:
             out.append("\nRejected:")
-            out.extend(f"  {r.name}: {r.reason}" for r in self.rejected)
+            out.extend(f"  {visible(r.name, 200)}: {visible(r.reason, 500)}" for r in self.rejected)
         if self.skipped:
             out.append("\nSkipped (not images):")
-            out.extend(f"  {s.name}: {s.reason}" for s in self.skipped)
+            out.extend(f"  {visible(s.name, 200)}: {visible(s.reason, 500)}" for s in self.skipped)
         return "\n".join(out) + "\n"
 
     @property
@@ -199,7 +217,13 @@ def _count(n: int, noun: str) -> str:
 
 
 def _name(name: str, limit: int = 60) -> str:
-    return name if len(name) <= limit else "…" + name[-(limit - 1) :]
+    # The end of a long path says most (the file, its zip entry); a code span keeps it inert.
+    shown = visible(name)
+    return quote_inline(shown if len(shown) <= limit else "…" + shown[-(limit - 1) :], limit)
+
+
+def _animated(image: AddedImage) -> str:
+    return f"#{image.position} {_name(image.name)}: {image.frames} frames, only the first is used"
 
 
 def _positions(added: list[AddedImage]) -> str:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from bot.faces.analysis import DEFAULT_MAX_PIXELS, ImageAnalysis, ImageSource, analyse_image
 from bot.faces.engines import EngineChoice, EngineSpec, FaceEngine, build_engine, resolve_engine
+from bot.faces.pictures import PictureMatcher, PictureSource
 from bot.faces.report import DatasetReport, IdentityReference, SampleScore, build_report
 
 if TYPE_CHECKING:
@@ -226,7 +227,14 @@ class FaceService:
     ) -> DatasetReport:
         """Analyse a dataset and judge it (centroid, ceiling, flags, advice)."""
         analyses = await self.analyse_many(images, labels=labels, progress=progress)
-        return await asyncio.to_thread(build_report, analyses, phash_threshold=self.phash_threshold)
+        # The near-duplicate check compares pictures: find each image again by its analysis's label.
+        by_label = {a.source: image for a, image in zip(analyses, images, strict=True)}
+        return await asyncio.to_thread(
+            build_report,
+            analyses,
+            phash_threshold=self.phash_threshold,
+            pictures=PictureMatcher(lambda label: _picture(by_label.get(label))),
+        )
 
     async def score(self, reference: IdentityReference, images: Sequence[ImageSource]) -> list[SampleScore]:
         """Similarity of each image's best face to ``reference`` (same engine only)."""
@@ -251,6 +259,11 @@ class FaceService:
 
 
 __all__ = ["FaceService", "analyse_sources", "default_workers", "make_pool"]
+
+
+def _picture(image: ImageSource | None) -> PictureSource | None:
+    """An image source the picture matcher can open (paths and bytes; anything else is skipped)."""
+    return image if isinstance(image, str | Path | bytes) else None
 
 
 def image_files(paths: Sequence[str | Path]) -> list[Path]:

@@ -1,5 +1,8 @@
 """The progress chart (design §2 step 6): face similarity (mean and max) and loss against step, as a PNG.
 
+Each checkpoint's point carries its verdict at a glance ("2/4": samples recognised as the person), and
+the latest verdict in words sits under the title (see :mod:`bot.review.verdict`).
+
 Drawn with Pillow alone (no matplotlib: a heavy dependency for one line chart). Similarity is on the
 left axis with the identity ceiling as a dashed line; loss on the right axis. The chart is renewed at
 every checkpoint; ``render_chart`` is synchronous CPU work (wrap it with ``asyncio.to_thread``).
@@ -36,6 +39,7 @@ class ChartPoint:
     step: int
     mean: float | None
     max: float | None
+    label: str | None = None  # the verdict at a glance, e.g. "1/4" (samples recognised) or "1/4 copy"
 
 
 def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
@@ -68,6 +72,7 @@ def render_chart(
     engine: str | None = None,
     total_steps: int | None = None,
     size: tuple[int, int] = (1000, 560),
+    verdict: str | None = None,
 ) -> bytes:
     """PNG bytes of the similarity/loss chart. Works with no points yet (an empty, labelled chart)."""
     from PIL import Image, ImageDraw
@@ -118,6 +123,8 @@ def render_chart(
 
     title = "Face similarity and loss by step" + (f" ({engine} engine)" if engine else "")
     draw.text((width / 2, font_px * 1.2), title, font=ui_font(font_px + 3), fill=TEXT_COLOUR, anchor="mm")
+    if verdict:  # the latest checkpoint's verdict in words, under the title
+        draw.text((width / 2, font_px * 2.7), verdict[:140], font=font, fill=TEXT_COLOUR, anchor="mm")
     draw.text((width / 2, height - font_px * 1.3), "step", font=font, fill=TEXT_COLOUR, anchor="mm")
     _vertical_text(image, "face similarity", (font_px * 1.2, (plot[1] + plot[3]) / 2), font_px, MEAN_COLOUR)
     if loss_ticks:
@@ -147,6 +154,12 @@ def render_chart(
             draw.line(xy, fill=MEAN_COLOUR, width=3, joint="curve")
         for x, y in xy:
             draw.ellipse((x - 4, y - 4, x + 4, y + 4), fill=MEAN_COLOUR)
+    # The verdict of each checkpoint above its point: how many samples were recognised as the person.
+    small = ui_font(max(10, font_px - 2))
+    for p in ordered:
+        if p.label:
+            anchor_y = to_y(p.mean, y_range) if p.mean is not None else plot[3]
+            draw.text((to_x(p.step), anchor_y - 10), p.label, font=small, fill=TEXT_COLOUR, anchor="mb")
     # Checkpoints without any face: a mark on the x axis, so the gap in the line is explained.
     for p in ordered:
         if p.mean is None:

@@ -122,6 +122,7 @@ class GridCell:
     prompt_index: int
     score: SampleScore | None = None
     title: str | None = None
+    copy_of: int | None = None  # the training photo (its number) this sample copies, face and picture
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +165,13 @@ def cell_label(cell: GridCell) -> tuple[str, str]:
     elif score.percent_of_ceiling is None:
         what = f"{score.similarity:.3f}"
     else:
-        what = f"{score.similarity:.3f}  {score.percent_of_ceiling:.0f}% of ceiling"
+        from bot.review.verdict import is_recognised, likeness_short
+
+        ceiling = 100.0 * score.similarity / score.percent_of_ceiling if score.percent_of_ceiling else None
+        mark = "  ✓" if is_recognised(score.similarity, score.engine) else ""
+        what = f"{score.similarity:.3f}  {likeness_short(score.similarity, ceiling, score.engine)}{mark}"
+    if cell.copy_of is not None and cell.image is not None:
+        what = f"COPY of #{cell.copy_of} · {what}"
     return where, what
 
 
@@ -382,8 +389,12 @@ def _draw_side(
         else:
             lines.append(f"mean {summary.mean:.3f}")
             if pct is not None:
-                lines.append(f"{pct:.0f}% of ceiling")
+                from bot.review.verdict import likeness_short
+
+                lines.append(likeness_short(summary.mean, row.ceiling, summary.engine))
         lines.append(f"faces {summary.faces}/{summary.samples}")
+        if summary.engine is not None and summary.recognised is not None:
+            lines.append(f"recognised {summary.recognised}/{summary.samples}")
     if best:
         lines.append("BEST")
     pad = max(4, font_px // 2)

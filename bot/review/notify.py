@@ -10,43 +10,35 @@ where the text sits inline. Every content fits Discord's 2 000 characters.
 
 from __future__ import annotations
 
-import re
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 
+from bot.text import ZWSP as ZWSP  # re-exported: tests and callers import it from here
+from bot.text import escape_markdown as text_escape_markdown
+from bot.text import no_mentions, plain, visible
 from bot.training.money import usd
 from storage.models import JobState
 
 MESSAGE_LIMIT = 2000
-ZWSP = "\u200b"
-
-_EVERYONE_HERE = re.compile(r"@(everyone|here)", re.IGNORECASE)
-_ANGLE_MENTION = re.compile(r"<(?=@)")
-_MARKDOWN = re.compile(r"([\\*_~`|>\[\]])")
 
 
 def neutralise(text: str) -> str:
-    """Make user-written text unable to mention anyone: ``@everyone``, ``@here``, ``<@id>``/``<@&id>``
-    are broken
-    with a zero-width space (they still read the same)."""
-    text = _EVERYONE_HERE.sub(lambda m: "@" + ZWSP + m.group(1), text)
-    # "<@123>", "<@!123>" (users) and "<@&123>" (roles): "<\u200b@123>" is plain text.
-    return _ANGLE_MENTION.sub("<" + ZWSP, text)
+    """User-written text that can mention no one and carries no control or bidi characters (the rules
+    live in :mod:`bot.text`, the one home for showing user text)."""
+    return no_mentions(visible(text, keep_newlines=True))
 
 
 def escape_markdown(text: str) -> str:
     """Escape Markdown so a name like ``**x**`` shows as typed."""
-    return _MARKDOWN.sub(r"\\\1", text)
+    return text_escape_markdown(text)
 
 
 def inline(text: str, limit: int = 100) -> str:
     """User text shown inline in a sentence: one line, clipped, no mentions, no Markdown."""
-    one_line = " ".join(text.split())
-    if len(one_line) > limit:
-        one_line = one_line[: limit - 1] + "…"
-    return escape_markdown(neutralise(one_line))
+    return plain(" ".join(text.split()), limit)
 
 
 def code_block(lines: Sequence[str], limit: int = 700) -> str:
@@ -105,6 +97,7 @@ class BestCheckpoint:
     pct_of_ceiling: float | None
     face_share: float | None
     net_votes: int = 0
+    verdict: str | None = None  # "recognised as elena in 3 of 4 samples · likeness 96% of …"
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +127,10 @@ class JobReport:
     early_stop_reason: str | None = None
     money_saved: Decimal | None = None
     cancelled_by: int | None = None
+    last_verdict: str | None = None  # the last checkpoint's verdict, when it is not the best
+    peak: str | None = None  # "likeness is falling after its peak at step 8 …: keep step 8"
+    memorising_steps: Sequence[int] = field(default_factory=tuple)
+    suggestions: Sequence[str] = field(default_factory=tuple)  # what to change (a poor or failed run)
 
 
 def _head(report: JobReport, verb: str) -> str:
@@ -159,16 +156,36 @@ def _best_line(report: JobReport) -> str:
         if report.checkpoints:
             return f"No face was found in the samples of any of the {report.checkpoints} checkpoints."
         return "No checkpoint was saved."
-    pct = (
-        f" = {best.pct_of_ceiling:.0f}% of the dataset's ceiling {report.ceiling:.3f}"
-        if (best.pct_of_ceiling is not None and report.ceiling is not None)
-        else ""
-    )
-    share = f", face in {best.face_share:.0%} of samples" if best.face_share is not None else ""
+    share = ""
+    if best.pct_of_ceiling is not None and report.ceiling is not None and best.verdict is None:
+        # Rounded down and capped: at or above the ceiling reads as such, never "101%".
+        share = (
+            f" = at the dataset's own ceiling {report.ceiling:.3f} (or above)"
+            if best.pct_of_ceiling >= 100
+            else f" = {math.floor(best.pct_of_ceiling)}% of the dataset's ceiling {report.ceiling:.3f}"
+        )
+    faces = f", face in {best.face_share:.0%} of samples" if best.face_share is not None else ""
     votes = f", votes {best.net_votes:+d}" if best.net_votes else ""
     engine = f" ({report.engine})" if report.engine else ""
     similarity = f"face similarity {best.score_mean:.3f}{engine}"
-    return f"Best checkpoint: **step {best.step}**, {similarity}{pct}{share}{votes}."
+    verdict = f"{best.verdict}; " if best.verdict else ""
+    return f"Best checkpoint: **step {best.step}**: {verdict}{similarity}{share}{faces}{votes}."
+
+
+def _verdict_lines(report: JobReport) -> list[str]:
+    lines: list[str] = []
+    if report.last_verdict:
+        lines.append(f"Last checkpoint: {report.last_verdict}.")
+    if report.peak:
+        lines.append(f"Over-training: {report.peak}.")
+    if report.memorising_steps:
+        steps = ", ".join(str(step) for step in report.memorising_steps)
+        lines.append(
+            f"Memorising at step{'s' if len(report.memorising_steps) != 1 else ''} {steps}: most samples "
+            "copy a training photo; the best checkpoint is chosen among those that do not."
+        )
+    lines.extend(report.suggestions)
+    return lines
 
 
 def _reviewers(report: JobReport) -> tuple[str, tuple[int, ...]]:
@@ -180,7 +197,7 @@ def _reviewers(report: JobReport) -> tuple[str, tuple[int, ...]]:
 def success_summary(report: JobReport) -> Notice:
     """The summary when training finished: best checkpoint, cost, time, and how to approve."""
     mention, roles = _reviewers(report)
-    lines = [_head(report, "finished"), _facts(report), _best_line(report)]
+    lines = [_head(report, "finished"), _facts(report), _best_line(report), *_verdict_lines(report)]
     if report.early_stop_reason:
         saved = f" (saved about {money(report.money_saved)})" if report.money_saved is not None else ""
         lines.append(f"Stopped early: {neutralise(report.early_stop_reason)}{saved}.")
@@ -199,6 +216,7 @@ def failure_summary(report: JobReport) -> Notice:
     lines = [_head(report, "failed"), f"Cause: {cause}", _facts(report)]
     if report.checkpoints:
         lines.append(_best_line(report))
+    lines.extend(_verdict_lines(report))
     log = code_block(report.last_log)
     if log:
         lines.append("Last log lines:")
@@ -223,6 +241,7 @@ def cancel_summary(report: JobReport) -> Notice:
     lines = [_head(report, f"was cancelled{by}"), _facts(report)]
     if report.checkpoints:
         lines.append(_best_line(report))
+    lines.extend(_verdict_lines(report))
     users = (report.requester_id,)
     return Notice(clip("\n".join(lines)), users)
 
@@ -236,6 +255,7 @@ def budget_stop_summary(report: JobReport) -> Notice:
     ]
     if report.checkpoints:
         lines.append(_best_line(report))
+    lines.extend(_verdict_lines(report))
     if report.error:
         lines.append(f"Detail: {inline(report.error, 300)}")
     return Notice(clip("\n".join(lines)), (report.requester_id,))
@@ -267,24 +287,34 @@ def checkpoint_caption(
     engine: str | None,
     prompts: Sequence[str] = (),
     votes_here: bool = True,
+    verdict: str | None = None,
+    peak: str | None = None,
 ) -> str:
     """The text posted with a checkpoint's grid row (reviewers react 👍/👎 on it).
 
-    ``votes_here`` is False for a re-posted row: votes count only on the row posted at the checkpoint.
+    ``verdict`` (see ``bot.review.verdict``) leads: recognised in k of n, likeness, trend. ``peak`` calls
+    out likeness falling after an earlier checkpoint. ``votes_here`` is False for a re-posted row: votes
+    count only on the row posted at the checkpoint.
     """
     where = f"Checkpoint step {step}/{total_steps}" if total_steps else f"Checkpoint step {step}"
     if score_mean is None:
         score = "no face found in any sample"
     else:
-        pct = f" ({100 * score_mean / ceiling:.0f}% of ceiling {ceiling:.3f})" if ceiling else ""
         best = f", max {score_max:.3f}" if score_max is not None else ""
-        score = f"face similarity mean {score_mean:.3f}{pct}{best}"
+        score = f"face similarity mean {score_mean:.3f}{best}"
+        if ceiling:
+            score += f" (ceiling {ceiling:.3f})"
     share = f", face in {face_share:.0%} of samples" if face_share is not None else ""
     engine_text = f" [{engine}]" if engine else ""
     vote = (
         "React 👍 / 👎 to vote." if votes_here else "Vote with 👍 / 👎 on the row posted at the checkpoint."
     )
-    lines = [f"**{where}**: {score}{share}{engine_text}. {vote}"]
+    head = f"**{where}**: {verdict}." if verdict else f"**{where}**:"
+    lines = [head if verdict else f"**{where}**: {score}{share}{engine_text}. {vote}"]
+    if verdict:
+        lines.append(f"{score}{share}{engine_text}. {vote}")
+    if peak:
+        lines.append(f"⚠️ {peak}.")
     for number, prompt in enumerate(prompts, start=1):
         # sd-scripts prompt lines end in options (" --n negative --w 512 --d 42"): show the prompt only.
         lines.append(f"{number}. {inline(prompt.split(' --', 1)[0], 150)}")

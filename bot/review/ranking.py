@@ -1,9 +1,11 @@
 """Choosing the best checkpoint, and deciding when training has stopped improving (pure functions).
 
-Ranking: only checkpoints in whose samples a face was found are candidates. They are ordered by mean
-face similarity **at the precision shown to people** (3 decimals: two scores that read the same are a
-tie), then by reviewers' net votes (👍 − 👎), then by the max similarity, then the earlier step (fewer
-steps means less over-fitting for the same likeness).
+Ranking: only checkpoints in whose samples a face was found are candidates. A checkpoint whose samples
+mostly copy training photos (memorising, see ``bot.review.verdict``) ranks after every one that does
+not: its likeness is the photos', not a learned one. Then they are ordered by mean face similarity **at
+the precision shown to people** (3 decimals: two scores that read the same are a tie), then by
+reviewers' net votes (👍 − 👎), then by the max similarity, then the earlier step (fewer steps means
+less over-fitting for the same likeness).
 
 Early stop: "the mean similarity has not improved for ``patience`` checkpoints" — the best so far was
 reached ``patience`` or more checkpoints ago. Improvements smaller than ``min_delta`` do not count.
@@ -30,6 +32,7 @@ class Standing:
     up: int = 0
     down: int = 0
     checkpoint_id: int | None = None
+    memorising: bool = False
 
     @property
     def net_votes(self) -> int:
@@ -44,9 +47,10 @@ class Standing:
         )
 
 
-def _rank_key(standing: Standing) -> tuple[float, int, float, int]:
+def _rank_key(standing: Standing) -> tuple[bool, float, int, float, int]:
     assert standing.score_mean is not None
     return (
+        not standing.memorising,
         round(standing.score_mean, SCORE_DECIMALS),
         standing.net_votes,
         standing.score_max if standing.score_max is not None else -math.inf,
@@ -121,7 +125,8 @@ def early_stop(
 def money_saved(
     remaining_steps: int, steps_per_second: float | None, price_per_hour: Decimal | None
 ) -> Decimal | None:
-    """The cost of the steps not run: remaining steps ÷ rate × price per second, in dollars (cents rounded).
+    """The cost of the steps not run: remaining steps ÷ rate × price per second, in dollars, rounded to
+    a hundredth of a cent (a short run's saving is under a cent; ``usd`` shows it as ``$0.0012``).
 
     None when the rate or price is unknown.
     """
@@ -130,4 +135,4 @@ def money_saved(
     if steps_per_second <= 0:
         return None
     seconds = Decimal(max(remaining_steps, 0)) / Decimal(str(steps_per_second))
-    return (seconds * price_per_hour / Decimal(3600)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    return (seconds * price_per_hour / Decimal(3600)).quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP)

@@ -24,16 +24,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from bot.faces.report import IdentityReference, SampleScore
+import numpy as np
+
+from bot.faces.report import IdentityReference, SampleScore, cosine
 
 if TYPE_CHECKING:
-    from bot.faces.analysis import ImageSource
+    from bot.faces.analysis import ImageAnalysis, ImageSource
     from bot.faces.engines import FaceEngine
     from bot.faces.service import FaceService
     from storage.models import Checkpoint, Sample
 
 __all__ = [
     "CheckpointScore",
+    "Examined",
     "IdentityReference",
     "IdentityScorer",
     "MixedEnginesError",
@@ -47,6 +50,25 @@ __all__ = [
     "record_scores",
     "score_images",
 ]
+
+
+@dataclass(frozen=True)
+class Examined:
+    """A sample's score plus what the copy check needs: its picture hash and its best face's embedding."""
+
+    score: SampleScore
+    phash: str | None = None
+    embedding: np.ndarray | None = None
+
+
+def examine(reference: IdentityReference, analysis: ImageAnalysis) -> Examined:
+    """Score ``analysis`` against ``reference`` and keep the matching face's embedding and the phash."""
+    score = reference.score(analysis)
+    embedding = None
+    if analysis.faces:
+        best = max(analysis.faces, key=lambda face: cosine(face.embedding, reference.centroid))
+        embedding = np.asarray(best.embedding, dtype=np.float32)
+    return Examined(score, analysis.phash, embedding)
 
 
 @runtime_checkable
@@ -73,6 +95,8 @@ class SampleScorer(Protocol):
 
     async def score_many(self, images: Sequence[bytes]) -> list[SampleScore]: ...
 
+    async def examine_many(self, images: Sequence[bytes]) -> list[Examined]: ...
+
 
 def pct_of_ceiling(similarity: float | None, ceiling: float | None) -> float | None:
     """``similarity`` as a percentage of ``ceiling``; None if either is missing or the ceiling is <= 0."""
@@ -97,6 +121,7 @@ class CheckpointScore:
     face_share: float
     samples: int
     faces: int
+    recognised: int | None = None  # samples at or above the engine's same-person threshold
 
     def pct(self, ceiling: float | None) -> float | None:
         """The mean as a percentage of ``ceiling``."""
@@ -112,14 +137,22 @@ def aggregate(scores: Sequence[SampleScore]) -> CheckpointScore:
     engines = {s.engine for s in scores}
     if len(engines) > 1:
         raise MixedEnginesError(f"scores from several engines cannot be combined: {sorted(engines)}")
+    from bot.review.verdict import is_recognised, same_person_threshold
+
     found = [s.similarity for s in scores if s.face_found and s.similarity is not None]
+    engine = next(iter(engines)) if engines else None
     return CheckpointScore(
-        engine=next(iter(engines)) if engines else None,
+        engine=engine,
         mean=sum(found) / len(found) if found else None,
         max=max(found) if found else None,
         face_share=len(found) / len(scores) if scores else 0.0,
         samples=len(scores),
         faces=len(found),
+        recognised=(
+            sum(1 for similarity in found if is_recognised(similarity, engine))
+            if same_person_threshold(engine) is not None
+            else None
+        ),
     )
 
 
@@ -169,6 +202,23 @@ class ReferenceScorer:
 
         return self.reference.score(analyse_image(self._engine, image))
 
+    def examine(self, image: bytes) -> Examined:
+        from bot.faces.analysis import analyse_image
+
+        return examine(self.reference, analyse_image(self._engine, image))
+
+
+def examine_images(scorer: IdentityScorer, images: Sequence[bytes]) -> list[Examined]:
+    """Like :func:`score_images`, keeping phash and embedding when the scorer can tell them."""
+    detailed = getattr(scorer, "examine", None)
+    results: list[Examined] = []
+    for data in images:
+        try:
+            results.append(detailed(data) if detailed is not None else Examined(scorer.score(data)))
+        except (OSError, ValueError):
+            results.append(Examined(SampleScore(scorer.engine, False, None, None, None)))
+    return results
+
 
 class ThreadedScorer:
     """Runs a blocking :class:`IdentityScorer` in a worker thread."""
@@ -186,6 +236,9 @@ class ThreadedScorer:
 
     async def score_many(self, images: Sequence[bytes]) -> list[SampleScore]:
         return await asyncio.to_thread(score_images, self._scorer, list(images))
+
+    async def examine_many(self, images: Sequence[bytes]) -> list[Examined]:
+        return await asyncio.to_thread(examine_images, self._scorer, list(images))
 
 
 class PooledScorer:
@@ -205,6 +258,10 @@ class PooledScorer:
 
     async def score_many(self, images: Sequence[bytes]) -> list[SampleScore]:
         return await self._faces.score(self.reference, list(images))
+
+    async def examine_many(self, images: Sequence[bytes]) -> list[Examined]:
+        analyses = await self._faces.analyse_many(list(images))
+        return [examine(self.reference, analysis) for analysis in analyses]
 
 
 def record_scores(

@@ -15,32 +15,64 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, Protocol
 
+import numpy as np
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.errors import NotFoundError
+from bot.errors import NotFoundError, UserError
+from bot.review.alarm import AlarmActions, FaceAlarm
 from bot.review.chart import ChartPoint, render_chart
 from bot.review.grid import GridCell, GridRow, RenderedImage, render_grid, render_row
-from bot.review.notify import BestCheckpoint, JobReport, Notice, checkpoint_caption, job_summary
+from bot.review.notify import (
+    BestCheckpoint,
+    JobReport,
+    Notice,
+    checkpoint_caption,
+    inline,
+    job_summary,
+)
 from bot.review.ranking import EarlyStopDecision, Standing, early_stop, money_saved
 from bot.review.ranking import best as best_of
 from bot.review.scoring import (
     CheckpointScore,
+    Examined,
     SampleScore,
     SampleScorer,
     aggregate,
     pct_of_ceiling,
     record_scores,
 )
+from bot.review.verdict import (
+    AlarmPolicy,
+    CheckpointVerdict,
+    Peak,
+    TrainingPhoto,
+    alarm_due,
+    copied_photo,
+    fell_after_peak,
+    is_memorising,
+    is_recognised,
+    verdicts,
+)
 from bot.review.votes import VoteService
 from bot.training.context import JobListener
 from storage.blobs import BlobNotFoundError, BlobStore
 from storage.db import unit_of_work
-from storage.models import Checkpoint, Dataset, Job, JobEvent, JobState, Sample
+from storage.models import (
+    Checkpoint,
+    Dataset,
+    DatasetSnapshot,
+    FaceAnalysis,
+    Image,
+    Job,
+    JobEvent,
+    JobState,
+    Sample,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +80,14 @@ SCORED_EVENT = "checkpoint_scored"
 EARLY_STOP_EVENT = "early_stop"
 
 ScorerFactory = Callable[[Job], Awaitable[SampleScorer | None]]
+
+
+class StopEarly(Protocol):
+    """Stops a training job and keeps what it made; returns the job and whether this call stopped it."""
+
+    async def __call__(
+        self, job_id: int, reason: str, *, payload: Mapping[str, Any] | None = None
+    ) -> tuple[Job, bool]: ...
 
 
 @dataclass(frozen=True)
@@ -66,6 +106,11 @@ class CheckpointReview:
     caption: str
     early_stop: EarlyStopDecision
     money_saved: Decimal | None
+    verdict: CheckpointVerdict | None = None
+    alarm: FaceAlarm | None = None  # set once per job, at the checkpoint that raised it
+    peak: Peak | None = None  # likeness fell after a peak: keep that checkpoint
+    # True when this review stopped the run (the domain already did; the publisher only says so, once).
+    stopped_now: bool = False
 
 
 @dataclass(frozen=True)
@@ -77,6 +122,7 @@ class FinalReview:
     grid: RenderedImage | None
     chart_png: bytes | None
     best: Standing | None
+    retry: bool = False  # a poor run: the summary offers "Retry with these changes"
 
 
 def _patience(job: Job) -> int | None:
@@ -98,12 +144,15 @@ class ReviewService:
         *,
         row_cell_px: int = 384,
         grid_cell_px: int = 256,
+        alarms: AlarmActions | None = None,
     ) -> None:
         self._sessions = sessions
         self._blobs = blobs
         self.votes = votes
         self._scorer_for = scorer_for
         self._scorers: dict[int, SampleScorer | None] = {}
+        self._photos: dict[int, list[TrainingPhoto]] = {}
+        self.alarms = alarms
         self._row_cell_px = row_cell_px
         self._grid_cell_px = grid_cell_px
 
@@ -122,6 +171,40 @@ class ReviewService:
     def forget(self, job_id: int) -> None:
         """Drop the cached reference of a finished job."""
         self._scorers.pop(job_id, None)
+        self._photos.pop(job_id, None)
+
+    async def _training_photos(self, job: Job, engine: str) -> list[TrainingPhoto]:
+        """The photos the job trained on (its snapshot's), each with its picture hash and face, for the
+        copy check. A face crop without its own analysis carries the face of the photo it was cut from."""
+        if job.id in self._photos:
+            return self._photos[job.id]
+        async with self._sessions() as session:
+            snapshot = await session.get(DatasetSnapshot, job.snapshot_id) if job.snapshot_id else None
+            wanted = {
+                str(item.get("sha256"))
+                for item in ((snapshot.manifest or {}).get("images") or [] if snapshot else [])
+                if item.get("sha256")
+            }
+            query = select(Image).where(Image.dataset_id == job.dataset_id)
+            images = [i for i in (await session.scalars(query)).all() if not wanted or i.sha256 in wanted]
+            ids = {i.id for i in images} | {i.derived_from_id for i in images if i.derived_from_id}
+            faces = {
+                row.image_id: row.embedding
+                for row in (
+                    await session.scalars(
+                        select(FaceAnalysis).where(
+                            FaceAnalysis.image_id.in_(ids), FaceAnalysis.engine == engine
+                        )
+                    )
+                ).all()
+            }
+        photos: list[TrainingPhoto] = []
+        for image in images:
+            raw = faces.get(image.id) or (faces.get(image.derived_from_id) if image.derived_from_id else None)
+            embedding = np.frombuffer(raw, dtype=np.float32) if raw else None
+            photos.append(TrainingPhoto(image.position, image.phash, embedding))
+        self._photos[job.id] = photos
+        return photos
 
     async def _read(self, sha256: str) -> bytes | None:
         try:
@@ -138,14 +221,21 @@ class ReviewService:
         scorer = await self._scorer(job)
         scores: list[SampleScore | None] = [None] * len(ordered)
         summary: CheckpointScore | None = None
+        copies: list[list[int]] = []
         if scorer is not None:
             present = [i for i, data in enumerate(images) if data is not None]
-            found = await scorer.score_many([data for data in images if data is not None])
-            for i, score in zip(present, found, strict=True):
-                scores[i] = score
+            found: list[Examined] = await scorer.examine_many([data for data in images if data is not None])
+            for i, examined in zip(present, found, strict=True):
+                scores[i] = examined.score
+            photos = await self._training_photos(job, scorer.engine)
+            for i, examined in zip(present, found, strict=True):
+                position = copied_photo(examined.phash, examined.embedding, photos, scorer.engine)
+                if position is not None:
+                    copies.append([ordered[i].prompt_index, position])
             scored = [
                 (sample, score) for sample, score in zip(ordered, scores, strict=True) if score is not None
             ]
+            recognised = sum(1 for _, score in scored if is_recognised(score.similarity, score.engine))
             async with unit_of_work(self._sessions) as session:
                 row = await session.get(Checkpoint, checkpoint.id)
                 rows = {
@@ -160,6 +250,7 @@ class ReviewService:
                 summary = record_scores(
                     row, [rows[sample.id] for sample, _ in scored], [s for _, s in scored]
                 )
+                faces_found = summary.faces
                 session.add(
                     JobEvent(
                         job_id=job.id,
@@ -172,19 +263,47 @@ class ReviewService:
                             "face_share": summary.face_share,
                             "engine": summary.engine,
                             "ceiling": scorer.ceiling,
+                            "samples": len(scored),
+                            "faces": faces_found,
+                            "recognised": recognised,
+                            "copies": copies,
+                            "memorising": is_memorising(len(copies), faces_found),
                         },
                     )
                 )
         ceiling = scorer.ceiling if scorer is not None else None
         engine = scorer.engine if scorer is not None else None
+        copied = {int(prompt): int(position) for prompt, position in copies}  # prompt → photo number
         cells = [
-            GridCell(image=data, step=checkpoint.step, prompt_index=sample.prompt_index, score=score)
+            GridCell(
+                image=data,
+                step=checkpoint.step,
+                prompt_index=sample.prompt_index,
+                score=score,
+                copy_of=copied.get(sample.prompt_index),
+            )
             for sample, data, score in zip(ordered, images, scores, strict=True)
         ]
         row_image = await asyncio.to_thread(render_row, cells, cell_px=self._row_cell_px) if cells else None
         history = await self._history(job.id)
-        chart_png = await asyncio.to_thread(self._draw_chart, history, ceiling, engine, job.total_steps)
+        judged = verdicts(history, ceiling) if scorer is not None else []
+        verdict = next((v for v in judged if v.step == checkpoint.step), None)
+        peak = fell_after_peak(judged) if judged else None
+        dataset_name = await self._dataset_name(job.dataset_id)
+        chart_png = await asyncio.to_thread(
+            self._draw_chart, history, ceiling, engine, job.total_steps, dataset_name
+        )
         decision = early_stop([(step, data.get("mean")) for step, data in history.items()], _patience(job))
+        if decision.stop and _best_unrecognised(judged, decision.best_step):
+            # A plateau at a likeness nobody would accept is the alarm's question, for a person to
+            # answer (stop now / let it run), not a "done learning" the bot acts on by itself.
+            decision = EarlyStopDecision(
+                False,
+                decision.best_step,
+                decision.best_score,
+                decision.checkpoints_since_best,
+                "flat, but the face is not recognised: the face alarm decides",
+            )
         saved = (
             money_saved(job.total_steps - checkpoint.step, job.rate, job.price_per_hour)
             if decision.stop
@@ -192,6 +311,20 @@ class ReviewService:
         )
         if decision.stop:
             await self._note_early_stop(job.id, decision, saved)
+        alarm = None
+        if scorer is not None and self.alarms is not None:
+            due = alarm_due(
+                history,
+                ceiling,
+                total_steps=job.total_steps,
+                policy=AlarmPolicy.from_params(job.params),
+            )
+            if (
+                due is not None
+                and due.verdict.step == checkpoint.step
+                and await self.alarms.record_alarm(job, due)
+            ):
+                alarm = await self.alarms.alarm_for(job, due, dataset_name)
         caption = checkpoint_caption(
             step=checkpoint.step,
             total_steps=job.total_steps,
@@ -201,6 +334,8 @@ class ReviewService:
             ceiling=ceiling,
             engine=engine,
             prompts=[s.prompt for s in ordered],
+            verdict=verdict.text(inline(dataset_name, 40)) if verdict is not None else None,
+            peak=peak.text() if peak is not None and peak.step != checkpoint.step else None,
         )
         if row_image is None:
             row_image = await asyncio.to_thread(
@@ -221,7 +356,15 @@ class ReviewService:
             caption=caption,
             early_stop=decision,
             money_saved=saved,
+            verdict=verdict,
+            alarm=alarm,
+            peak=peak,
         )
+
+    async def _dataset_name(self, dataset_id: int) -> str:
+        async with self._sessions() as session:
+            dataset = await session.get(Dataset, dataset_id)
+        return dataset.name if dataset is not None else "the dataset"
 
     async def _note_early_stop(self, job_id: int, decision: EarlyStopDecision, saved: Decimal | None) -> None:
         async with unit_of_work(self._sessions) as session:
@@ -255,18 +398,33 @@ class ReviewService:
 
     @staticmethod
     def _draw_chart(
-        history: Mapping[int, Mapping[str, Any]], ceiling: float | None, engine: str | None, total_steps: int
+        history: Mapping[int, Mapping[str, Any]],
+        ceiling: float | None,
+        engine: str | None,
+        total_steps: int,
+        dataset_name: str | None = None,
     ) -> bytes:
+        judged = {v.step: v for v in verdicts(history, ceiling)} if history else {}
         points = [
-            ChartPoint(step, data.get("mean"), data.get("max")) for step, data in sorted(history.items())
+            ChartPoint(step, data.get("mean"), data.get("max"), _point_label(judged.get(step)))
+            for step, data in sorted(history.items())
         ]
         loss = [
             (step, float(data["loss"]))
             for step, data in sorted(history.items())
             if data.get("loss") is not None
         ]
+        latest = judged[max(judged)] if judged else None
+        words = None
+        if latest is not None and latest.samples:
+            words = f"step {latest.step}: " + latest.text(dataset_name or "the person")
         return render_chart(
-            points, ceiling=ceiling, loss=loss, engine=engine, total_steps=total_steps or None
+            points,
+            ceiling=ceiling,
+            loss=loss,
+            engine=engine,
+            total_steps=total_steps or None,
+            verdict=words,
         )
 
     async def chart(self, job_id: int) -> bytes:
@@ -278,7 +436,8 @@ class ReviewService:
             job = await session.get(Job, job_id)
             if job is None:
                 raise NotFoundError(f"There is no job #{job_id}.")
-        return await asyncio.to_thread(self._draw_chart, history, ceiling, engine, job.total_steps)
+        name = await self._dataset_name(job.dataset_id)
+        return await asyncio.to_thread(self._draw_chart, history, ceiling, engine, job.total_steps, name)
 
     async def samples_view(self, job_id: int, step: int | None = None) -> tuple[RenderedImage, str]:
         """The grid of a job in any state, from stored samples and scores (nothing is rescored): one
@@ -304,10 +463,13 @@ class ReviewService:
         history = await self._history(job_id)
         ceiling = next((d.get("ceiling") for d in reversed(list(history.values())) if d.get("ceiling")), None)
         best = best_of(await self.votes.standings(job_id))
-        grid = await self._full_grid(checkpoints, samples, ceiling, best.step if best else None)
+        grid = await self._full_grid(checkpoints, samples, ceiling, best.step if best else None, history)
         if step is not None:
             checkpoint = checkpoints[0]
             prompts = {s.prompt_index: s.prompt for s in samples}
+            judged = {v.step: v for v in verdicts(history, ceiling)} if history else {}
+            verdict = judged.get(checkpoint.step)
+            name = inline(await self._dataset_name(job.dataset_id), 40)
             caption = checkpoint_caption(
                 step=checkpoint.step,
                 total_steps=job.total_steps,
@@ -318,6 +480,7 @@ class ReviewService:
                 engine=checkpoint.engine,
                 prompts=[prompts[i] for i in sorted(prompts)],
                 votes_here=False,
+                verdict=verdict.text(name) if verdict is not None else None,
             )
             return grid, f"Job #{job_id} · " + caption
         best_text = f"; best: step {best.step}" if best is not None else ""
@@ -359,7 +522,7 @@ class ReviewService:
 
         grid = None
         if checkpoints and samples:
-            grid = await self._full_grid(checkpoints, samples, ceiling, best.step if best else None)
+            grid = await self._full_grid(checkpoints, samples, ceiling, best.step if best else None, history)
         chart_png = (
             (
                 await asyncio.to_thread(
@@ -368,6 +531,7 @@ class ReviewService:
                     ceiling,
                     checkpoints[0].engine if checkpoints else None,
                     job.total_steps,
+                    dataset.name,
                 )
             )
             if history
@@ -378,6 +542,25 @@ class ReviewService:
         if job.finished_at is not None:
             elapsed = job.finished_at - (job.pod_created_at or job.created_at)
         saved = early.payload.get("saved_usd") if early is not None else None
+        name = inline(dataset.name, 40)
+        judged = verdicts(history, ceiling) if history else []
+        by_step = {v.step: v for v in judged}
+        best_verdict = by_step.get(best.step) if best is not None else None
+        last = judged[-1] if judged else None
+        peak = fell_after_peak(judged) if judged else None
+        state = JobState(job.state)
+        # A poor run: it failed, or its best checkpoint is not recognised as the person in most samples.
+        poor = state in (JobState.FAILED, JobState.BUDGET_STOPPED) or (
+            state in (JobState.SUCCEEDED, JobState.CANCELLED)
+            and bool(checkpoints)
+            and (best_verdict is None or best_verdict.few_recognised)
+        )
+        suggestions = None
+        if poor and self.alarms is not None and not _no_gpu(job):
+            try:
+                suggestions = await self.alarms.suggestions(job_id)
+            except Exception:  # advice must never keep the summary from being posted
+                log.exception("job %s: no suggestions for the summary", job_id)
         report = JobReport(
             job_id=job.id,
             state=JobState(job.state),
@@ -399,6 +582,7 @@ class ReviewService:
                 pct_of_ceiling(best.score_mean, ceiling),
                 best.face_share,
                 best.net_votes,
+                best_verdict.text(name) if best_verdict is not None else None,
             )
             if best is not None and best.score_mean is not None
             else None,
@@ -410,9 +594,20 @@ class ReviewService:
             early_stop_reason=early.payload.get("reason") if early is not None else None,
             money_saved=Decimal(saved) if saved else None,
             cancelled_by=cancelled_by,
+            last_verdict=(
+                last.text(name) if last is not None and (best is None or last.step != best.step) else None
+            ),
+            peak=peak.text() if peak is not None else None,
+            memorising_steps=tuple(v.step for v in judged if v.memorising),
+            suggestions=tuple(suggestions.lines()) if suggestions else (),
         )
         return FinalReview(
-            job_id=job_id, notice=job_summary(report), grid=grid, chart_png=chart_png, best=best
+            job_id=job_id,
+            notice=job_summary(report),
+            grid=grid,
+            chart_png=chart_png,
+            best=best,
+            retry=bool(suggestions),
         )
 
     async def _full_grid(
@@ -421,7 +616,13 @@ class ReviewService:
         samples: Sequence[Sample],
         ceiling: float | None,
         best_step: int | None,
+        history: Mapping[int, Mapping[str, Any]] | None = None,
     ) -> RenderedImage:
+        copied = {
+            (step, int(prompt)): int(position)
+            for step, data in (history or {}).items()
+            for prompt, position in data.get("copies") or ()
+        }
         columns = max(s.prompt_index for s in samples) + 1
         by_key = {(s.step, s.prompt_index): s for s in samples}
         wanted = [by_key.get((c.step, p)) for c in checkpoints for p in range(columns)]
@@ -435,7 +636,15 @@ class ReviewService:
                 score = _stored_score(sample) if sample is not None else None
                 if score is not None:
                     scores.append(score)
-                cells.append(GridCell(image=data, step=checkpoint.step, prompt_index=p, score=score))
+                cells.append(
+                    GridCell(
+                        image=data,
+                        step=checkpoint.step,
+                        prompt_index=p,
+                        score=score,
+                        copy_of=copied.get((checkpoint.step, p)),
+                    )
+                )
             rows.append(
                 GridRow(
                     step=checkpoint.step,
@@ -449,6 +658,22 @@ class ReviewService:
 
 async def _none() -> None:
     return None
+
+
+def _no_gpu(job: Job) -> bool:
+    return bool(job.error and "no gpu" in job.error.lower())
+
+
+def _point_label(verdict: CheckpointVerdict | None) -> str | None:
+    """ "2/4" (samples recognised of samples) above a chart point; "copy" when it is memorising."""
+    if verdict is None or not verdict.samples:
+        return None
+    return f"{verdict.recognised}/{verdict.samples}" + (" copy" if verdict.memorising else "")
+
+
+def _best_unrecognised(judged: Sequence[CheckpointVerdict], best_step: int | None) -> bool:
+    best = next((v for v in judged if v.step == best_step), None)
+    return best is not None and best.few_recognised
 
 
 def _stored_score(sample: Sample) -> SampleScore | None:
@@ -470,24 +695,48 @@ class ReviewPublisher(Protocol):
 
 
 class ReviewListener(JobListener):
-    """Bridges the training orchestrator to the review service and the cog's publisher."""
+    """Bridges the training orchestrator to the review service, and to the publisher when one is attached.
 
-    def __init__(self, review: ReviewService, publisher: ReviewPublisher) -> None:
+    The review and its consequences (an early stop) happen here, in the domain, whether or not a
+    publisher (the Discord cog) is loaded: a run that should stop never keeps spending for want of it."""
+
+    def __init__(
+        self, review: ReviewService, stop_early: StopEarly, publisher: ReviewPublisher | None = None
+    ) -> None:
         self._review = review
-        self._publisher = publisher
+        self._stop_early = stop_early
+        self.publisher = publisher
 
     async def on_checkpoint(self, job: Job, checkpoint: Checkpoint, samples: Sequence[Sample]) -> None:
         result = await self._review.review_checkpoint(job, checkpoint, samples)
-        await self._publisher.checkpoint_reviewed(job, result)
+        if result.early_stop.stop:
+            result = replace(result, stopped_now=await self._stop(job, result))
+        if self.publisher is not None:
+            await self.publisher.checkpoint_reviewed(job, result)
+
+    async def _stop(self, job: Job, review: CheckpointReview) -> bool:
+        decision = review.early_stop
+        payload = {
+            "best_step": decision.best_step,
+            "saved_usd": str(review.money_saved) if review.money_saved is not None else None,
+        }
+        try:
+            _, stopped = await self._stop_early(job.id, decision.reason, payload=payload)
+        except UserError as exc:
+            log.warning("job %s: early stop refused: %s", job.id, exc)
+            return False
+        return stopped
 
     async def on_state(self, job: Job, old: JobState, new: JobState, payload: Mapping[str, Any]) -> None:
         if not new.is_terminal:
             return
         by = payload.get("by") if new is JobState.CANCELLED else None
+        publisher = self.publisher
         result = await self._review.final_review(
             job.id,
-            reviewer_role_id=self._publisher.reviewer_role_id(job.guild_id),
+            reviewer_role_id=publisher.reviewer_role_id(job.guild_id) if publisher is not None else None,
             cancelled_by=int(by) if by is not None else None,
         )
         self._review.forget(job.id)
-        await self._publisher.job_reviewed(job, result)
+        if publisher is not None:
+            await publisher.job_reviewed(job, result)

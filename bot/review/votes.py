@@ -15,9 +15,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from enum import StrEnum
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -25,7 +26,7 @@ from bot.errors import NotFoundError
 from bot.review.ranking import Standing, best, rank
 from bot.roles import Member, Role, RoleNames, require_role
 from storage.db import unit_of_work
-from storage.models import Checkpoint, GuildSettings, Job, JobEvent, Vote
+from storage.models import LIVE_STATES, Checkpoint, GuildSettings, Job, JobEvent, JobState, OwedMessage, Vote
 from storage.types import utcnow
 
 CHART_MESSAGE_EVENT = "chart_message"
@@ -306,6 +307,17 @@ class VoteService:
                 select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step)
             )
         ).all()
+        # The review records whether a checkpoint's samples mostly copy training photos (latest wins).
+        memorising: dict[int, bool] = {}
+        for payload in (
+            await session.scalars(
+                select(JobEvent.payload)
+                .where(JobEvent.job_id == job_id, JobEvent.kind == "checkpoint_scored")
+                .order_by(JobEvent.id)
+            )
+        ).all():
+            if "step" in payload:
+                memorising[int(payload["step"])] = bool(payload.get("memorising"))
         return [
             Standing(
                 step=c.step,
@@ -315,8 +327,97 @@ class VoteService:
                 up=counts.get((c.id, UP), 0),
                 down=counts.get((c.id, DOWN), 0),
                 checkpoint_id=c.id,
+                memorising=memorising.get(c.step, False),
             )
             for c in checkpoints
+        ]
+
+    # --- what to read again after the bot was away (reactions are not replayed to a new session) -------
+
+    async def job(self, job_id: int) -> Job:
+        async with self._sessions() as session:
+            job = await session.get(Job, job_id)
+        if job is None:
+            raise NotFoundError(f"There is no job #{job_id}.")
+        return job
+
+    async def _in_review(self, session: AsyncSession, within: timedelta) -> list[int]:
+        """Jobs still in review: live, or succeeded recently with no checkpoint approved yet."""
+        approved = select(Checkpoint.job_id).where(Checkpoint.approved)
+        rows = await session.scalars(
+            select(Job.id).where(
+                or_(
+                    Job.state.in_([s.value for s in LIVE_STATES]),
+                    (Job.state == JobState.SUCCEEDED.value)
+                    & (Job.finished_at >= utcnow() - within)
+                    & Job.id.not_in(approved),
+                )
+            )
+        )
+        return list(rows.all())
+
+    async def open_review_messages(
+        self, *, within: timedelta = timedelta(days=14)
+    ) -> list[tuple[int, int, int, frozenset[str]]]:
+        """``(job id, channel id, message id, emojis that count there)`` of the grid rows and summaries of
+        jobs still in review."""
+        async with self._sessions() as session:
+            job_ids = await self._in_review(session, within)
+            if not job_ids:
+                return []
+            owed = (
+                await session.scalars(
+                    select(OwedMessage)
+                    .where(
+                        OwedMessage.job_id.in_(job_ids),
+                        OwedMessage.message_id.is_not(None),
+                        OwedMessage.channel_id.is_not(None),
+                    )
+                    .order_by(OwedMessage.id)
+                )
+            ).all()
+        found: list[tuple[int, int, int, frozenset[str]]] = []
+        for row in owed:
+            assert row.message_id is not None and row.channel_id is not None
+            if row.key.startswith("row:"):
+                found.append((row.job_id, row.channel_id, row.message_id, VOTE_EMOJIS))
+            elif row.key == "summary":
+                found.append((row.job_id, row.channel_id, row.message_id, frozenset({APPROVE})))
+        return found
+
+    async def recorded(self, message_id: int) -> set[tuple[int, str]]:
+        """``(user id, emoji)`` of the votes recorded on a message."""
+        async with self._sessions() as session:
+            rows = await session.execute(
+                select(Vote.user_id, Vote.emoji).where(Vote.message_id == message_id)
+            )
+            return {(int(user), str(emoji)) for user, emoji in rows.all()}
+
+    async def approved_undelivered(self) -> list[tuple[int, int, tuple[int, ...], int]]:
+        """``(job id, step, approvers, channel id)`` of approved checkpoints whose delivery was never
+        announced (the bot died between the approval and the delivery)."""
+        async with self._sessions() as session:
+            rows = (
+                await session.execute(
+                    select(Checkpoint, Job.channel_id)
+                    .join(Job, Job.id == Checkpoint.job_id)
+                    .where(Checkpoint.approved)
+                )
+            ).all()
+            done = {
+                (job_id, key)
+                for job_id, key in (
+                    await session.execute(
+                        select(OwedMessage.job_id, OwedMessage.key).where(
+                            OwedMessage.key.like("delivery:%"), OwedMessage.done_at.is_not(None)
+                        )
+                    )
+                ).all()
+            }
+        return [
+            (c.job_id, c.step, tuple(int(u) for u in c.approved_by or ()), int(channel_id))
+            for c, channel_id in rows
+            if channel_id is not None and (c.job_id, f"delivery:{c.step}") not in done
         ]
 
     async def _checkpoint(self, session: AsyncSession, job_id: int, step: int) -> Checkpoint:

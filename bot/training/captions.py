@@ -14,6 +14,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
+from bot.text import quote_inline
+
 DEFAULT_TEMPLATE = "{trigger} {class}, {tags}"
 TEMPLATE_FIELDS = ("trigger", "class", "tags")
 SEPARATOR = ","
@@ -170,5 +172,7 @@ def check_captions(
         if "\n" in caption.strip() or "\r" in caption:
             problems.append(f"{name}: caption has several lines (sd-scripts reads only the first)")
         if not starts_with_trigger(caption, trigger):
-            problems.append(f"{name}: caption does not start with the trigger {trigger!r}: {caption[:60]!r}")
+            problems.append(
+                f"{name}: caption does not start with the trigger {trigger!r}: {quote_inline(caption, 60)}"
+            )
     return problems

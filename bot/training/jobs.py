@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -32,6 +31,9 @@ from bot.errors import (
     NotFoundError,
     ServiceUnavailableError,
 )
+from bot.guilds import check_budget
+from bot.outbox import QUOTE
+from bot.text import quote_inline
 from bot.training.context import Listeners, TrainingContext, pod_name_for
 from bot.training.estimate import (
     DEADLINE_FACTOR,
@@ -47,9 +49,21 @@ from bot.training.pricing import PodDisks
 from bot.training.progress import ProgressView
 from bot.training.reconciler import Reconciler
 from bot.training.states import transition
+from bot.training.tokens import new_nonce
 from storage.blobs import BlobStore
 from storage.db import unit_of_work
-from storage.models import LIVE_STATES, Caption, Dataset, FaceAnalysis, Image, Job, JobEvent, JobState
+from storage.models import (
+    LIVE_STATES,
+    Caption,
+    Dataset,
+    FaceAnalysis,
+    Image,
+    Job,
+    JobEvent,
+    JobState,
+    OwedMessage,
+)
+from storage.types import utcnow
 from worker.protocol import BaseModelSource
 
 log = logging.getLogger(__name__)
@@ -76,6 +90,7 @@ class RunPlan:
     volume_in_gb: int = 0
     notes: tuple[str, ...] = ()
     early_stop_patience: int | None = None  # checkpoints without a better face score before stopping
+    face_alarm: Mapping[str, Any] | None = None  # when the face alarm judges (checkpoint, fraction)
 
     def spec_json(self) -> dict[str, Any]:
         """The JobSpec fields that do not depend on the job id or the deadline."""
@@ -192,9 +207,7 @@ class JobService:
 
     async def _budget_for(self, guild_id: int, budget_usd: Decimal | None) -> Decimal:
         if budget_usd is not None:
-            if budget_usd <= 0:
-                raise BudgetExceededError("a job budget must be more than $0")
-            return budget_usd
+            return check_budget(budget_usd, "A job's budget")  # rounded to the cent, then checked
         return await self.ctx.money.default_job_budget(guild_id)
 
     async def _quote(
@@ -324,10 +337,11 @@ class JobService:
                         "container_disk_in_gb": plan.container_disk_in_gb,
                         "volume_in_gb": plan.volume_in_gb,
                     },
+                    **({"face_alarm": dict(plan.face_alarm)} if plan.face_alarm else {}),
                 },
                 state=JobState.PENDING.value,
                 gpu_type=quote.estimate.pick.gpu_type_id,
-                worker_token=secrets.token_urlsafe(32),
+                worker_token_nonce=new_nonce(),  # the token is derived from it (bot.training.tokens)
                 budget_usd=quote.budget_usd,
                 estimate=quote.estimate.to_json(),
                 total_steps=plan.total_steps,
@@ -416,6 +430,22 @@ class JobService:
         event). Returns the job and whether this call stopped it; a job no longer training is left as is."""
         await self.get(job_id)
         return await self.orchestrator.stop_early(job_id, reason, payload=payload)
+
+    async def pending_quotes(self) -> list[tuple[int, int, int]]:
+        """``(job id, channel id, quote message id)`` of the jobs still waiting for confirmation."""
+        async with self.ctx.sessions() as session:
+            rows = await session.execute(
+                select(OwedMessage.job_id, OwedMessage.channel_id, OwedMessage.message_id)
+                .join(Job, Job.id == OwedMessage.job_id)
+                .where(
+                    Job.state == JobState.PENDING.value,
+                    OwedMessage.key == QUOTE,
+                    OwedMessage.message_id.is_not(None),
+                    OwedMessage.channel_id.is_not(None),
+                )
+                .order_by(Job.id)
+            )
+            return [(int(j), int(c), int(m)) for j, c, m in rows.all()]
 
     async def set_progress_message(self, job_id: int, *, channel_id: int, message_id: int) -> None:
         """Remember where the progress message lives, so a restarted bot edits the same one."""
@@ -516,6 +546,7 @@ class DatasetRunPlanner:
             container_disk_in_gb=CONTAINER_DISK_GB_BY_FAMILY.get(family, 80),
             notes=tuple(result.warnings),
             early_stop_patience=result.preset.early_stop_patience,
+            face_alarm=result.preset.face_alarm,
         )
 
 
@@ -527,7 +558,9 @@ def prefer_gpu(estimate: Estimate, wanted: str) -> Estimate:
             rest = estimate.options[:index] + estimate.options[index + 1 :]
             return replace(estimate, options=(option, *rest))
     suitable = ", ".join(option.display_name for option in estimate.options[:8])
-    raise InvalidInputError(f"GPU {wanted!r} is not offered for this preset; suitable: {suitable}")
+    raise InvalidInputError(
+        f"GPU {quote_inline(wanted, 60)} is not offered for this preset; suitable: {suitable}"
+    )
 
 
 def _slowest_s(estimate: Mapping[str, Any]) -> float:
@@ -553,6 +586,15 @@ class Training:
     def start_background(self, tasks: TaskGroup, *, interval_s: float = 60.0) -> None:
         """Reconcile now (resumes live jobs after a restart) and then every ``interval_s`` seconds."""
         tasks.spawn(self.reconciler.run(interval_s), name="training-reconciler")
+        tasks.spawn(self.reconciler.finish_owed_at_start(), name="training-owed-messages")
+
+    def chat_ready(self) -> None:
+        """The chat connection is up: messages owed since before a restart can be announced now."""
+        self.reconciler.chat_ready.set()
+
+    async def owed_settled(self) -> None:
+        """Wait until the messages owed from before the start are announced (their ids recorded)."""
+        await self.reconciler.owed_settled.wait()
 
     async def close(self) -> None:
         """Stop driving jobs (they go on in RunPod; the next start resumes them)."""
@@ -567,6 +609,7 @@ def build_training(
     money: Money,
     *,
     runpod: Any | None = None,
+    clock: Callable[[], datetime] = utcnow,
 ) -> Training | None:
     """Wire the training domain, or ``None`` when RunPod is not configured (no RUNPOD_API_KEY)."""
     if runpod is None:
@@ -576,7 +619,13 @@ def build_training(
 
         runpod = RunPodClient.from_settings(settings)
     ctx = TrainingContext(
-        sessions=sessions, settings=settings, runpod=runpod, blobs=blobs, http=http, money=money
+        sessions=sessions,
+        settings=settings,
+        runpod=runpod,
+        blobs=blobs,
+        http=http,
+        money=money,
+        clock=clock,
     )
     orchestrator = Orchestrator(ctx)
     service = JobService(ctx, orchestrator, DatasetRunPlanner(sessions, blobs))

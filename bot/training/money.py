@@ -20,7 +20,7 @@ safe by a compare-and-set on ``Job.cost_usd``: the loser of a race rolls back an
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -30,7 +30,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
-from bot.training.pricing import PodDisks
+from bot.training.pricing import PodDisks, network_volume_per_hour
 from storage.db import unit_of_work
 from storage.models import GuildSettings, Job, JobEvent, SpendEntry
 from storage.types import utcnow
@@ -46,9 +46,10 @@ POD_TIME = "pod_time"
 STORAGE = "storage"
 EXTRA_POD = "extra_pod"
 EXTRA_POD_STORAGE = "extra_pod_storage"
+NETWORK_VOLUME = "network_volume"  # the account's network volume, shared by the guilds (no job)
 # What RunPod's billing calls compute, and storage.
 COMPUTE_KINDS = frozenset({POD_TIME, EXTRA_POD})
-STORAGE_KINDS = frozenset({STORAGE, EXTRA_POD_STORAGE})
+STORAGE_KINDS = frozenset({STORAGE, EXTRA_POD_STORAGE, NETWORK_VOLUME})
 # The job event that says when the job's pod left RUNNING on its own (payload ``at``, ISO time).
 POD_EXITED_EVENT = "pod_exited"
 
@@ -288,6 +289,41 @@ class Money:
             await self._set_cost(session, job, before + charged)
             return charged
 
+    async def accrue_network_volume(self, volume_id: str, size_gb: int, guild_ids: Sequence[int]) -> Decimal:
+        """Bill the network volume pods use since the ledger last did (from the first time the bot
+        sees it), split evenly between ``guild_ids``: RunPod bills it always, so it counts against
+        each month's budget whether or not a job runs. Returns what was added."""
+        if not guild_ids:
+            return Decimal(0)
+        now = self._clock()
+        marker = f"volume {volume_id} "
+        async with unit_of_work(self._sessions) as session:
+            ends = (
+                await session.scalars(
+                    select(SpendEntry.period_end).where(
+                        SpendEntry.kind == NETWORK_VOLUME, SpendEntry.note.startswith(marker)
+                    )
+                )
+            ).all()
+            note = f"{marker}{size_gb} GB"
+            if not ends:  # first sight: billing starts now
+                session.add(_volume_entry(guild_ids[0], Decimal(0), now, now, note, now))
+                return Decimal(0)
+            last_end = max(ends)
+            if now - last_end < max(self.min_period, timedelta(seconds=1)):
+                return Decimal(0)
+            rate = network_volume_per_hour(size_gb)
+            added = Decimal(0)
+            for piece_start, piece_end in split_by_month(last_end, now):
+                total = cost_of(rate, piece_end - piece_start)
+                share = (total / len(guild_ids)).quantize(MICRO, rounding=ROUND_HALF_UP)
+                for index, guild_id in enumerate(guild_ids):
+                    last = index == len(guild_ids) - 1
+                    amount = total - share * (len(guild_ids) - 1) if last else share
+                    session.add(_volume_entry(guild_id, amount, piece_start, piece_end, note, now))
+                added += total
+            return added
+
     async def month_spent(self, guild_id: int, at: datetime | None = None) -> Decimal:
         """What the guild's ledger holds for ``at``'s calendar month (UTC)."""
         at = at or self._clock()
@@ -365,3 +401,18 @@ async def _exited_at(session: AsyncSession, job_id: int) -> datetime | None:
         return None
     moment = datetime.fromisoformat(str(payload["at"]))
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _volume_entry(
+    guild_id: int, amount: Decimal, start: datetime, end: datetime, note: str, at: datetime
+) -> SpendEntry:
+    return SpendEntry(
+        guild_id=guild_id,
+        job_id=None,
+        amount_usd=amount,
+        period_start=start,
+        period_end=end,
+        kind=NETWORK_VOLUME,
+        note=note[:200],
+        at=at,
+    )

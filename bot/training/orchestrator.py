@@ -30,8 +30,10 @@ from bot.clients.runpod import (
     NoCapacityError,
     PodNotReadableError,
     RunPodAuthError,
+    RunPodBalanceError,
     RunPodError,
 )
+from bot.crashpoints import crashpoint
 from bot.training.context import (
     TrainingContext,
     build_spec,
@@ -51,6 +53,7 @@ from bot.training.pods import (
 )
 from bot.training.progress import ProgressView
 from bot.training.states import record_event, transition
+from bot.training.tokens import worker_token
 from bot.training.worker_client import (
     IntegrityError,
     WorkerAuthError,
@@ -90,6 +93,7 @@ class Orchestrator:
         self._driving: dict[int, asyncio.Task[JobState]] = {}
         self._last_progress: dict[int, float] = {}
         self._download_failures: dict[tuple[int, str], int] = {}
+        self._pull_shown: set[int] = set()  # jobs whose progress said "pulling the image"
         self._closed = False
         self.terminated_pods: set[str] = set()  # pods this process terminated successfully
 
@@ -131,12 +135,15 @@ class Orchestrator:
         return job
 
     def worker(self, job: Job) -> WorkerClient:
-        if not job.pod_id or not job.worker_token:
-            raise ValueError(f"job {job.id} has no pod or token yet")
+        if not job.pod_id:
+            raise ValueError(f"job {job.id} has no pod yet")
         base = self.ctx.runpod.worker_base_url(job.pod_id)
         if inspect.isawaitable(base):  # tolerate an async implementation
             raise TypeError("worker_base_url must be synchronous")
-        return WorkerClient(self.ctx.http, str(base), job.worker_token)
+        # Derived, never stored (bot.training.tokens). A job from before that has none: the worker
+        # refuses the empty token, so the job fails and its pod is terminated.
+        token = worker_token(self.ctx.settings, job.id, job.worker_token_nonce) or ""
+        return WorkerClient(self.ctx.http, str(base), token)
 
     async def _sleep(self) -> None:
         await asyncio.sleep(self.poll_interval_s)
@@ -158,6 +165,7 @@ class Orchestrator:
         """Commit a forward transition and tell the listeners. False if the job moved elsewhere."""
         result = await transition(self.ctx.sessions, job_id, new, payload=payload, now=self.ctx.now())
         if result.changed:
+            crashpoint(f"transition:{new.value}")  # announced after a restart if not now (owed.py)
             await self.ctx.listeners.state(result.job, result.old, result.new, result.payload)
             await self._emit_progress(result.job, force=True)
         return result.changed
@@ -189,6 +197,8 @@ class Orchestrator:
         result = await transition(
             self.ctx.sessions, job_id, new, payload=data, update=_update, now=self.ctx.now()
         )
+        if result.changed:
+            crashpoint(f"stop:{new.value}")  # before the terminate call: the reconciler finishes both
         job = await self.finalize(job_id)
         if result.changed:
             log.info("job %s → %s: %s", job_id, new.value, cause)
@@ -242,13 +252,28 @@ class Orchestrator:
             )
         return found is not None
 
-    async def finalize(self, job_id: int) -> Job:
+    async def finalize(self, job_id: int, *, gone_at: datetime | None = None) -> Job:
         """Make sure the pod of a finishing job is terminated, stamp when, and bring cost up to date.
 
-        If RunPod cannot be reached the stamp stays empty and the reconciler tries again later.
+        ``gone_at``: the pod is already gone by itself (it terminates itself once acknowledged); it
+        stopped billing then, not when we noticed. If RunPod cannot be reached the stamp stays empty and
+        the reconciler tries again later.
         """
         job = await self.load(job_id)
-        if job.pod_id and job.pod_terminated_at is None:
+        if job.pod_id and job.pod_terminated_at is None and gone_at is not None:
+            async with unit_of_work(self.ctx.sessions) as session:
+                row = await session.get(Job, job_id)
+                if row is not None and row.pod_terminated_at is None:
+                    row.pod_terminated_at = max(gone_at, row.pod_created_at or gone_at)
+                    session.add(
+                        JobEvent(
+                            job_id=job_id,
+                            at=self.ctx.now(),
+                            kind="pod_gone",
+                            payload={"pod_id": job.pod_id, "since": gone_at.isoformat()},
+                        )
+                    )
+        elif job.pod_id and job.pod_terminated_at is None:
             try:
                 await self.ctx.runpod.terminate_pod(job.pod_id)
             except RunPodError as exc:
@@ -388,6 +413,9 @@ class Orchestrator:
                 assert row is not None
                 row.price_per_hour = price
         if not pod.running:
+            # Minutes of "runtime: null" while RunPod pulls the image: say so once, then as throttled.
+            await self._emit_progress(job, force=job.id not in self._pull_shown)
+            self._pull_shown.add(job.id)
             raise _Retry
         if not await self.worker(job).health():
             raise _Retry
@@ -403,7 +431,8 @@ class Orchestrator:
         if not options and job.gpu_type:
             options = [job.gpu_type]
         base_spec = replace(build_spec(job), unattended_stop_s=self.ctx.settings.worker_unattended_stop_s)
-        env = {ENV_WORKER_TOKEN: job.worker_token or ""}
+        # Derived, never stored (bot.training.tokens).
+        env = {ENV_WORKER_TOKEN: worker_token(self.ctx.settings, job.id, job.worker_token_nonce) or ""}
         hf_token = self.ctx.settings.hf_token
         if hf_token is not None and hf_token.get_secret_value():
             env["HF_TOKEN"] = hf_token.get_secret_value()
@@ -439,11 +468,18 @@ class Orchestrator:
                     ports=f"{WORKER_PORT}/http",
                     network_volume_id=self.ctx.settings.runpod_network_volume_id,
                 )
-            except NoCapacityError:
+            except NoCapacityError as exc:
                 tried.append(gpu)
                 following = options[index + 1] if index + 1 < len(options) else None
-                await self._event(job, "no_capacity", {"gpu_type": gpu, "next": following})
+                payload: dict[str, Any] = {"gpu_type": gpu, "next": following}
+                if exc.disk:  # GPUs were free, but no host had the disk the pod asks for
+                    payload["disk"] = True
+                await self._event(job, "no_capacity", payload)
                 continue
+            except RunPodBalanceError as exc:
+                # No GPU type will do: RunPod rents nothing until the account has credit.
+                await self.stop(job.id, JobState.FAILED, str(exc), payload={"reason": "balance"})
+                return
             except PodNotReadableError as exc:
                 # Created, but RunPod did not show it back yet: keep its id now, read it later.
                 await self._store_pod_id(job, exc.pod_id, gpu)
@@ -641,11 +677,17 @@ class Orchestrator:
     # -- collecting ------------------------------------------------------------------------------------
 
     async def _acked(self, job_id: int) -> bool:
+        return await self.acked_at(job_id) is not None
+
+    async def acked_at(self, job_id: int) -> datetime | None:
+        """When the bot told the worker it had everything (the pod terminates itself after that)."""
         async with self.ctx.sessions() as session:
-            found = await session.scalar(
-                select(JobEvent.id).where(JobEvent.job_id == job_id, JobEvent.kind == "acked").limit(1)
+            return await session.scalar(
+                select(JobEvent.at)
+                .where(JobEvent.job_id == job_id, JobEvent.kind == "acked")
+                .order_by(JobEvent.id)
+                .limit(1)
             )
-        return found is not None
 
     async def _collect(self, job: Job) -> None:
         if job.pod_terminated_at is None:
@@ -669,7 +711,11 @@ class Orchestrator:
                     else:
                         await self._pod_vanished(job)
                     return
-                status = None  # acknowledged; the pod terminated itself: everything is here
+                if pod is None:
+                    # Acknowledged, so everything is here, and the pod terminated itself: finished,
+                    # and billed until it went (not until we noticed).
+                    job = await self.finalize(job.id, gone_at=await self.acked_at(job.id))
+                status = None
             if status is not None and status.state != "acknowledged":
                 complete = await self._collect_files(job, worker, status, final=True)
                 if not complete:
@@ -680,6 +726,7 @@ class Orchestrator:
                     await worker.ack()
                 except WorkerUnavailableError:
                     pass  # it may already be exiting; terminating the pod settles it
+                crashpoint("collect.acked")
             job = await self.finalize(job.id)
             if job.pod_terminated_at is None:
                 raise _Retry  # RunPod unreachable: do not call it done while the meter may run
@@ -822,6 +869,7 @@ class Orchestrator:
                 {"step": checkpoint.step, "checkpoint_id": checkpoint.id},
                 now=self.ctx.now(),
             )
+            crashpoint("checkpoint.announced")  # the row is owed now (bot/training/owed.py posts it)
             await self.ctx.listeners.checkpoint(job, checkpoint, at_step)
 
 

@@ -2,7 +2,8 @@
 
 A preset file has these tables:
 
-- ``[preset]`` name, family (sd15|sdxl|flux), summary, min_vram_gb, early_stop_patience;
+- ``[preset]`` name, family (sd15|sdxl|flux), summary, min_vram_gb, early_stop_patience,
+  face_alarm_checkpoint, face_alarm_fraction (when the face alarm judges);
 - ``[base_model]`` where the pod fetches the base checkpoint (Hugging Face repo + file; Flux lists its
   CLIP-L, T5-XXL and autoencoder as ``[[base_model.extra]]`` with a ``role``);
 - ``[speed_s_per_it]`` seconds per optimizer step per RunPod GPU type id, for the estimator;
@@ -16,7 +17,9 @@ Per-run overrides are ``KEY=VALUE`` strings (:func:`apply_overrides`): an sd-scr
 (``network_dim=32``), a dataset key (``resolution=768``), ``face_crops.num_repeats=3``,
 ``face.background=0.2``, ``preset.early_stop_patience=5``, or a friendly alias (steps, rank, dim, alpha,
 lr). Values are parsed as TOML (``1e-4``, ``true``, ``["a=1"]``), else taken as text, then converted to
-the type the target expects; anything unknown is refused with the nearest known names.
+the type the target expects. Only the settings of the allow-list (:mod:`bot.training.overrides`, per
+preset family, with types and ranges) may be set; a key the bot owns is refused with the reason, an
+unknown one with the nearest known names. :func:`check_overrides` is what the commands call first.
 """
 
 from __future__ import annotations
@@ -30,43 +33,25 @@ from functools import cache
 from pathlib import Path
 from typing import Any, cast
 
-from bot.errors import InvalidInputError, NotFoundError
+from bot.errors import NotFoundError
+from bot.text import quote_inline
+from bot.training import overrides as overrides_mod
 from bot.training import sdscripts_schema as schema
+from bot.training.overrides import ALIASES, ALLOWED, Allowed
 
 PRESETS_DIR = Path(__file__).with_name("presets")
 SUBSET_NAMES = ("full", "face_crops")
-ALIASES = {
-    "steps": "max_train_steps",
-    "rank": "network_dim",
-    "dim": "network_dim",
-    "alpha": "network_alpha",
-    "lr": "learning_rate",
-    "batch": "train_batch_size",
-    "optimizer": "optimizer_type",
-    "scheduler": "lr_scheduler",
-    "precision": "mixed_precision",
-    "repeats": "full.num_repeats",
-}
-FACE_KEYS: dict[str, type] = {
-    "crops_subset": bool,
-    "alpha_mask": bool,
-    "background": float,
-    "margin": float,
-    "feather": float,
-}
-PRESET_KEYS: dict[str, type] = {"early_stop_patience": int, "min_vram_gb": int}
-SAMPLING_KEYS: dict[str, type] = {
-    "width": int,
-    "height": int,
-    "steps": int,
-    "cfg": float,
-    "guidance": float,
-    "negative": str,
-}
 
 
-class OverrideError(InvalidInputError):
-    """A ``KEY=VALUE`` override that names nothing or cannot have that value."""
+class OverrideError(schema.ConfigValidationError):
+    """Overrides refused: each problem names the key and says why (one message lists them all).
+
+    A :class:`~bot.training.sdscripts_schema.ConfigValidationError`, so a refusal found while applying
+    overrides reads like one found in the rendered files.
+    """
+
+    def __init__(self, problems: str | Iterable[str], what: str = "overrides") -> None:
+        super().__init__(what, [problems] if isinstance(problems, str) else problems)
 
 
 @dataclass(frozen=True)
@@ -103,6 +88,15 @@ class Preset:
     @property
     def early_stop_patience(self) -> int:
         return int(self.data["preset"]["early_stop_patience"])
+
+    @property
+    def face_alarm(self) -> dict[str, float | int]:
+        """When the face alarm judges (bot.review.verdict.AlarmPolicy): checkpoint and share of steps."""
+        preset = self.data["preset"]
+        return {
+            "checkpoint": int(preset.get("face_alarm_checkpoint", 2)),
+            "fraction": float(preset.get("face_alarm_fraction", 0.3)),
+        }
 
     @property
     def base_model(self) -> dict[str, Any]:
@@ -170,7 +164,9 @@ def preset_path(name: str) -> Path:
 def _load_raw(name: str) -> dict[str, Any]:
     path = preset_path(name)
     if not path.is_file():
-        raise NotFoundError(f"no preset named {name!r}; known presets: {', '.join(preset_names())}")
+        raise NotFoundError(
+            f"no preset named {quote_inline(name, 40)}; known presets: {', '.join(preset_names())}"
+        )
     data = tomllib.loads(path.read_text(encoding="utf-8"))
     if data.get("preset", {}).get("name") != name:
         raise ValueError(f"{path}: [preset] name must be {name!r}")
@@ -193,12 +189,69 @@ def all_presets() -> list[Preset]:
 def parse_override_strings(items: Iterable[str]) -> dict[str, str]:
     """``["a=1", "b = x"]`` → ``{"a": "1", "b": "x"}``; a string without ``=`` is refused."""
     out: dict[str, str] = {}
+    problems: list[str] = []
+    items = list(items)
+    crowd = overrides_mod.too_many(items)
+    if crowd:
+        raise OverrideError(crowd)
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise OverrideError(f"override {item!r} must look like KEY=VALUE")
+            problems.append(f"override {_shown(item)} must look like KEY=VALUE")
+            continue
         out[key.strip()] = value.strip()
+    if problems:
+        raise OverrideError(problems)
     return out
+
+
+def parse_override_text(text: str | None) -> dict[str, str]:
+    """What people type (``rank=16, lr=1e-4 "sampling.negative=blurry, dark"``) → ``{key: raw value}``."""
+    if not text or not text.strip():
+        return {}
+    return parse_override_strings(overrides_mod.split_overrides(text))
+
+
+def check_overrides(preset: str, text_or_params: str | Mapping[str, str] | None) -> dict[str, str]:
+    """The raw overrides, after checking them against ``preset`` (:func:`apply_overrides`' refusals).
+
+    What the cogs call before deferring, so a refusal is private and comes before any spend. Besides the
+    allow-list, each value set is held to the schema's own type and range rules for that key (the same
+    functions rendering applies to the whole file), so ``rank=0`` is refused here too; only checks that
+    need the whole configuration wait for rendering.
+    """
+    params = (
+        parse_override_text(text_or_params)
+        if isinstance(text_or_params, str) or text_or_params is None
+        else {str(k): str(v) for k, v in text_or_params.items()}
+    )
+    chosen = load_preset(preset)
+    _, applied = apply_overrides(chosen, params)
+    args = schema.arguments(chosen.family)
+    general = _dataset_schema_types("general")
+    problems: list[str] = []
+    for key, value in applied.items():
+        section, _, name = key.rpartition(".")
+        if section in SUBSET_NAMES or (not section and name in general):
+            problem = schema._range_problem(name, value, schema.DATASET_LIMITS)
+        elif not section and name in args and ALLOWED[key].kind != "optimizer_args":
+            kind = schema._type_problem(args[name], value)
+            shown = _shown(value) if isinstance(value, str) else repr(value)
+            problem = (
+                f"{name} = {shown}: {kind}" if kind else schema._range_problem(name, value, schema.LIMITS)
+            )
+        else:
+            problem = None
+        if problem:
+            problems.append(problem)
+    if problems:
+        raise OverrideError(problems)
+    return params
+
+
+def _shown(text: str, limit: int = 60) -> str:
+    """User text inside a refusal: an inline code span, cleaned and bounded (bot.text)."""
+    return quote_inline(text, limit)
 
 
 def _parse_value(text: str) -> Any:
@@ -235,22 +288,25 @@ def _coerce(key: str, raw: str, kind: str | type | None, *, nargs: Any = None) -
             return True
         if lowered in ("no", "off", "0", "false"):
             return False
-        raise OverrideError(f"{key}={raw}: expected true or false")
+        raise OverrideError(f"{key} = {_shown(raw)}: expected true or false")
     if wanted is int:
         if isinstance(value, float) and value.is_integer():
             return int(value)
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise OverrideError(f"{key}={raw}: expected a whole number")
+        raise OverrideError(f"{key} = {_shown(raw)}: expected a whole number")
     if wanted is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        raise OverrideError(f"{key}={raw}: expected a number")
+            try:
+                return float(value)
+            except OverflowError:  # a 400-digit integer
+                raise OverrideError(f"{key} = {_shown(raw)}: must be a finite number") from None
+        raise OverrideError(f"{key} = {_shown(raw)}: expected a number")
     if wanted == (int, float):
         if isinstance(value, int | float) and not isinstance(value, bool):
             return value
         raise OverrideError(
-            f"{key}={raw}: expected a number (an integer counts steps, a fraction < 1 a ratio)"
+            f"{key} = {_shown(raw)}: expected a number (an integer counts steps, a fraction < 1 a ratio)"
         )
     if wanted is str:
         return value if isinstance(value, str) else raw
@@ -290,85 +346,173 @@ def _dataset_coerce(key: str, raw: str, kind: str) -> Any:
             return value
         if isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) for v in value):
             return value
-        raise OverrideError(f"{key}={raw}: expected a size like 1024 or [832, 1216]")
+        raise OverrideError(f"{key} = {_shown(raw)}: expected a size like 1024 or [832, 1216]")
     if kind == "float_pair":
         value = _parse_value(raw)
         if isinstance(value, list) and len(value) == 2:
             return [float(v) for v in value]
-        raise OverrideError(f"{key}={raw}: expected [low, high]")
+        raise OverrideError(f"{key} = {_shown(raw)}: expected [low, high]")
     return _coerce(key, raw, {"float|int": "int_or_float", "dict": None}.get(kind, kind))
 
 
 def apply_overrides(preset: Preset, overrides: Mapping[str, str]) -> tuple[Preset, dict[str, Any]]:
     """A new preset with ``overrides`` applied, and the typed values that were set (for the job row).
 
-    Raises :class:`OverrideError` naming every unknown key (with close matches) or unparsable value.
-    Range and combination checks happen when rendering (``render.render``), on the final files.
+    Only the settings of :data:`bot.training.overrides.ALLOWED` for the preset's family may be set,
+    each checked for type, finiteness and range. Raises :class:`OverrideError` listing every problem:
+    a key the bot owns (with why), an unknown key (with close matches), a bad value. Checks that need
+    the whole configuration (bucket limits, precision combinations) happen when rendering
+    (``render.render``), on the final files.
     """
     data = copy.deepcopy(preset.data)
-    args = schema.arguments(preset.family)
+    family = preset.family
+    args = schema.arguments(family)
     general_types = _dataset_schema_types("general")
     subset_types = _dataset_schema_types("subset")
     per_subset = {k for sub in preset.subsets.values() for k in sub}
     applied: dict[str, Any] = {}
     problems: list[str] = []
+    refused_keys = False
     for raw_key, raw_value in overrides.items():
         key = ALIASES.get(raw_key, raw_key)
+        section, _, name = key.rpartition(".")
         try:
-            section, _, name = key.rpartition(".")
-            if section in SUBSET_NAMES:
-                if name not in subset_types:
-                    raise OverrideError(f"unknown subset key {name!r}{_near(name, subset_types)}")
-                value = _dataset_coerce(key, raw_value, subset_types[name])
-                data.setdefault("subsets", {}).setdefault(section, {})[name] = value
-            elif section == "face":
-                if name not in FACE_KEYS:
-                    raise OverrideError(f"unknown face option {name!r}; known: {', '.join(FACE_KEYS)}")
-                value = _coerce(key, raw_value, FACE_KEYS[name])
-                data.setdefault("face", {})[name] = value
-            elif section == "preset":
-                if name not in PRESET_KEYS:
-                    raise OverrideError(
-                        f"preset.{name} cannot be overridden; known: {', '.join(PRESET_KEYS)}"
-                    )
-                value = _coerce(key, raw_value, PRESET_KEYS[name])
-                data["preset"][name] = value
-            elif section == "sampling":
-                if name not in SAMPLING_KEYS:
-                    raise OverrideError(
-                        f"unknown sampling option {name!r}; known: {', '.join(SAMPLING_KEYS)}"
-                    )
-                value = _coerce(key, raw_value, SAMPLING_KEYS[name])
-                data.setdefault("sampling", {})[name] = value
-            elif section:
-                raise OverrideError(f"unknown override section {section!r} in {raw_key!r}")
-            elif name in per_subset:
+            if len(raw_value) > overrides_mod.MAX_VALUE_CHARS:
+                raise OverrideError(
+                    f"{key}: the value is longer than {overrides_mod.MAX_VALUE_CHARS} characters"
+                )
+            if not section and name in per_subset:
                 raise OverrideError(
                     f"{name} is set per subset in this preset: say "
                     f"{' or '.join(f'{s}.{name}' for s in preset.subsets)}"
                 )
+            spec = ALLOWED.get(key)
+            if spec is None or family not in spec.families:
+                why, unknown = _not_allowed(preset, raw_key, key, family, args, general_types, subset_types)
+                refused_keys |= unknown
+                raise OverrideError(why)
+            value = _typed_value(key, raw_value, spec, family, args, general_types, subset_types)
+            _check_value(key, value, spec, preset)
+            if section in SUBSET_NAMES:
+                data.setdefault("subsets", {}).setdefault(section, {})[name] = value
+            elif section in ("face", "sampling"):
+                data.setdefault(section, {})[name] = value
+            elif section == "preset":
+                data["preset"][name] = value
             elif name in general_types:
                 # dataset.toml wins over config.toml for these, so they must be set there
-                value = _dataset_coerce(key, raw_value, general_types[name])
                 data["dataset"][name] = value
-            elif name in args:
-                spec = args[name]
-                kind = spec.kind if spec.kind != "store" else spec.type
-                value = _coerce(key, raw_value, kind, nargs=spec.nargs)
-                if name == "text_encoder_lr" and isinstance(value, list) and len(value) == 1:
-                    value = value[0]
-                data["train"][name] = value
             else:
-                raise OverrideError(
-                    f"unknown key {raw_key!r}: not an argument of {schema.script_for(preset.family)} "
-                    f"{schema.release()} nor a dataset key{_near(name, [*args, *general_types, *ALIASES])}"
-                )
+                data["train"][name] = value
             applied[key] = value
         except OverrideError as exc:
-            problems.append(str(exc))
+            problems.extend(exc.problems)
     if problems:
-        raise OverrideError("overrides refused:\n" + "\n".join(f"  - {p}" for p in problems))
+        if refused_keys:
+            problems.append(
+                f"settings you can change for {family}: " + ", ".join(overrides_mod.allowed_for(family))
+            )
+        raise OverrideError(problems)
     return Preset(data), applied
+
+
+def _not_allowed(
+    preset: Preset,
+    raw_key: str,
+    key: str,
+    family: str,
+    args: Mapping[str, Any],
+    general_types: Mapping[str, str],
+    subset_types: Mapping[str, str],
+) -> tuple[str, bool]:
+    """Why ``key`` may not be set, naming it; and whether to list what may be set instead."""
+    shown = _shown(raw_key, 40)
+    section, _, name = key.rpartition(".")
+    reason = overrides_mod.refusal_reason(name)
+    if reason is not None:
+        return f"{shown} is refused: {reason}", False
+    spec = ALLOWED.get(key)
+    if spec is not None:
+        others = ", ".join(sorted(spec.families))
+        return f"{shown} does not apply to {family} presets (only {others})", False
+    known = name in args or name in general_types or (section in SUBSET_NAMES and name in subset_types)
+    if section in ("face", "preset", "sampling"):
+        options = [
+            k.partition(".")[2] for k in overrides_mod.allowed_for(family) if k.startswith(f"{section}.")
+        ]
+        listed = ", ".join(options)
+        if name in preset.data.get(section, {}):
+            return f"{shown} cannot be changed from chat; {section} options you can change: {listed}", False
+        return f"unknown {section} option {_shown(name, 40)}; known: {listed}", False
+    if known:
+        return f"{shown} cannot be changed from chat", True
+    if section and section not in SUBSET_NAMES:
+        return f"unknown override section {_shown(section, 40)} in {shown}", True
+    candidates = [k for k, s in ALLOWED.items() if family in s.families] + list(ALIASES)
+    return (
+        f"unknown key {shown}: not an argument of {schema.script_for(preset_family(family))} "
+        f"{schema.release()} nor a dataset key{_near(name, candidates)}",
+        True,
+    )
+
+
+def preset_family(family: str) -> schema.Family:
+    return cast(schema.Family, family)
+
+
+def _typed_value(
+    key: str,
+    raw: str,
+    spec: Allowed,
+    family: str,
+    args: Mapping[str, Any],
+    general_types: Mapping[str, str],
+    subset_types: Mapping[str, str],
+) -> Any:
+    section, _, name = key.rpartition(".")
+    if spec.kind == "optimizer_args":
+        clean, problems = overrides_mod.parse_optimizer_args(key, _parse_value(raw))
+        if problems:
+            raise OverrideError(problems)
+        return clean
+    if section in SUBSET_NAMES:
+        return _dataset_coerce(key, raw, subset_types[name])
+    if not section and name in general_types:
+        return _dataset_coerce(key, raw, general_types[name])
+    if not section and name in args:
+        arg = args[name]
+        value = _coerce(key, raw, arg.kind if arg.kind != "store" else arg.type, nargs=arg.nargs)
+        if name == "text_encoder_lr" and isinstance(value, list) and len(value) == 1:
+            value = value[0]
+        return value
+    kind = {"int": int, "float": float, "bool": bool, "str": str, "number": (int, float)}[spec.kind]
+    return _coerce(key, raw, "int_or_float" if kind == (int, float) else kind)  # type: ignore[arg-type]
+
+
+def _check_value(key: str, value: Any, spec: Allowed, preset: Preset) -> None:
+    """Finiteness, text shape and the allow-list's own ranges.
+
+    sd-scripts arguments and dataset keys are also checked for type, choices and the schema's ranges
+    (``LIMITS``, ``DATASET_LIMITS``) when the files are rendered, where those checks have their one home
+    and every problem of the whole configuration is listed together — still before anything is rented.
+    NaN and the infinities pass any ``<``/``>`` range check, so they are refused here for every key.
+    """
+    problems: list[str] = []
+    finite = overrides_mod.finite_problem(key, value)
+    if finite:
+        raise OverrideError(finite)
+    if isinstance(value, str):
+        problem = overrides_mod.text_problem(key, value, spec.max_chars)
+        if problem:
+            problems.append(problem)
+    low = preset.min_vram_gb if key == "preset.min_vram_gb" else spec.low
+    problem = overrides_mod.range_problem(key, value, low, spec.high)
+    if problem and key == "preset.min_vram_gb" and isinstance(value, int) and value < preset.min_vram_gb:
+        problem += f" GB: preset {preset.name} needs at least that much GPU memory"
+    if problem:
+        problems.append(problem)
+    if problems:
+        raise OverrideError(problems)
 
 
 def _near(word: str, candidates: Iterable[str]) -> str:

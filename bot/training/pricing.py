@@ -17,6 +17,9 @@ HOURS_PER_MONTH = Decimal(730)
 CONTAINER_DISK_GB_MONTH = Decimal("0.10")
 VOLUME_RUNNING_GB_MONTH = Decimal("0.10")
 VOLUME_STOPPED_GB_MONTH = Decimal("0.20")
+NETWORK_VOLUME_GB_MONTH = Decimal("0.07")
+NETWORK_VOLUME_LARGE_GB_MONTH = Decimal("0.05")  # the part of a volume over 1 TB
+NETWORK_VOLUME_TIER_GB = 1000
 # The container disk a job's pod gets when its plan names none (jobs.py sizes it per model family).
 DEFAULT_CONTAINER_DISK_GB = 60
 
@@ -45,6 +48,13 @@ class PodDisks:
     def stopped_per_hour(self) -> Decimal:
         """USD per hour once the pod has stopped (exited or died) and until it is terminated."""
         return self.volume_gb * VOLUME_STOPPED_GB_MONTH / HOURS_PER_MONTH
+
+
+def network_volume_per_hour(size_gb: int) -> Decimal:
+    """USD per hour for a network volume of ``size_gb``: billed always, with pods or without."""
+    small = min(size_gb, NETWORK_VOLUME_TIER_GB)
+    large = max(0, size_gb - NETWORK_VOLUME_TIER_GB)
+    return (small * NETWORK_VOLUME_GB_MONTH + large * NETWORK_VOLUME_LARGE_GB_MONTH) / HOURS_PER_MONTH
 
 
 def gpu_price(

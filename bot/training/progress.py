@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
+from bot.text import plain
 from bot.training.money import usd
 from storage.models import Job, JobState
 
@@ -43,6 +44,7 @@ class ProgressView:
     channel_id: int | None
     progress_message_id: int | None
     error: str | None = None
+    has_pod: bool = False  # RunPod has given the job its pod (it may still be pulling the image)
 
     @classmethod
     def from_job(cls, job: Job) -> ProgressView:
@@ -63,6 +65,7 @@ class ProgressView:
             channel_id=job.channel_id,
             progress_message_id=job.progress_message_id,
             error=job.error,
+            has_pod=job.pod_id is not None,
         )
 
     @property
@@ -97,7 +100,11 @@ def format_duration(seconds: float | None) -> str:
 
 def render_progress(view: ProgressView) -> str:
     where = f" on {view.gpu_type}" if view.gpu_type else ""
-    lines = [f"Job #{view.job_id} · {view.preset} · {_STATE_WORDS[view.state]}{where}"]
+    words = _STATE_WORDS[view.state]
+    if view.state == JobState.PROVISIONING and view.has_pod:
+        # RunPod reports no runtime for minutes while it pulls the worker image (several GB).
+        words = "pod rented, pulling the image"
+    lines = [f"Job #{view.job_id} · {view.preset} · {words}{where}"]
     if view.total_steps > 0:
         lines.append(f"`{progress_bar(view.fraction)}` {view.step}/{view.total_steps} ({view.fraction:.0%})")
     details = []
@@ -114,5 +121,5 @@ def render_progress(view: ProgressView) -> str:
         money += f" ({usd(view.price_per_hour)}/h)"
     lines.append(money)
     if view.error:
-        lines.append(f"Cause: {view.error[:300]}")
+        lines.append(f"Cause: {plain(view.error, 300)}")  # may carry user or trainer text
     return "\n".join(lines)

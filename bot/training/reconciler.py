@@ -9,7 +9,9 @@
   pod that is not its job's own is charged to the job for the time it ran;
 - a live job whose pod exited or died on its own is ended with the reason, billed up to the stop;
 - pending jobs nobody confirmed in time are cancelled;
-- cost is accrued for every job that has a pod.
+- cost is accrued for every job that has a pod, and the network volume's storage for the guilds;
+- messages a job still owes its channel (a summary, a grid row) are announced again, after the pods are
+  settled (``bot/training/owed.py``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from sqlalchemy import select
 from bot.clients.runpod import RunPodError
 from bot.training.context import POD_PREFIX, job_id_from_pod_name
 from bot.training.orchestrator import Orchestrator
+from bot.training.owed import OwedAnnouncements
 from bot.training.pods import EXTRA_POD_EVENT, retire_extra_pod
 from bot.training.states import record_event
 from storage.models import LIVE_STATES, Job, JobState
@@ -59,6 +62,13 @@ class Reconciler:
         self.orchestrator = orchestrator
         self.ctx = orchestrator.ctx
         self.confirm_within = confirm_within
+        self.owed = OwedAnnouncements(self.ctx)
+        # Owed messages are announced once the chat connection is up (their text names roles that
+        # only the connected client knows) and after the first pass has settled the pods.
+        self.chat_ready = asyncio.Event()
+        self._first_pass = asyncio.Event()
+        self._owed_started = False
+        self.owed_settled = asyncio.Event()  # the start-up announcements are done (or failed)
 
     async def reconcile_once(self) -> ReconcileReport:
         report = ReconcileReport()
@@ -103,11 +113,39 @@ class Reconciler:
                 log.exception("reconciler: finalizing job %s", job.id)
                 report.errors.append(f"job {job.id}: {exc}")
 
+        volume_id = self.ctx.settings.runpod_network_volume_id
+        if volume_id:
+            try:
+                await self._bill_network_volume(volume_id)
+            except Exception as exc:
+                log.exception("reconciler: network volume %s", volume_id)
+                report.errors.append(f"network volume {volume_id}: {exc}")
+
         if pods is not None:
             # Pods this pass terminated itself are still in the (earlier) list: not orphans.
             gone = set(self.orchestrator.terminated_pods) - terminated_before
             await self._terminate_orphans(pods, report, gone)
+        # Last, so that a summary announced again tells the final cost of a pod just terminated.
+        self._first_pass.set()
+        if self._owed_started:
+            try:
+                await self.owed.finish()
+            except Exception as exc:
+                log.exception("reconciler: owed messages")
+                report.errors.append(f"owed messages: {exc}")
         return report
+
+    async def finish_owed_at_start(self) -> None:
+        """Once the chat is connected and the first pass is done: announce everything still owed."""
+        await self.chat_ready.wait()
+        await self._first_pass.wait()
+        if self._owed_started:
+            return
+        self._owed_started = True
+        try:
+            await self.owed.finish(startup=True)
+        finally:
+            self.owed_settled.set()
 
     async def _reconcile_live(
         self, job: Job, pods: list[Any] | None, pod_ids: set[str], report: ReconcileReport
@@ -130,6 +168,18 @@ class Reconciler:
             )
             report.deadlines.append(job.id)
             return
+        if (
+            state == JobState.COLLECTING
+            and job.pod_id
+            and job.pod_terminated_at is None
+            and pods is not None
+            and job.pod_id not in pod_ids
+        ):
+            # Everything collected and acknowledged, then the pod terminated itself (while no bot was
+            # running): settle it at the acknowledgement, before accruing would bill the gap.
+            acked_at = await self.orchestrator.acked_at(job.id)
+            if acked_at is not None and await self.ctx.runpod.get_pod(job.pod_id) is None:
+                await self.orchestrator.finalize(job.id, gone_at=acked_at)
         # A pod missing from the list is double-checked: it may have been created after we listed.
         # In ``collecting`` a pod that terminated itself after our acknowledgement is expected; the
         # orchestrator settles that case.
@@ -149,8 +199,10 @@ class Reconciler:
             report.vanished.append(job.id)
             return
         listed = next((pod for pod in pods or () if pod.id == job.pod_id), None)
-        if listed is not None and getattr(listed, "stopped", False):
-            # Exited or dead while nobody watched (a restart, a host fault, the balance ran out).
+        collected = state == JobState.COLLECTING and await self.orchestrator.acked_at(job.id) is not None
+        if listed is not None and getattr(listed, "stopped", False) and not collected:
+            # Exited or dead while nobody watched (a restart, a host fault, the balance ran out). A job
+            # whose results are all in is finished whatever its pod does: the orchestrator ends it.
             await self.orchestrator.pod_stopped(job, listed)
             report.stopped.append(job.id)
             return
@@ -222,6 +274,18 @@ class Reconciler:
                 now = self.ctx.now()
                 await record_event(self.ctx.sessions, job.id, "orphan_terminated", payload, now=now)
                 await self.ctx.listeners.event(job, "orphan_terminated", payload)
+
+    async def _bill_network_volume(self, volume_id: str) -> None:
+        """RunPod bills the network volume every hour: put it in the ledger, shared by the guilds
+        (those configured, else those with jobs), so each month's budget counts it."""
+        volume = await self.ctx.runpod.get_network_volume(volume_id)  # type: ignore[attr-defined]
+        if volume is None:
+            return
+        guilds = list(self.ctx.settings.discord_guild_ids)
+        if not guilds:
+            async with self.ctx.sessions() as session:
+                guilds = sorted(set((await session.scalars(select(Job.guild_id).distinct())).all()))
+        await self.ctx.money.accrue_network_volume(volume.id, volume.size_gb, guilds)
 
     async def _maybe_job(self, job_id: int) -> Job | None:
         async with self.ctx.sessions() as session:

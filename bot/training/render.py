@@ -516,7 +516,9 @@ def render(
     config_toml = _header(chosen, "config.toml", applied) + tomli_w.dumps(_sectioned(flat))
     dataset_toml = _header(chosen, "dataset.toml", applied) + tomli_w.dumps(dataset_doc)
     prompts_txt = render_prompts(chosen, trigger, class_word)
-    # Round-trip: what we wrote parses back to what we validated.
+    # Round-trip: what we wrote parses back to what we validated, and reads the same to sd-scripts.
+    schema.check_sdscripts_toml(config_toml, CONFIG_FILE)
+    schema.check_sdscripts_toml(dataset_toml, DATASET_CONFIG_FILE)
     assert schema.flatten_config(tomllib.loads(config_toml))[0] == flat
     assert tomllib.loads(dataset_toml) == dataset_doc
 

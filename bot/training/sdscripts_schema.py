@@ -17,13 +17,17 @@ Every problem found is collected, so one refusal lists them all.
 
 from __future__ import annotations
 
+import ast
 import difflib
 import json
+import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal, cast
+
+import toml
 
 from bot.errors import InvalidInputError
 
@@ -202,6 +206,26 @@ def _range_problem(
     return None
 
 
+def check_sdscripts_toml(text: str, what: str) -> None:
+    """Refuses a TOML document sd-scripts would not read as written.
+
+    sd-scripts reads ``--config_file`` and ``--dataset_config`` with ``toml`` 0.10.2 (its
+    requirements.txt), an older parser than the standard's: it refuses an array that mixes integers and
+    floats (``[1, 0.5]``) and reads ``-0.0`` as ``0.0``. A file the bot writes must mean the same to it
+    as to ``tomllib``, or the run fails on the pod after the rent has started.
+    """
+    try:
+        theirs = toml.loads(text)
+    except toml.TomlDecodeError as exc:
+        problem = f"sd-scripts' TOML reader (toml 0.10.2) refuses it: {exc}"
+        raise ConfigValidationError(what, [problem]) from None
+    # repr: tells -0.0 from 0.0 and compares NaN with NaN
+    if repr(theirs) != repr(tomllib.loads(text)):
+        raise ConfigValidationError(
+            what, ["sd-scripts' TOML reader (toml 0.10.2) would read other values than were written"]
+        )
+
+
 def parse_resolution(value: Any) -> tuple[int, int] | None:
     """``512``, ``[832, 1216]`` or ``"1024,1024"`` → (width, height); None when malformed."""
     if _is_int(value):
@@ -319,6 +343,7 @@ def _semantic_problems(flat: Mapping[str, Any], family: Family) -> list[str]:
                 f"lr_warmup_steps = {warmup!r} with lr_scheduler = {scheduler!r}: sd-scripts raises "
                 "'does not require num_warmup_steps' (use constant_with_warmup)"
             )
+        problems.extend(_scheduler_args_problems(scheduler, flat))
     steps = flat.get("max_train_steps")
     if isinstance(warmup, int | float) and isinstance(steps, int):
         if isinstance(warmup, float) and not 0 <= warmup < 1:
@@ -368,6 +393,46 @@ def _semantic_problems(flat: Mapping[str, Any], family: Family) -> list[str]:
         for key in ("min_snr_gamma", "noise_offset"):
             if flat.get(key) is not None:
                 problems.append(f"{key} has no effect on Flux in sd-scripts {release()}: remove it")
+    return problems
+
+
+def _scheduler_args_problems(scheduler: str, flat: Mapping[str, Any]) -> list[str]:
+    """What train_util.get_scheduler_fix needs beside the name (``runtime_checked.lr_scheduler.needs_args``):
+    it splits each ``lr_scheduler_args`` item on "=" and reads the value with ``ast.literal_eval``."""
+    problems: list[str] = []
+    kwargs: dict[str, Any] = {}
+    items = flat.get("lr_scheduler_args")
+    for item in cast(list[Any], items) if isinstance(items, list) else []:
+        key, sep, text = str(item).partition("=")
+        if not sep or "=" in text:
+            problems.append(f"lr_scheduler_args item {item!r} must be exactly one key=value")
+            continue
+        try:
+            kwargs[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            problems.append(
+                f"lr_scheduler_args item {item!r}: sd-scripts reads the value as a Python literal "
+                "(quote text: step_rules='1:100,0.1')"
+            )
+    name = repr(scheduler)
+    if scheduler == "cosine_with_min_lr":
+        ratio = flat.get("lr_scheduler_min_lr_ratio")
+        if "min_lr_rate" in kwargs:
+            problems.append(
+                f"lr_scheduler = {name}: min_lr_rate in lr_scheduler_args is passed twice by sd-scripts "
+                "(TypeError); set lr_scheduler_min_lr_ratio instead"
+            )
+        elif ratio is None and "min_lr" not in kwargs:
+            problems.append(
+                f"lr_scheduler = {name} needs lr_scheduler_min_lr_ratio (or min_lr=<lr> in lr_scheduler_args)"
+            )
+        elif ratio is not None and "min_lr" in kwargs:
+            problems.append(f"lr_scheduler = {name}: set lr_scheduler_min_lr_ratio or min_lr, not both")
+    if scheduler == "piecewise_constant" and not isinstance(kwargs.get("step_rules"), str):
+        problems.append(
+            f"lr_scheduler = {name} needs step_rules='<mult>:<steps>,...,<mult>' (quoted) "
+            "in lr_scheduler_args"
+        )
     return problems
 
 

@@ -31,6 +31,10 @@ DEFAULT_TIMEOUT_S = 30.0
 UPLOAD_TIMEOUT_S = 90.0  # still under the proxy's 100 s
 DEFAULT_CHUNK = 8 * 1024 * 1024
 CHUNK_RETRIES = 3
+# Datasets go up in parts of at most this: under Cloudflare's 100 MB request body limit in front of
+# RunPod's proxy, and a part takes well under 100 s at a few MB/s. Halved on 413 or a cut request.
+DEFAULT_UPLOAD_PART = 64 * 1024 * 1024
+MIN_UPLOAD_PART = 16 * 1024
 
 
 class WorkerError(Exception):
@@ -67,12 +71,14 @@ class WorkerClient:
         *,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         chunk_size: int = DEFAULT_CHUNK,
+        upload_part_size: int = DEFAULT_UPLOAD_PART,
     ) -> None:
         self._http = http
         self._base = URL(base_url.rstrip("/"))
         self._token = token
         self._timeout = aiohttp.ClientTimeout(total=min(timeout_s, 95.0))
         self._chunk_size = chunk_size
+        self._part_size = max(MIN_UPLOAD_PART, upload_part_size)
 
     def __repr__(self) -> str:  # never show the token
         return f"WorkerClient({str(self._base)!r})"
@@ -114,6 +120,11 @@ class WorkerClient:
             raise WorkerAuthError(f"{method} {url.path}: the worker refused the token ({status})")
         if status in _TRANSIENT_STATUS:
             raise WorkerUnavailableError(f"{method} {url.path}: HTTP {status}")
+        content_type = next((v for k, v in response_headers.items() if k.lower() == "content-type"), "")
+        if status == 404 and content_type.startswith("text/html"):
+            # The proxy's own page, not the worker's answer: no pod (or port) behind this address any
+            # more. The caller asks RunPod whether the pod still exists.
+            raise WorkerUnavailableError(f"{method} {url.path}: the RunPod proxy has no such pod (404)")
         if status not in ok:
             raise WorkerProtocolError(f"{method} {url.path}: HTTP {status}: {body[:200]!r}")
         return status, response_headers, body
@@ -149,23 +160,88 @@ class WorkerClient:
     async def upload_dataset(self, path: Path, sha256: str) -> bool:
         """PUT the snapshot zip. True when stored now, False when the worker already had it (409).
 
-        A 400 means the worker computed a different sha256: raised as :class:`IntegrityError`.
+        RunPod's proxy refuses bodies over its limit (413) and cuts requests at 100 s, so a zip larger
+        than one part goes in parts (``Content-Range``), each a short request; a part the proxy still
+        refuses or cuts is halved. After an interruption the upload resumes where the worker's bytes
+        end (``GET /dataset``). A 400 means the worker computed a different sha256:
+        :class:`IntegrityError`.
         """
-        data = await asyncio.to_thread(path.read_bytes)
+        size = await asyncio.to_thread(lambda: path.stat().st_size)
+        part = self._part_size
+        if size <= part:
+            status, body = await self._put_dataset(sha256, await asyncio.to_thread(path.read_bytes))
+            if status != 413:
+                return self._upload_outcome(status, body)
+            part = max(MIN_UPLOAD_PART, size // 2)
+        return await self._upload_in_parts(path, sha256, size, part)
+
+    async def _upload_in_parts(self, path: Path, sha256: str, size: int, part: int) -> bool:
+        offset = await self._dataset_received()
+        failures = 0
+        while True:
+            last = min(offset + part, size) - 1
+            data = await asyncio.to_thread(_read_range, path, offset, last - offset + 1)
+            try:
+                status, body = await self._put_dataset(
+                    sha256, data, content_range=f"bytes {offset}-{last}/{size}"
+                )
+            except WorkerUnavailableError:
+                failures += 1
+                if failures > CHUNK_RETRIES:
+                    raise
+                part = max(MIN_UPLOAD_PART, part // 2)  # a 524: the part took too long
+                offset = await self._dataset_received()
+                continue
+            if status == 413:
+                if part <= MIN_UPLOAD_PART:
+                    raise WorkerProtocolError("the proxy refuses even the smallest dataset part (413)")
+                part = max(MIN_UPLOAD_PART, part // 2)
+                continue
+            if status == 202:
+                offset = last + 1
+                continue
+            if status == 409:
+                info = _json_object(body)
+                if info.get("complete"):
+                    return False
+                received = info.get("received")
+                if not isinstance(received, int):
+                    raise WorkerProtocolError(f"PUT /dataset: 409 without a received offset: {body[:200]!r}")
+                offset = received
+                continue
+            return self._upload_outcome(status, body)
+
+    async def _put_dataset(
+        self, sha256: str, data: bytes, *, content_range: str | None = None
+    ) -> tuple[int, bytes]:
+        headers = {SHA256_HEADER: sha256, "Content-Type": "application/zip"}
+        if content_range is not None:
+            headers["Content-Range"] = content_range
+        status, _headers, body = await self._request(
+            "PUT",
+            self._url("dataset"),
+            headers=headers,
+            data=data,
+            client_timeout=aiohttp.ClientTimeout(total=UPLOAD_TIMEOUT_S),
+            ok=(200, 201, 202, 400, 409, 413),
+        )
+        return status, body
+
+    async def _dataset_received(self) -> int:
+        """Bytes of a dataset sent in parts the worker already has (0 for a worker without parts)."""
         try:
-            status, _headers, body = await self._request(
-                "PUT",
-                self._url("dataset"),
-                headers={SHA256_HEADER: sha256, "Content-Type": "application/zip"},
-                data=data,
-                client_timeout=aiohttp.ClientTimeout(total=UPLOAD_TIMEOUT_S),
-                ok=(200, 201, 409),
-            )
-        except WorkerProtocolError as exc:
-            if "HTTP 400" in str(exc):
-                raise IntegrityError(f"the worker rejected the dataset zip: {exc}") from exc
-            raise
-        del body
+            data = await self._json("GET", "dataset")
+        except WorkerProtocolError:
+            return 0
+        received = data.get("received")
+        return received if isinstance(received, int) and received >= 0 else 0
+
+    @staticmethod
+    def _upload_outcome(status: int, body: bytes) -> bool:
+        if status == 400:
+            raise IntegrityError(f"the worker rejected the dataset zip: HTTP 400: {body[:200]!r}")
+        if status == 413:
+            raise WorkerProtocolError("the proxy refused the dataset upload as too large (413)")
         return status in (200, 201)
 
     async def cancel(self) -> None:
@@ -245,3 +321,17 @@ class WorkerClient:
         if len(body) != end - start + 1:
             raise IntegrityError(f"{url.path}: range {start}-{end} returned {len(body)} bytes")
         return body
+
+
+def _read_range(path: Path, offset: int, length: int) -> bytes:
+    with path.open("rb") as handle:
+        handle.seek(offset)
+        return handle.read(length)
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -22,6 +22,7 @@ from discord.ext import commands
 from bot.datasets.captioning import TRAINING_SUBSETS, CaptionLine
 from bot.errors import InvalidInputError
 from bot.roles import Role
+from bot.text import plain, quote_inline
 from bot.training.presets import preset_names
 from bot.training.triggers import TriggerReport, check_trigger
 from cogs._shared import guild_id_of, require, services_of
@@ -46,8 +47,8 @@ def trigger_advice(report: TriggerReport) -> str:
     """The advice shown for a weak trigger; empty when the trigger is fine."""
     if report.ok:
         return ""
-    lines = [f"⚠️ The trigger `{report.trigger}` is weak for identity training:"]
-    lines += [f"- {warning}" for warning in report.warnings]
+    lines = [f"⚠️ The trigger {quote_inline(report.trigger, 40)} is weak for identity training:"]
+    lines += [f"- {plain(warning, 300)}" for warning in report.warnings]
     if report.suggestions:
         lines.append(
             "Rare alternatives (one CLIP token, no meaning, no name): "
@@ -100,7 +101,7 @@ def caption_listing(lines: Sequence[CaptionLine], *, limit: int = LISTING_LINES)
     for line in used[:limit]:
         crop = " (crop)" if line.subset == "face_crops" else ""
         edited = " ✎" if line.edited else ""
-        text = _short(line.text) if line.text is not None else "*(no caption)*"
+        text = plain(line.text, LINE_CHARS) if line.text is not None else "*(no caption)*"
         out.append(f"`#{line.position}`{crop}{edited} {text}")
     if len(used) > limit:
         out.append(f"… and {len(used) - limit} more")
@@ -113,7 +114,7 @@ def caption_listing(lines: Sequence[CaptionLine], *, limit: int = LISTING_LINES)
 def check_text(problems: Sequence[str], trigger: str) -> str:
     if not problems:
         return f"✅ Check: every caption in use starts with `{trigger}`."
-    shown = [f"- {_short(p, 160)}" for p in problems[:MAX_PROBLEMS_SHOWN]]
+    shown = [f"- {plain(p, 160)}" for p in problems[:MAX_PROBLEMS_SHOWN]]
     if len(problems) > MAX_PROBLEMS_SHOWN:
         shown.append(f"- … and {len(problems) - MAX_PROBLEMS_SHOWN} more")
     return "⚠️ Check found problems:\n" + "\n".join(shown)
@@ -186,15 +187,19 @@ class CaptionCommands(commands.Cog):
             )
             parts = [
                 f"Caption of **{info.name}** `#{edit.position}` set.{note}",
-                f"> {_short(edit.text, 1200)}",
+                f"> {plain(edit.text, 900)}",  # typed text: shown, never markup
             ]
         elif number is not None:
             line = next((ln for ln in await captions.list(info.id) if ln.position == number), None)
             if line is None:
                 raise InvalidInputError(f"There is no image #{number} in `{info.name}`.")
-            shown = line.text if line.text is not None else "*(no caption yet: `/dataset caption` makes one)*"
+            shown = (
+                plain(line.text, 900)
+                if line.text is not None
+                else "*(no caption yet: `/dataset caption` makes one)*"
+            )
             state = " (excluded)" if line.excluded else (" (edited)" if line.edited else "")
-            parts = [f"Caption of **{info.name}** `#{number}`{state}:", f"> {_short(shown, 1200)}"]
+            parts = [f"Caption of **{info.name}** `#{number}`{state}:", f"> {shown}"]
         else:
             made = await captions.generate(info.id, overwrite=regenerate)
             head = (
@@ -207,7 +212,9 @@ class CaptionCommands(commands.Cog):
                     info.id, prefix=prefix or "", suffix=suffix or "", user_id=interaction.user.id
                 )
                 added = " and ".join(
-                    f"{label} `{value}`" for label, value in (("prefix", prefix), ("suffix", suffix)) if value
+                    f"{label} {quote_inline(value, 100)}"
+                    for label, value in (("prefix", prefix), ("suffix", suffix))
+                    if value
                 )
                 head += f" Added {added} to {bulk.changed} captions ({bulk.unchanged} had it already)."
             parts = [head, caption_listing(await captions.list(info.id))]
@@ -240,7 +247,7 @@ class CaptionCommands(commands.Cog):
             f"{result.total_steps} steps for `{result.script}` (README.txt inside says how to run it)."
         ]
         if result.warnings:
-            lines += [f"- ⚠️ {_short(w, 200)}" for w in result.warnings[:MAX_PROBLEMS_SHOWN]]
+            lines += [f"- ⚠️ {plain(w, 200)}" for w in result.warnings[:MAX_PROBLEMS_SHOWN]]
         size_mib = result.size / (1024 * 1024)
         if result.data is not None:
             await interaction.followup.send(
@@ -274,9 +281,10 @@ class CaptionCommands(commands.Cog):
         advice = trigger_advice(report)
         if not advice:
             advice = (
-                f"✅ `{report.trigger}` looks like a good trigger: one rare CLIP token, not a word or a name."
+                f"✅ {quote_inline(report.trigger, 40)} looks like a good trigger: one rare CLIP token, "
+                "not a word or a name."
             )
-        notes = [f"- {f.message}" for f in report.findings if f.severity == "info"]
+        notes = [f"- {plain(f.message, 300)}" for f in report.findings if f.severity == "info"]
         text = "\n".join([advice, *notes])
         if word is not None and word.strip().lower() != info.trigger_word.lower():
             text += f"\n(`{info.name}` uses `{info.trigger_word}`.)"

@@ -283,7 +283,8 @@ async def _post_cards(
             content=f"{interaction.user.mention} {content}"[:2000],
             embed=embed,
             files=files(batches[0]),
-            allowed_mentions=discord.AllowedMentions(users=True),
+            # Only the invoker may be pinged: the text carries dataset names and file names.
+            allowed_mentions=discord.AllowedMentions(users=[interaction.user]),
             **extra,
         )
         for batch in batches[1:]:

@@ -26,6 +26,7 @@ from bot.datasets.report import IngestProgress, IngestReport, RejectedFile, Skip
 from bot.datasets.sniff import has_image_extension
 from bot.errors import InvalidInputError, UserError
 from bot.roles import Role
+from bot.text import plain, quote_inline
 from cogs._shared import guild_id_of, require, services_of
 from cogs.dataset.manage import dataset_name_autocomplete
 
@@ -151,7 +152,8 @@ async def send_report(interaction: discord.Interaction[Any], report: IngestRepor
         await channel.send(
             content=prefix + report.summary(limit=2000 - len(prefix)),
             files=_report_files(report),
-            allowed_mentions=discord.AllowedMentions(users=True),
+            # Only the invoker may be pinged: the text carries dataset names and file names.
+            allowed_mentions=discord.AllowedMentions(users=[interaction.user]),
         )
 
 
@@ -221,7 +223,7 @@ async def add_attachments(
     items, refused = await read_attachments(attachments, attachment_limit(interaction))
     skipped = [SkippedFile(name, "not an image or a zip") for name in ignored]
     if not items:
-        reasons = "; ".join(f"{r.name}: {r.reason}" for r in refused) or "no files"
+        reasons = "; ".join(f"{quote_inline(r.name)}: {plain(r.reason, 200)}" for r in refused) or "no files"
         raise InvalidInputError(f"Nothing was added to **{info.name}**: {reasons}.")
 
     async def ingest(progress: Callable[[IngestProgress], Awaitable[None]]) -> IngestReport:

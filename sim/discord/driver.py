@@ -7,6 +7,7 @@ import secrets
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from .emoji import MAX_DISTINCT_REACTIONS
 from .state import (
     MESSAGE_FLAG_EPHEMERAL,
     SimAttachment,
@@ -116,6 +117,13 @@ class InteractionHandle:
             return self.interaction.response_data
         return None
 
+    @property
+    def choices(self) -> list[dict[str, Any]] | None:
+        """The autocomplete choices the bot answered with (callback type 8), if any."""
+        if self.interaction.response_type == 8:
+            return list((self.interaction.response_data or {}).get("choices") or [])
+        return None
+
     async def ack(self, timeout: float = 5.0) -> int:  # noqa: ASYNC109 - test-facing wait API
         """Wait for the initial response; return its callback type."""
         await self.sim.wait_until(lambda: self.interaction.acked, timeout)
@@ -180,6 +188,7 @@ def _base_interaction(
     *,
     message: SimMessage | None = None,
     locale: str = "en-US",
+    triggering: SimInteraction | None = None,
 ) -> SimInteraction:
     """Build, store and dispatch an INTERACTION_CREATE (guild context)."""
     _require_bot(sim)
@@ -201,8 +210,9 @@ def _base_interaction(
         created_at=sim.clock.monotonic(),
         attachment_size_limit=limit,
         source_message_id=message.id if message is not None else None,
+        triggering=triggering,
     )
-    permissions = guild.permissions_of(user.id)
+    permissions = guild.permissions_in(channel, user.id)
     payload: dict[str, Any] = {
         "id": str(inter.id),
         "application_id": str(sim.application_id),
@@ -214,7 +224,7 @@ def _base_interaction(
         "channel_id": str(channel.id),
         "channel": {**channel.to_dict(), "permissions": str(permissions)},
         "member": member.to_dict(permissions=permissions),
-        "app_permissions": str(guild.permissions_of(sim.bot_user.id)),
+        "app_permissions": str(guild.permissions_in(channel, sim.bot_user.id)),
         "locale": locale,
         "guild_locale": "en-US",
         "entitlements": [],
@@ -434,6 +444,62 @@ async def invoke_slash(
     return InteractionHandle(sim, inter)
 
 
+async def invoke_autocomplete(
+    sim: DiscordSimulator,
+    name: str,
+    options: dict[str, Any],
+    focused: str,
+    *,
+    user: SimUser,
+    channel: SimChannel | int | str | None,
+) -> InteractionHandle:
+    """A user typing into option ``focused`` of ``/name`` (APPLICATION_COMMAND_AUTOCOMPLETE, type 4).
+
+    ``options`` are what the user filled in so far (the focused one's partial text included); the bot
+    answers with callback type 8, whose ``choices`` the handle exposes."""
+    ch = sim.channel_by(channel)
+    if ch.guild_id is None:
+        raise _usage_error("invoke_autocomplete needs a guild channel")
+    path = name.strip().lstrip("/").split()
+    cmd, guild_scoped = _find_command(sim, path[0], 1, ch.guild_id)
+    _check_permission(sim, cmd, user, ch.guild_id)
+    specs: list[dict[str, Any]] = cmd.get("options") or []
+    chain: list[dict[str, Any]] = []
+    for part in path[1:]:
+        spec = next((s for s in specs if s["name"] == part), None)
+        if spec is None:
+            raise _usage_error(f"/{' '.join(path)}: no subcommand {part!r}")
+        chain.append(spec)
+        specs = spec.get("options") or []
+    target = next((s for s in specs if s["name"] == focused), None)
+    if target is None or not target.get("autocomplete"):
+        raise _usage_error(f"option {focused!r} of /{' '.join(path)} has no autocomplete")
+    unknown = set(options) - {s["name"] for s in specs}
+    if unknown:
+        raise _usage_error(f"/{' '.join(path)}: unknown options {sorted(unknown)}")
+    leaf: list[dict[str, Any]] = []
+    for spec in specs:
+        if spec["name"] in options or spec["name"] == focused:
+            entry: dict[str, Any] = {
+                "name": spec["name"],
+                "type": int(spec["type"]),
+                "value": options.get(spec["name"], ""),
+            }
+            if spec["name"] == focused:
+                entry["focused"] = True
+                entry["value"] = str(entry["value"])  # what the user typed so far, as text
+            leaf.append(entry)
+    nested: list[dict[str, Any]] = leaf
+    for spec in reversed(chain):
+        nested = [{"name": spec["name"], "type": int(spec["type"]), "options": nested}]
+    data: dict[str, Any] = {"id": cmd["id"], "name": cmd["name"], "type": 1, "options": nested}
+    if guild_scoped:
+        data["guild_id"] = str(ch.guild_id)
+    inter = _base_interaction(sim, 4, user, ch, data)
+    await sim.recorder.notify()
+    return InteractionHandle(sim, inter)
+
+
 async def invoke_message_command(
     sim: DiscordSimulator,
     name: str,
@@ -568,7 +634,7 @@ async def submit_modal(
     channel = sim.channel_by(parent.channel_id)
     message = sim.messages.get(parent.source_message_id or 0)
     data = {"custom_id": modal["custom_id"], "components": rows}
-    inter = _base_interaction(sim, 5, user, channel, data, message=message)
+    inter = _base_interaction(sim, 5, user, channel, data, message=message, triggering=parent)
     await sim.recorder.notify()
     return InteractionHandle(sim, inter)
 
@@ -633,7 +699,12 @@ def react(sim: DiscordSimulator, message_id: int, emoji: str, user: SimUser) -> 
 
     _require_bot(sim)
     msg = _visible_message(sim, message_id)
-    key, emoji_obj = parse_emoji(emoji)
+    try:
+        key, emoji_obj = parse_emoji(emoji, sim.custom_emoji_ids())
+    except Exception:
+        raise _usage_error(f"{emoji!r} is not an emoji a user could pick") from None
+    if key not in msg.reactions and len(msg.reactions) >= MAX_DISTINCT_REACTIONS:
+        raise _usage_error("the message already carries 20 distinct reactions")
     add_reaction(sim, msg, key, emoji_obj, user)
 
 

@@ -115,6 +115,7 @@ class Gateway:
     # ---- dispatch ------------------------------------------------------------------------
     def dispatch(self, event: str, data: dict[str, Any]) -> None:
         """Send a dispatch event to every session whose intents cover it (buffered for RESUME)."""
+        self.sim.check_event(event, data)
         for session in self.sessions.values():
             payload = self._filter(session, event, data)
             if payload is None:
@@ -292,7 +293,9 @@ class Gateway:
         session.buffer.append(ready)
         conn.queue.put_nowait(ready)
         for guild in self.sim.guilds.values():
-            payload = self._filter(session, "GUILD_CREATE", self.sim.guild_create_payload(guild))
+            full = self.sim.guild_create_payload(guild)
+            self.sim.check_event("GUILD_CREATE", full)
+            payload = self._filter(session, "GUILD_CREATE", full)
             if payload is None:
                 continue
             session.seq += 1

@@ -57,6 +57,9 @@ class Injection:
     status: int = 0
     code: int = 0
     message: str = ""
+    # Answer with the error only after the request was carried out (a 5xx from the edge after the
+    # backend made the message): the client cannot tell whether it happened.
+    after: bool = False
 
     def build(self) -> ApiError:
         """The error to answer with."""
@@ -101,9 +104,12 @@ class RateLimiter:
             "X-RateLimit-Bucket": bucket_hash,
         }
 
-    def take_injection(self, method: str, path: str) -> ApiError | None:
-        """The scripted error for this request, if one is pending (and count it down)."""
+    def take_injection(self, method: str, path: str, *, after: bool = False) -> ApiError | None:
+        """The scripted error for this request, if one is pending (and count it down); ``after``
+        selects the errors answered once the request was carried out."""
         for injection in self.injections:
+            if injection.after != after:
+                continue
             if injection.times <= 0:
                 continue
             if injection.method not in ("*", method.upper()):

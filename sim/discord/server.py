@@ -7,13 +7,15 @@ import json
 import re
 import secrets
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
 
 from aiohttp import web
 
-from . import driver, limits
+from . import driver, limits, mentions, spec
+from .emoji import MAX_DISTINCT_REACTIONS, parse_emoji, too_many_reactions
 from .gateway import Gateway, GatewaySession, Intents
+from .objects import without_nulls
 from .ratelimit import Injection, RateLimiter
 from .recorder import GatewayFrame, RecordedRequest, Recorder
 from .state import (
@@ -22,6 +24,7 @@ from .state import (
     MESSAGE_FLAG_EPHEMERAL,
     MESSAGE_FLAG_LOADING,
     MessageVersion,
+    Overwrite,
     Perm,
     SimAttachment,
     SimChannel,
@@ -41,7 +44,9 @@ from .util import (
     form_error,
     invalid_webhook_token,
     json_response,
+    missing_access,
     missing_permissions,
+    snowflake_time,
     unauthorized,
     unknown_channel,
     unknown_interaction,
@@ -50,9 +55,12 @@ from .util import (
 )
 
 API = "/api/v10"
+# enforce_nonce is checked "in the past few minutes" (Discord's docs give no figure).
+NONCE_WINDOW = timedelta(minutes=5)
 # Parsed body of the current request, stored by the middleware for the handlers.
 _JSON = web.RequestKey("sim.json", object)
 _FILES = web.RequestKey("sim.files", dict)
+_SIZE = web.RequestKey("sim.size", int)
 # Message flags a bot may set/change on create/edit: SUPPRESS_EMBEDS, EPHEMERAL (interactions
 # only), SUPPRESS_NOTIFICATIONS, IS_COMPONENTS_V2.
 _SETTABLE_FLAGS = (1 << 2) | (1 << 12) | (1 << 15)
@@ -84,8 +92,13 @@ class DiscordSimulator:
         response_deadline: float = 3.0,
         token_lifetime: float = 15 * 60.0,
         heartbeat_interval_ms: int = 41250,
+        validate: bool | None = None,
     ) -> None:
         self.clock = SimClock()
+        # Every body in and out is checked against Discord's OpenAPI description (sim/discord/spec.py);
+        # by default wherever the spec and jsonschema are there (the test suite insists on both).
+        self.validate = spec.unavailable_reason() is None if validate is None else validate
+        self.violations: list[spec.Violation] = []
         self.snowflakes = Snowflakes()
         self.recorder = Recorder(self.clock)
         self.ratelimiter = RateLimiter(rate_limits)
@@ -343,6 +356,35 @@ class DiscordSimulator:
         self.gateway.dispatch("CHANNEL_CREATE", ch.to_dict())
         return ch
 
+    def add_emoji(self, name: str, *, guild: SimGuild | None = None) -> str:
+        """Upload a custom emoji to the guild; returns its reaction form ``name:id``."""
+        guild = guild or self.guild
+        eid = self.snowflakes.next()
+        guild.emojis[eid] = name
+        return f"{name}:{eid}"
+
+    def custom_emoji_ids(self) -> set[int]:
+        """Ids of every custom emoji the bot can use (those of its guilds)."""
+        return {eid for g in self.guilds.values() for eid in g.emojis}
+
+    def set_overwrite(
+        self,
+        channel: SimChannel | int | str | None,
+        target: SimRole | SimUser,
+        *,
+        allow: int = 0,
+        deny: int = 0,
+    ) -> None:
+        """Set a channel's permission overwrite for a role or a member (dispatches CHANNEL_UPDATE);
+        ``allow=deny=0`` removes it."""
+        ch = self.channel_by(channel)
+        kind = 0 if isinstance(target, SimRole) else 1
+        if allow == 0 and deny == 0:
+            ch.overwrites.pop(target.id, None)
+        else:
+            ch.overwrites[target.id] = Overwrite(id=target.id, type=kind, allow=allow, deny=deny)
+        self.gateway.dispatch("CHANNEL_UPDATE", ch.to_dict())
+
     def member(self, user: SimUser | int, guild: SimGuild | None = None) -> SimMember:
         """The guild membership of ``user``."""
         uid = user.id if isinstance(user, SimUser) else int(user)
@@ -365,10 +407,20 @@ class DiscordSimulator:
         )
 
     def inject_error(
-        self, method: str, path_regex: str, status: int, code: int = 0, message: str = "", times: int = 1
+        self,
+        method: str,
+        path_regex: str,
+        status: int,
+        code: int = 0,
+        message: str = "",
+        times: int = 1,
+        *,
+        after: bool = False,
     ) -> None:
         """Answer the next ``times`` matching requests with ``status``/``code`` (e.g. 403 50013).
-        Note: discord.py retries 500/502/504/524 after sleeping 1 + 2n seconds."""
+        ``after=True``: carry the request out first, then answer with the error (a 5xx from Discord's
+        edge after the message was made). Note: discord.py retries 500/502/504/524 after sleeping
+        1 + 2n seconds."""
         self.ratelimiter.injections.append(
             Injection(
                 method.upper(),
@@ -377,6 +429,7 @@ class DiscordSimulator:
                 status=status,
                 code=code,
                 message=message or f"{status}: injected",
+                after=after,
             )
         )
 
@@ -442,6 +495,18 @@ class DiscordSimulator:
         return await driver.invoke_slash(
             self, name, options or {}, user=user, channel=channel, attachments=attachments, locale=locale
         )
+
+    async def invoke_autocomplete(
+        self,
+        name: str,
+        options: dict[str, Any],
+        focused: str,
+        *,
+        user: SimUser,
+        channel: SimChannel | int | str | None = None,
+    ) -> driver.InteractionHandle:
+        """The user types into option ``focused`` of ``/name``; ``await h.ack()`` then ``h.choices``."""
+        return await driver.invoke_autocomplete(self, name, options, focused, user=user, channel=channel)
 
     async def invoke_message_command(
         self,
@@ -527,13 +592,45 @@ class DiscordSimulator:
             "mfa_level": 0,
             "nsfw_level": 0,
             "system_channel_id": None,
+            "system_channel_flags": 0,
             "afk_channel_id": None,
             "afk_timeout": 300,
+            "description": None,
+            "home_header": None,
+            "splash": None,
+            "discovery_splash": None,
+            "banner": None,
+            "application_id": None,
+            "region": "deprecated",
+            "widget_enabled": False,
+            "widget_channel_id": None,
+            "max_presences": None,
+            "max_members": 25000000,
+            "max_stage_video_channel_users": 50,
+            "max_video_channel_users": 25,
+            "vanity_url_code": None,
+            "rules_channel_id": None,
+            "safety_alerts_channel_id": None,
+            "public_updates_channel_id": None,
+            "premium_progress_bar_enabled": False,
+            "nsfw": False,
+            "incidents_data": None,
             "joined_at": datetime.now(UTC).isoformat(),
             "roles": [r.to_dict() for r in guild.roles.values()],
             "channels": [c.to_dict() for c in guild.channels.values()],
             "members": [m.to_dict() for m in guild.members.values()],
-            "emojis": [],
+            "emojis": [
+                {
+                    "id": str(eid),
+                    "name": name,
+                    "roles": [],
+                    "require_colons": True,
+                    "managed": False,
+                    "animated": False,
+                    "available": True,
+                }
+                for eid, name in guild.emojis.items()
+            ],
             "stickers": [],
             "voice_states": [],
             "presences": [],
@@ -584,19 +681,28 @@ class DiscordSimulator:
         is_api = request.path.startswith(API)
         rel = request.path[len(API) :] if is_api else request.path
         authorized = request.headers.get("Authorization") == f"Bot {self.bot_token}"
+        template = spec.contract().route(rel) if is_api and self.validate else None
         body: Any = None
         files: list[tuple[str, bytes]] = []
         try:
-            body, file_parts = await _parse_body(request)
+            body, file_parts, size = await _parse_body(request)
             files = [file_parts[i] for i in sorted(file_parts)]
             request[_JSON] = body
             request[_FILES] = file_parts
+            request[_SIZE] = size
             if is_api and not (rel.startswith(("/interactions/", "/webhooks/"))) and not authorized:
                 raise unauthorized()
             injected = self.ratelimiter.take_injection(request.method, rel)
             if injected is not None:
                 raise injected
+            if is_api:
+                limits.check_request_size(size)
+            if template is not None:
+                self._check_request(request.method, template, rel, body, dict(request.query))
             response = await handler(request)
+            injected = self.ratelimiter.take_injection(request.method, rel, after=True)
+            if injected is not None:
+                raise injected
         except ApiError as exc:
             response = exc.response()
         except web.HTTPException as exc:
@@ -613,6 +719,8 @@ class DiscordSimulator:
             raw = response.body
             if isinstance(raw, bytes | bytearray):
                 recorded_response = json.loads(raw)
+        if template is not None:
+            self._check_response(request.method, template, rel, response.status, recorded_response)
         await self.recorder.add_request(
             RecordedRequest(
                 method=request.method,
@@ -627,6 +735,91 @@ class DiscordSimulator:
         )
         return response
 
+    # ---- the OpenAPI referee (sim/discord/spec.py) ----------------------------------------
+    def _record(self, violations: list[spec.Violation]) -> None:
+        self.violations.extend(violations)
+        spec.record(violations)
+
+    def _check_request(self, method: str, template: str, path: str, body: Any, query: dict[str, str]) -> None:
+        """Refuse (400 50035, as Discord) and record a request the spec's schema refuses."""
+        contract = spec.contract()
+        for name, keyword, message in contract.query_errors(method, template, query):
+            self._record(
+                [spec.Violation("request", method, template, path, None, f"?{name}", message, keyword)]
+            )
+            raise form_error([name], _FORM_CODES.get(keyword, "BASE_TYPE_BAD_VALUE"), message)
+        if body is None:
+            return
+        errors = contract.request_errors(method, template, body)
+        if not errors:
+            return
+        error = errors[0]
+        self._record(
+            [
+                spec.Violation(
+                    "request",
+                    method,
+                    template,
+                    path,
+                    None,
+                    error.json_path,
+                    error.message,
+                    str(error.validator),
+                )
+            ]
+        )
+        raise form_error(_form_path(error), _form_code(error), _form_message(error))
+
+    def _check_response(self, method: str, template: str, path: str, status: int, body: Any) -> None:
+        """Record a response that does not match the spec (a simulator bug: the test fails)."""
+        errors = spec.contract().response_errors(method, template, status, body)
+        self._record(
+            [
+                spec.Violation(
+                    "response", method, template, path, status, e.json_path, e.message, str(e.validator)
+                )
+                for e in errors
+            ]
+        )
+
+    # Gateway events whose objects the spec describes (as REST answers): event -> [(JSON path, schema)].
+    _EVENT_OBJECTS: ClassVar[dict[str, tuple[tuple[str, str], ...]]] = {
+        "MESSAGE_CREATE": (("$", "MessageResponse"),),
+        "MESSAGE_UPDATE": (("$", "MessageResponse"),),
+        "GUILD_CREATE": (
+            ("$.roles[]", "GuildRoleResponse"),
+            ("$.channels[]", "GuildChannelResponse"),
+            ("$.members[]", "GuildMemberResponse"),
+        ),
+        "GUILD_MEMBER_ADD": (("$", "GuildMemberResponse"),),
+        "GUILD_ROLE_CREATE": (("$.role", "GuildRoleResponse"),),
+        "CHANNEL_CREATE": (("$", "GuildChannelResponse"),),
+        "CHANNEL_UPDATE": (("$", "GuildChannelResponse"),),
+        "INTERACTION_CREATE": (("$.message", "MessageResponse"), ("$.member", "GuildMemberResponse")),
+    }
+
+    def check_event(self, event: str, data: dict[str, Any]) -> None:
+        """Validate the objects a gateway event carries against the spec's schemas for them."""
+        if not self.validate:
+            return
+        contract = spec.contract()
+        for where, schema in self._EVENT_OBJECTS.get(event, ()):
+            key = where.removeprefix("$").strip(".").removesuffix("[]")
+            value: Any = data.get(key) if key else data
+            if value is None:
+                continue
+            items = value if where.endswith("[]") else [value]
+            for item in items:
+                for e in contract.schema_errors(schema, item):
+                    path = where.replace("[]", "[*]") + e.json_path.removeprefix("$")
+                    self._record(
+                        [
+                            spec.Violation(
+                                "event", "GATEWAY", event, schema, None, path, e.message, str(e.validator)
+                            )
+                        ]
+                    )
+
     # ---- helpers -------------------------------------------------------------------------
     def _channel_or_404(self, request: web.Request) -> SimChannel:
         try:
@@ -636,6 +829,9 @@ class DiscordSimulator:
         ch = self.find_channel(cid)
         if ch is None:
             raise unknown_channel()
+        # VIEW_CHANNEL comes before everything else: a channel the bot cannot see is 403 50001.
+        if not self.bot_permissions(ch) & Perm.VIEW_CHANNEL:
+            raise missing_access()
         return ch
 
     def _message_or_404(self, request: web.Request, channel: SimChannel) -> SimMessage:
@@ -648,11 +844,18 @@ class DiscordSimulator:
             raise unknown_message()
         return msg
 
-    def _bot_can(self, channel: SimChannel, perms: int) -> bool:
+    def bot_permissions(self, channel: SimChannel) -> int:
+        """The bot's permissions in a channel (role permissions and the channel's overwrites)."""
+        return self.permissions_in(channel, self.bot_user)
+
+    def permissions_in(self, channel: SimChannel, user: SimUser) -> int:
+        """A user's permissions in a channel; in a DM everything but managing others' messages."""
         if channel.guild_id is None:
-            return True
-        have = self.guilds[channel.guild_id].permissions_of(self.bot_user.id)
-        return have & perms == perms
+            return Perm.ALL & ~Perm.MANAGE_MESSAGES & ~Perm.MENTION_EVERYONE
+        return self.guilds[channel.guild_id].permissions_in(channel, user.id)
+
+    def _bot_can(self, channel: SimChannel, perms: int) -> bool:
+        return self.bot_permissions(channel) & perms == perms
 
     def _require(self, channel: SimChannel, perms: int) -> None:
         if not self._bot_can(channel, perms):
@@ -706,7 +909,8 @@ class DiscordSimulator:
         msg_type: int = 0,
         interaction: SimInteraction | None = None,
     ) -> SimMessage:
-        """Store a new message built from a create payload (already validated)."""
+        """Store a new message built from a create payload (already validated); who it pings is
+        resolved from its content, ``allowed_mentions`` and the author's permissions."""
         ephemeral = bool(flags & MESSAGE_FLAG_EPHEMERAL)
         msg = SimMessage(
             id=self.snowflakes.next(),
@@ -727,10 +931,33 @@ class DiscordSimulator:
             msg.webhook_id = self.application_id
             msg.application_id = self.application_id
             msg.interaction_metadata = _interaction_metadata(interaction, self.bot_user)
+        self.resolve_mentions(msg, payload.get("allowed_mentions"))
         msg.versions.append(msg.snapshot())
         self.messages[msg.id] = msg
         channel.last_message_id = msg.id
         return msg
+
+    def resolve_mentions(self, msg: SimMessage, allowed: Any) -> None:
+        """Fill ``mentions``/``mention_roles``/``mention_everyone`` as Discord does."""
+        channel = self.find_channel(msg.channel_id)
+        guild = self.guilds.get(msg.guild_id) if msg.guild_id is not None else None
+        replied_author: int | None = None
+        ref = msg.message_reference or {}
+        if ref.get("message_id") is not None and str(ref["message_id"]).isdigit():
+            replied = self.messages.get(int(ref["message_id"]))
+            replied_author = replied.author.id if replied is not None else None
+        resolved = mentions.resolve(
+            msg.content,
+            allowed if isinstance(allowed, dict) else None,
+            webhook=msg.webhook_id is not None,
+            author_permissions=self.permissions_in(channel, msg.author) if channel is not None else 0,
+            known_users=set(guild.members) if guild is not None else set(self.users),
+            roles={r.id: r.mentionable for r in guild.roles.values() if r.id != guild.id} if guild else {},
+            replied_author=replied_author,
+        )
+        msg.mentions = [self.users[u] for u in resolved.user_ids if u in self.users]
+        msg.mention_roles = resolved.role_ids
+        msg.mention_everyone = resolved.everyone
 
     def apply_edit(
         self,
@@ -742,6 +969,7 @@ class DiscordSimulator:
         """Validate and apply an edit payload (content/embeds/components/attachments/flags)."""
         limits.check_files(list(file_parts.values()), size_limit)
         limits.check_message(payload)
+        mentions.check_allowed_mentions(payload.get("allowed_mentions"))
         content = msg.content if "content" not in payload else str(payload["content"] or "")
         embeds = msg.embeds if "embeds" not in payload else list(payload["embeds"] or [])
         components = msg.components if "components" not in payload else list(payload["components"] or [])
@@ -758,7 +986,7 @@ class DiscordSimulator:
             attachments = msg.attachments + new_files
         if len(attachments) > limits.MAX_FILES:
             raise form_error(["attachments"], "BASE_TYPE_MAX_LENGTH", "Must be 10 or fewer in length.")
-        if not (content or embeds or attachments or components):
+        if not (content.strip() or embeds or attachments or components):
             raise ApiError(400, 50006, "Cannot send an empty message")
         msg.content, msg.embeds, msg.attachments = content, embeds, attachments
         msg.components = _with_component_ids(components)
@@ -766,6 +994,8 @@ class DiscordSimulator:
             msg.flags = (msg.flags & ~_SETTABLE_FLAGS) | (int(payload["flags"]) & _SETTABLE_FLAGS)
         msg.flags &= ~MESSAGE_FLAG_LOADING
         msg.edited_timestamp = datetime.now(UTC)
+        if "content" in payload or "allowed_mentions" in payload:
+            self.resolve_mentions(msg, payload.get("allowed_mentions"))
         msg.versions.append(msg.snapshot())
 
     # ---- REST: identity ------------------------------------------------------------------
@@ -798,9 +1028,17 @@ class DiscordSimulator:
                 "flags": 0,
                 "bot": self.bot_user.to_dict(),
                 "approximate_guild_count": len(self.guilds),
+                "approximate_user_install_count": 0,
+                "approximate_user_authorization_count": 0,
                 "interactions_endpoint_url": None,
+                "role_connections_verification_url": None,
                 "redirect_uris": [],
                 "tags": [],
+                "flags_new": "0",
+                "explicit_content_filter": 0,
+                "eligible_oauth2_scopes": ["bot", "applications.commands"],
+                "integration_types_config": {"0": {}},
+                "rpc_origins": [],
             }
         )
 
@@ -851,15 +1089,19 @@ class DiscordSimulator:
             # Overwriting keeps the id of a command with the same name and type, as on Discord.
             cid = self._command_ids.get(key) or self.snowflakes.next()
             self._command_ids[key] = cid
+            # Discord answers with its normalised copy: defaults filled in, nulls dropped.
             entry = {
-                **cmd,
+                **without_nulls(cmd),
                 "id": str(cid),
                 "application_id": str(self.application_id),
                 "version": str(self.snowflakes.next()),
                 "type": ctype,
-                "description": cmd.get("description", ""),
+                "description": cmd.get("description") or "",
                 # Sent as an integer, answered as a string (ApplicationCommandResponse in the spec).
                 "default_member_permissions": _permissions_string(cmd.get("default_member_permissions")),
+                "dm_permission": cmd.get("dm_permission") is not False,
+                "contexts": cmd.get("contexts"),
+                "integration_types": cmd.get("integration_types") or [0],
                 "nsfw": bool(cmd.get("nsfw", False)),
             }
             if gid is not None:
@@ -909,6 +1151,8 @@ class DiscordSimulator:
             raise form_error(
                 ["type"], "INTERACTION_RESPONSE_TYPE_INVALID", "Interaction response type is invalid"
             )
+        if rtype in (4, 7):
+            mentions.check_allowed_mentions(data.get("allowed_mentions"))
         if rtype == 4:
             limits.check_files(list(file_parts.values()), inter.attachment_size_limit)
             limits.check_message(data)
@@ -944,6 +1188,9 @@ class DiscordSimulator:
             for key in ("custom_id", "title", "components"):
                 if not data.get(key):
                     raise form_error(["data", key], "BASE_TYPE_REQUIRED", "This field is required")
+            limits.check_modal(data)
+        elif rtype == 8:
+            limits.check_autocomplete(data)
         inter.response_type = rtype
         inter.response_data = data
         if request.query.get("with_response") not in ("1", "true", "True"):
@@ -972,6 +1219,7 @@ class DiscordSimulator:
         file_parts: dict[int, tuple[str, bytes]] = request[_FILES]
         limits.check_files(list(file_parts.values()), inter.attachment_size_limit)
         limits.check_message(body)
+        mentions.check_allowed_mentions(body.get("allowed_mentions"))
         limits.check_not_empty(body, list(file_parts.values()))
         original = self.messages.get(inter.original_message_id or 0)
         if inter.response_type == 5 and original is not None and original.loading and not original.deleted:
@@ -988,8 +1236,7 @@ class DiscordSimulator:
             )
             self.dispatch_message("MESSAGE_CREATE", message)
         inter.followup_ids.append(message.id)
-        if request.query.get("wait") not in ("1", "true", "True"):
-            return web.Response(status=204)
+        # Interaction follow-ups always wait: Discord returns the message even without ?wait=true.
         return json_response(self.message_payload(message))
 
     def _webhook_message(self, request: web.Request, inter: SimInteraction) -> SimMessage:
@@ -1030,12 +1277,14 @@ class DiscordSimulator:
     async def _list_messages(self, request: web.Request) -> web.Response:
         channel = self._channel_or_404(request)
         self._require(channel, Perm.VIEW_CHANNEL | Perm.READ_MESSAGE_HISTORY)
-        limit = min(100, max(1, int(request.query.get("limit", "50"))))
+        limit = _query_int(request, "limit", 50, 1, 100)
+        before = _query_int(request, "before", None, 0, None)
+        after = _query_int(request, "after", None, 0, None)
         msgs = [m for m in self.messages_in(channel) if not m.ephemeral]
-        if "before" in request.query:
-            msgs = [m for m in msgs if m.id < int(request.query["before"])]
-        if "after" in request.query:
-            msgs = [m for m in msgs if m.id > int(request.query["after"])][:limit]
+        if before is not None:
+            msgs = [m for m in msgs if m.id < before]
+        if after is not None:
+            msgs = [m for m in msgs if m.id > after][:limit]
         newest_first = sorted(msgs, key=lambda m: m.id, reverse=True)[:limit]
         return json_response([self.message_payload(m) for m in newest_first])
 
@@ -1043,18 +1292,66 @@ class DiscordSimulator:
         channel = self._channel_or_404(request)
         body = _body(request)
         file_parts: dict[int, tuple[str, bytes]] = request[_FILES]
-        self._require(channel, Perm.VIEW_CHANNEL | Perm.SEND_MESSAGES)
+        self._require(channel, Perm.SEND_MESSAGES)
         if file_parts:
             self._require(channel, Perm.ATTACH_FILES)
+        if body.get("embeds"):
+            self._require(channel, Perm.EMBED_LINKS)
         headers = self.ratelimiter.hit("message-create", str(channel.id))
         limits.check_files(list(file_parts.values()), self._file_limit(channel))
         limits.check_message(body)
+        mentions.check_allowed_mentions(body.get("allowed_mentions"))
         limits.check_not_empty(body, list(file_parts.values()))
+        reference = self._reply_reference(channel, body.get("message_reference"))
+        same = self._same_nonce(channel, body)
+        if same is not None:  # enforce_nonce: the message this nonce already made, not a second one
+            return json_response(self.message_payload(same), headers=headers)
         flags = int(body.get("flags") or 0) & _SETTABLE_FLAGS
-        msg_type = 19 if body.get("message_reference") else 0
-        msg = self.create_message(channel, self.bot_user, body, file_parts, flags=flags, msg_type=msg_type)
+        msg_type = 19 if reference else 0
+        payload = {**body, "message_reference": reference}
+        msg = self.create_message(channel, self.bot_user, payload, file_parts, flags=flags, msg_type=msg_type)
         self.dispatch_message("MESSAGE_CREATE", msg)
         return json_response(self.message_payload(msg), headers=headers)
+
+    def _reply_reference(self, channel: SimChannel, reference: Any) -> dict[str, Any] | None:
+        """A reply's reference, checked: READ_MESSAGE_HISTORY, and the message must exist (400 50035)
+        unless ``fail_if_not_exists`` is false (then the message is sent as a plain one)."""
+        if not isinstance(reference, dict):
+            return None
+        self._require(channel, Perm.READ_MESSAGE_HISTORY)
+        target_channel = self.find_channel(int(reference.get("channel_id") or channel.id))
+        mid = str(reference.get("message_id") or "")
+        target = self.messages.get(int(mid)) if mid.isdigit() else None
+        if (
+            target is None
+            or target.deleted
+            or target_channel is None
+            or target.channel_id != target_channel.id
+        ):
+            if reference.get("fail_if_not_exists") is False:
+                return None
+            raise form_error(["message_reference"], "MESSAGE_REFERENCE_UNKNOWN_MESSAGE", "Unknown message")
+        return {
+            "type": int(reference.get("type") or 0),
+            "message_id": str(target.id),
+            "channel_id": str(target.channel_id),
+            **({"guild_id": str(target.guild_id)} if target.guild_id is not None else {}),
+        }
+
+    def _same_nonce(self, channel: SimChannel, body: dict[str, Any]) -> SimMessage | None:
+        """Discord: with ``enforce_nonce`` the nonce "will be checked for uniqueness in the past few
+        minutes. If another message was created by the same author with the same nonce, that message
+        will be returned and no new message will be created"."""
+        if not body.get("enforce_nonce") or body.get("nonce") is None:
+            return None
+        nonce = str(body["nonce"])
+        since = datetime.now(UTC) - NONCE_WINDOW
+        for msg in reversed(self.messages_in(channel)):
+            if snowflake_time(msg.id) < since:
+                break
+            if msg.nonce == nonce and msg.author.id == self.bot_user.id:
+                return msg
+        return None
 
     async def _get_message(self, request: web.Request) -> web.Response:
         channel = self._channel_or_404(request)
@@ -1066,6 +1363,11 @@ class DiscordSimulator:
         msg = self._message_or_404(request, channel)
         if msg.author.id != self.bot_user.id:
             raise ApiError(403, 50005, "Cannot edit a message authored by another user")
+        body = _body(request)
+        if request[_FILES]:
+            self._require(channel, Perm.ATTACH_FILES)
+        if body.get("embeds"):
+            self._require(channel, Perm.EMBED_LINKS)
         headers = self.ratelimiter.hit("message-edit", str(channel.id))
         self.apply_edit(msg, _body(request), request[_FILES], self._file_limit(channel))
         self.dispatch_message("MESSAGE_UPDATE", msg)
@@ -1081,14 +1383,15 @@ class DiscordSimulator:
         return web.Response(status=204)
 
     async def _typing(self, request: web.Request) -> web.Response:
-        self._channel_or_404(request)
+        channel = self._channel_or_404(request)
+        self._require(channel, Perm.SEND_MESSAGES)
         return web.Response(status=204)
 
     # ---- REST: reactions -----------------------------------------------------------------
     def _reaction_target(self, request: web.Request) -> tuple[SimChannel, SimMessage, str, dict[str, Any]]:
         channel = self._channel_or_404(request)
         msg = self._message_or_404(request, channel)
-        key, emoji = parse_emoji(request.match_info["emoji"])
+        key, emoji = parse_emoji(request.match_info["emoji"], self.custom_emoji_ids())
         return channel, msg, key, emoji
 
     async def _add_reaction(self, request: web.Request) -> web.Response:
@@ -1096,6 +1399,8 @@ class DiscordSimulator:
         self._require(channel, Perm.VIEW_CHANNEL | Perm.READ_MESSAGE_HISTORY)
         if key not in msg.reactions:
             self._require(channel, Perm.ADD_REACTIONS)
+            if len(msg.reactions) >= MAX_DISTINCT_REACTIONS:
+                raise too_many_reactions()
         headers = self.ratelimiter.hit("reaction", str(channel.id))
         driver.add_reaction(self, msg, key, emoji, self.bot_user)
         return web.Response(status=204, headers=headers)
@@ -1115,8 +1420,12 @@ class DiscordSimulator:
         return web.Response(status=204, headers=headers)
 
     async def _get_reactions(self, request: web.Request) -> web.Response:
-        _channel, msg, key, _emoji = self._reaction_target(request)
-        return json_response([self.users[u].to_dict() for u in msg.reaction_users(key)])
+        channel, msg, key, _emoji = self._reaction_target(request)
+        self._require(channel, Perm.READ_MESSAGE_HISTORY)
+        limit = _query_int(request, "limit", 25, 1, 100)
+        after = _query_int(request, "after", 0, 0, None)
+        users = [u for u in msg.reaction_users(key) if u > after][:limit]
+        return json_response([self.users[u].to_dict() for u in users])
 
     async def _clear_emoji(self, request: web.Request) -> web.Response:
         channel, msg, key, emoji = self._reaction_target(request)
@@ -1176,8 +1485,11 @@ class DiscordSimulator:
 
     async def _list_members(self, request: web.Request) -> web.Response:
         guild = self._guild_or_404(request)
-        limit = min(1000, max(1, int(request.query.get("limit", "1"))))
-        after = int(request.query.get("after", "0"))
+        # Restricted to apps whose GUILD_MEMBERS privileged intent is enabled (developer portal).
+        if not self.privileged_intents & Intents.GUILD_MEMBERS:
+            raise missing_access()
+        limit = _query_int(request, "limit", 1, 1, 1000)
+        after = _query_int(request, "after", 0, 0, None)
         members = sorted((m for m in guild.members.values() if m.id > after), key=lambda m: m.id)[:limit]
         return json_response([m.to_dict() for m in members])
 
@@ -1217,6 +1529,78 @@ class DiscordSimulator:
         return web.Response(body=att.data, content_type=att.content_type or "application/octet-stream")
 
 
+# JSON-schema keyword -> Discord's form error code for the same mistake.
+_FORM_CODES = {
+    "required": "BASE_TYPE_REQUIRED",
+    "maxLength": "BASE_TYPE_MAX_LENGTH",
+    "minLength": "BASE_TYPE_MIN_LENGTH",
+    "maxItems": "BASE_TYPE_MAX_LENGTH",
+    "minItems": "BASE_TYPE_MIN_LENGTH",
+    "maximum": "NUMBER_TYPE_MAX",
+    "minimum": "NUMBER_TYPE_MIN",
+    "enum": "BASE_TYPE_CHOICES",
+    "const": "BASE_TYPE_CHOICES",
+    "pattern": "NUMBER_TYPE_COERCE",
+    "format": "BASE_TYPE_BAD_VALUE",
+    "type": "BASE_TYPE_BAD_VALUE",
+    "uniqueItems": "SET_TYPE_ALREADY_CONTAINS_VALUE",
+    "additionalProperties": "BASE_TYPE_BAD_VALUE",
+}
+
+
+def _form_path(error: Any) -> list[str | int]:
+    """Where Discord reports the error: a missing field at the field itself."""
+    path: list[str | int] = list(error.absolute_path)
+    if error.validator == "required" and isinstance(error.instance, dict):
+        missing = [k for k in error.validator_value if k not in error.instance]
+        path.extend(missing[:1])
+    return path or ["_misc"]
+
+
+def _form_code(error: Any) -> str:
+    if error.validator == "format":
+        return {"uri": "URL_TYPE_INVALID_URL", "date-time": "DATE_TYPE_PARSE"}.get(
+            str(error.validator_value), "BASE_TYPE_BAD_VALUE"
+        )
+    return _FORM_CODES.get(str(error.validator), "BASE_TYPE_BAD_VALUE")
+
+
+def _form_message(error: Any) -> str:
+    """Discord's wording for the commonest form errors; the schema's message otherwise."""
+    keyword, value = str(error.validator), error.validator_value
+    if keyword == "required":
+        return "This field is required"
+    if keyword in ("maxLength", "maxItems"):
+        return f"Must be {value} or fewer in length."
+    if keyword in ("minLength", "minItems"):
+        return f"Must be {value} or more in length."
+    if keyword == "maximum":
+        return f"int value should be less than or equal to {value}."
+    if keyword == "minimum":
+        return f"int value should be greater than or equal to {value}."
+    if keyword == "format" and value == "uri":
+        return "Not a well formed URL."
+    if keyword == "format" and value == "date-time":
+        return "Could not interpret value as a date/time."
+    return str(error.message)
+
+
+def _query_int(request: web.Request, name: str, default: Any, lo: int | None, hi: int | None) -> Any:
+    """An integer query parameter: malformed or out of range is 400 50035, as on Discord (never 500)."""
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise form_error([name], "NUMBER_TYPE_COERCE", f'Value "{raw}" is not int.') from None
+    if lo is not None and value < lo:
+        raise form_error([name], "NUMBER_TYPE_MIN", f"int value should be greater than or equal to {lo}.")
+    if hi is not None and value > hi:
+        raise form_error([name], "NUMBER_TYPE_MAX", f"int value should be less than or equal to {hi}.")
+    return value
+
+
 def _body(request: web.Request) -> dict[str, Any]:
     """The request's JSON object (or multipart payload_json); {} when absent or not an object."""
     body = request[_JSON]
@@ -1227,9 +1611,11 @@ class _BadBody(Exception):
     pass
 
 
-async def _parse_body(request: web.Request) -> tuple[Any, dict[int, tuple[str, bytes]]]:
-    """JSON body, or multipart ``payload_json`` + ``files[n]`` parts (aiohttp's own parser)."""
+async def _parse_body(request: web.Request) -> tuple[Any, dict[int, tuple[str, bytes]], int]:
+    """JSON body, or multipart ``payload_json`` + ``files[n]`` parts (aiohttp's own parser), and the
+    number of bytes they took."""
     files: dict[int, tuple[str, bytes]] = {}
+    size = 0
     if request.content_type == "multipart/form-data":
         payload: Any = None
         reader = await request.multipart()
@@ -1242,6 +1628,7 @@ async def _parse_body(request: web.Request) -> tuple[Any, dict[int, tuple[str, b
                 continue
             name = getattr(part, "name", None) or ""
             data = await part.read(decode=False)  # type: ignore[union-attr]
+            size += len(data)
             if name == "payload_json":
                 try:
                     payload = json.loads(bytes(data))
@@ -1253,30 +1640,15 @@ async def _parse_body(request: web.Request) -> tuple[Any, dict[int, tuple[str, b
             next_index = max(next_index, index + 1)
             filename = getattr(part, "filename", None) or name
             files[index] = (filename, bytes(data))
-        return payload, files
+        return payload, files, size
     if request.can_read_body:
         raw = await request.read()
         if raw:
             try:
-                return json.loads(raw), files
+                return json.loads(raw), files, len(raw)
             except ValueError as exc:
                 raise _BadBody(str(exc)) from None
-    return None, files
-
-
-def parse_emoji(raw: str) -> tuple[str, dict[str, Any]]:
-    """A reaction path segment (``✅`` or ``name:id``) → (key, emoji object); 400 10014 if invalid."""
-    if ":" in raw:
-        name, _, eid = raw.rpartition(":")
-        animated = name.startswith("a:")
-        name = name[2:] if animated else name
-        if not eid.isdigit() or not name:
-            raise ApiError(400, 10014, "Unknown Emoji")
-        return f"{name}:{eid}", {"id": eid, "name": name, "animated": animated}
-    if not raw or raw.isascii():
-        # Unicode emoji are never plain ASCII; "thumbsup" or "" is not an emoji.
-        raise ApiError(400, 10014, "Unknown Emoji")
-    return raw, {"id": None, "name": raw}
+    return None, files, size
 
 
 def _with_component_ids(components: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -1310,6 +1682,8 @@ def _interaction_metadata(inter: SimInteraction, bot: SimUser) -> dict[str, Any]
     if inter.type == 2:
         meta["name"] = inter.command_name
         meta["command_type"] = int(inter.data.get("type", 1))
-    if inter.source_message_id is not None:
+    if inter.source_message_id is not None and inter.type == 3:
         meta["interacted_message_id"] = str(inter.source_message_id)
+    if inter.type == 5 and inter.triggering is not None:
+        meta["triggering_interaction_metadata"] = _interaction_metadata(inter.triggering, bot)
     return meta

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from .objects import component_out, embed_out, reference_out
+
 
 # Permission bits used by the simulator (Discord's values).
 class Perm:
@@ -19,6 +21,8 @@ class Perm:
     MANAGE_GUILD = 1 << 5
     VIEW_CHANNEL = 1 << 10
     SEND_MESSAGES = 1 << 11
+    SEND_TTS_MESSAGES = 1 << 12
+    MENTION_EVERYONE = 1 << 17
     MANAGE_MESSAGES = 1 << 13
     EMBED_LINKS = 1 << 14
     ATTACH_FILES = 1 << 15
@@ -66,6 +70,12 @@ class SimUser:
             "global_name": self.global_name,
             "avatar": None,
             "public_flags": 0,
+            "flags": 0,
+            "banner": None,
+            "accent_color": None,
+            "avatar_decoration_data": None,
+            "collectibles": None,
+            "primary_guild": None,
         }
         if self.bot:
             data["bot"] = True
@@ -86,6 +96,7 @@ class SimRole:
     permissions: int = 0
     position: int = 1
     managed: bool = False
+    mentionable: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The role object as Discord sends it."""
@@ -100,9 +111,23 @@ class SimRole:
             "icon": None,
             "unicode_emoji": None,
             "managed": self.managed,
-            "mentionable": False,
+            "mentionable": self.mentionable,
             "flags": 0,
         }
+
+
+@dataclass
+class Overwrite:
+    """A channel permission overwrite for a role (type 0) or a member (type 1)."""
+
+    id: int
+    type: int
+    allow: int = 0
+    deny: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The overwrite object as Discord sends it (bit sets as strings)."""
+        return {"id": str(self.id), "type": self.type, "allow": str(self.allow), "deny": str(self.deny)}
 
 
 @dataclass
@@ -117,6 +142,7 @@ class SimChannel:
     topic: str | None = None
     recipient: SimUser | None = None
     last_message_id: int | None = None
+    overwrites: dict[int, Overwrite] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The channel object as Discord sends it."""
@@ -139,7 +165,7 @@ class SimChannel:
             "nsfw": False,
             "rate_limit_per_user": 0,
             "last_message_id": str(self.last_message_id) if self.last_message_id else None,
-            "permission_overwrites": [],
+            "permission_overwrites": [o.to_dict() for o in self.overwrites.values()],
             "flags": 0,
         }
 
@@ -196,6 +222,7 @@ class SimGuild:
     roles: dict[int, SimRole] = field(default_factory=dict)
     channels: dict[int, SimChannel] = field(default_factory=dict)
     members: dict[int, SimMember] = field(default_factory=dict)
+    emojis: dict[int, str] = field(default_factory=dict)  # custom emoji id -> name
 
     @property
     def everyone(self) -> SimRole:
@@ -224,6 +251,42 @@ class SimGuild:
         if perms & Perm.ADMINISTRATOR:
             return Perm.ALL
         return perms
+
+    def permissions_in(self, channel: SimChannel, user_id: int) -> int:
+        """Channel permissions of a member, as Discord computes them: guild permissions, then the
+        channel's @everyone overwrite, the member's roles' overwrites together, the member's own;
+        no VIEW_CHANNEL hides the channel (no permission at all), no SEND_MESSAGES takes away what
+        only matters when sending."""
+        if user_id == self.owner_id or self._is_admin(user_id):
+            return Perm.ALL
+        perms = self.permissions_of(user_id)
+        everyone = channel.overwrites.get(self.id)
+        if everyone is not None:
+            perms = (perms & ~everyone.deny) | everyone.allow
+        member = self.members.get(user_id)
+        role_ids = set(member.role_ids) if member is not None else set()
+        allow = deny = 0
+        for ow in channel.overwrites.values():
+            if ow.type == 0 and ow.id in role_ids:
+                allow |= ow.allow
+                deny |= ow.deny
+        perms = (perms & ~deny) | allow
+        own = channel.overwrites.get(user_id)
+        if own is not None and own.type == 1:
+            perms = (perms & ~own.deny) | own.allow
+        if not perms & Perm.VIEW_CHANNEL:
+            return 0
+        if not perms & Perm.SEND_MESSAGES:
+            perms &= ~(Perm.MENTION_EVERYONE | Perm.SEND_TTS_MESSAGES | Perm.ATTACH_FILES | Perm.EMBED_LINKS)
+        return perms
+
+    def _is_admin(self, user_id: int) -> bool:
+        member = self.members.get(user_id)
+        bits = self.everyone.permissions
+        for rid in member.role_ids if member is not None else []:
+            role = self.roles.get(rid)
+            bits |= role.permissions if role is not None else 0
+        return bool(bits & Perm.ADMINISTRATOR)
 
 
 @dataclass
@@ -327,6 +390,10 @@ class SimMessage:
     reactions: dict[str, tuple[dict[str, Any], list[int]]] = field(default_factory=dict)
     versions: list[MessageVersion] = field(default_factory=list)
     deleted: bool = False
+    # Who the message really pings, resolved as Discord does (content + allowed_mentions + perms).
+    mentions: list[SimUser] = field(default_factory=list)
+    mention_roles: list[int] = field(default_factory=list)
+    mention_everyone: bool = False
 
     @property
     def ephemeral(self) -> bool:
@@ -369,15 +436,15 @@ class SimMessage:
             "timestamp": self.timestamp.isoformat(),
             "edited_timestamp": self.edited_timestamp.isoformat() if self.edited_timestamp else None,
             "tts": self.tts,
-            "mention_everyone": False,
-            "mentions": [],
-            "mention_roles": [],
+            "mention_everyone": self.mention_everyone,
+            "mentions": [u.to_dict() for u in self.mentions],
+            "mention_roles": [str(r) for r in self.mention_roles],
             "attachments": [a.to_dict(base_url) for a in self.attachments],
-            "embeds": copy.deepcopy(self.embeds),
+            "embeds": [embed_out(e) for e in self.embeds],
             "pinned": False,
             "type": self.type,
             "flags": self.flags,
-            "components": copy.deepcopy(self.components),
+            "components": [component_out(c) for c in self.components],
         }
         if self.reactions:
             data["reactions"] = [
@@ -398,7 +465,7 @@ class SimMessage:
         if self.interaction_metadata is not None:
             data["interaction_metadata"] = copy.deepcopy(self.interaction_metadata)
         if self.message_reference is not None:
-            data["message_reference"] = dict(self.message_reference)
+            data["message_reference"] = reference_out(self.message_reference, self.channel_id, self.guild_id)
         if self.nonce is not None:
             data["nonce"] = self.nonce
         return data
@@ -423,6 +490,7 @@ class SimInteraction:
     response_data: dict[str, Any] | None = None
     original_message_id: int | None = None
     followup_ids: list[int] = field(default_factory=list)
+    triggering: SimInteraction | None = None  # modal submits: the interaction that opened the modal
 
     @property
     def acked(self) -> bool:

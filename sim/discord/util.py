@@ -165,6 +165,11 @@ def unknown_channel() -> ApiError:
     return ApiError(404, 10003, "Unknown Channel")
 
 
+def missing_access() -> ApiError:
+    """403 50001: the bot cannot see the channel (no VIEW_CHANNEL), or lacks a privileged intent."""
+    return ApiError(403, 50001, "Missing Access")
+
+
 def missing_permissions() -> ApiError:
     """403 50013."""
     return ApiError(403, 50013, "Missing Permissions")

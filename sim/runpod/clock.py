@@ -24,6 +24,18 @@ class SimClock:
     def time(self) -> float:
         return self._origin + (time.monotonic() - self._origin_mono) * self.scale + self._offset
 
+    def set_scale(self, scale: float) -> None:
+        """Run at ``scale`` from now on (time so far is kept): the simulator speeds the clock up while
+        pods pull their image, so minutes of pulling pass in a second or two."""
+        if scale < 0:
+            raise ValueError("scale must be >= 0")
+        if scale == self.scale:
+            return
+        mono = time.monotonic()
+        self._offset += (mono - self._origin_mono) * self.scale
+        self._origin_mono = mono
+        self.scale = scale
+
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.time(), UTC)
 

@@ -14,10 +14,19 @@ Two aiohttp sites on 127.0.0.1:
   port is not exposed as ``/http``, 502 while nothing listens, 524 when the container takes longer than
   ``proxy_timeout_s`` (100 s, Cloudflare's limit) to answer.
 
-Pods are created with ``desiredStatus: RUNNING`` and ``runtime: null``; after ``boot_delay_s`` on the
-simulator's clock the container starts (a local process group, see :class:`PodLauncher`) and ``runtime``
+Pods are created with ``desiredStatus: RUNNING`` and ``runtime: null``; after ``boot_delay_s`` (three
+minutes by default: the image pull) on the simulator's clock, which runs ``pull_warp`` times faster
+meanwhile, the container starts (a local process group, see :class:`PodLauncher`) and ``runtime``
 appears with ``uptimeInSeconds`` and ``ports``. Terminated pods vanish from ``myself.pods`` and ``pod``
-returns ``null``. Each pod is billed ``costPerHr`` while its desired status is ``RUNNING``.
+returns ``null``. Billing (:mod:`sim.runpod.billing`): ``costPerHr`` and the container disk while the pod
+is booting or running, its volume disk until it is terminated, network volumes always.
+
+Failures RunPod is known to produce, on request: a create that makes its pod and still answers with an
+error (:meth:`RunPodSim.fail_create_after_creating`), pods that leave RUNNING on their own
+(:meth:`RunPodSim.exit_pod`: ``EXITED``/``DEAD``, ``runtime`` null for good), every pod stopped when the
+account's ``balance`` runs out, ``costPerHr`` shown as 0 or null (``cost_per_hr_shown``), the disk-space
+variant of "no instances" (``host_disk_gb``), a request body limit on the proxy
+(``proxy_max_body_bytes``) and its 100 s answer limit.
 """
 
 from __future__ import annotations
@@ -68,6 +77,11 @@ NO_CAPACITY = (
 NO_CAPACITY_DISK = (
     "There are no longer any instances available with enough disk space. Please refresh and try again."
 )
+# Cloudflare, in front of RunPod's proxy, refuses request bodies over 100 MB (413) on its standard plans.
+PROXY_MAX_BODY_BYTES = 100_000_000
+# An image of several GB takes minutes to pull (runtime stays null meanwhile); the bot must cope.
+DEFAULT_BOOT_S = 180.0
+DEFAULT_PULL_WARP = 150.0
 GENERIC_ERROR = "Something went wrong. Please try again later or contact support."
 INSUFFICIENT_BALANCE = "You do not have enough credits to deploy this pod."  # wording not verified
 RESUME_NO_GPUS = "There are not enough free GPUs on the host machine to start this pod."
@@ -226,11 +240,12 @@ class RunPodSim:
         read_only_keys: Iterable[str] = (),
         catalog: Iterable[GpuSpec] = DEFAULT_CATALOG,
         capacity: int = 8,
-        boot_delay_s: float = 0.0,
+        boot_delay_s: float = DEFAULT_BOOT_S,
+        pull_warp: float = DEFAULT_PULL_WARP,
         clock: SimClock | None = None,
         launcher: PodLauncher | None = None,
         proxy_timeout_s: float = 100.0,
-        proxy_max_body_bytes: int | None = None,
+        proxy_max_body_bytes: int | None = PROXY_MAX_BODY_BYTES,
         data_dir: Path | None = None,
         tick_interval_s: float = 0.02,
         stop_delay_s: float = 0.3,
@@ -244,6 +259,11 @@ class RunPodSim:
         self.capacity: dict[str, int] = dict.fromkeys(self.gpus, capacity)
         self.boot_delay_s = boot_delay_s
         self.clock = clock or SimClock()
+        # While any pod pulls its image the clock runs ``pull_warp`` times faster (never a frozen
+        # clock): minutes of pulling, as RunPod takes, pass in about a second. Whoever shares the clock
+        # (the bot, through the harness) sees the same minutes, so its ledger still equals the meter.
+        self.pull_warp = pull_warp
+        self._base_scale = self.clock.scale
         self.launcher = launcher
         self.proxy_timeout_s = proxy_timeout_s
         self.proxy_max_body_bytes = proxy_max_body_bytes
@@ -766,6 +786,9 @@ class RunPodSim:
 
     async def _tick(self) -> None:
         self._check_balance()
+        if self._base_scale > 0 and self.pull_warp > 1:
+            pulling = any(pod.phase == "booting" and pod.boot_at is not None for pod in self.pods.values())
+            self.clock.set_scale(self._base_scale * (self.pull_warp if pulling else 1.0))
         now = self.clock.time()
         for pod in list(self.pods.values()):
             if pod.phase == "booting" and pod.boot_at is not None and now >= pod.boot_at:

@@ -15,6 +15,7 @@ Knobs (environment):
 - ``SDSTANDIN_NO_IMAGES``     ignore every image: "No data found" and exit 0 with no files
 - ``SDSTANDIN_SKIP_FINAL_SAVE`` finish the loop but write no final checkpoint, exit 0
 - ``SDSTANDIN_FACE_FROM``     an image of another person that early samples show instead of noise
+- ``SDSTANDIN_SAMPLES``       how samples evolve: learning | failing | studio | memorising (sample_modes.py)
 - ``SDSTANDIN_NAN_IN_CACHE``  ``latents`` or ``text_encoder``: the VAE / text encoder gives NaN (as an fp16
                               SDXL VAE does). v0.10.1 checks no cached value for NaN, so the run does not
                               stop there: the loss is NaN from the first step (``avr_loss=nan``)
@@ -123,13 +124,12 @@ def _crash(exc: BaseException, where: str) -> int:
 def _parse_prompts(path: str) -> list[dict[str, Any]]:
     """train_util.load_prompts + line_to_prompt_dict (the options the stand-in uses)."""
     import re
-    import tomllib
 
     if path.endswith(".txt"):
         lines = Path(path).read_text(encoding="utf-8").splitlines()
         raw: list[Any] = [line.strip() for line in lines if line.strip() and line[0] != "#"]
     elif path.endswith(".toml"):
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        data = toml.loads(Path(path).read_text(encoding="utf-8"))  # toml 0.10.2, as load_prompts reads it
         raw = [dict(**data["prompt"], **subset) for subset in data["prompt"]["subset"]]
     elif path.endswith(".json"):
         raw = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -686,7 +686,7 @@ class Run:
         save_dir = args.output_dir + "/sample"
         os.makedirs(save_dir, exist_ok=True)
         dataset_images = [img for d in self.datasets for s in d.subsets if not s.is_reg for img in s.images]
-        from .images import make_sample
+        from .sample_modes import make_sample
 
         for index, prompt in enumerate(_parse_prompts(args.sample_prompts)):
             width = max(

@@ -12,7 +12,8 @@ The request is ``{"mode": "parsers"}``, ``{"mode": "dataset_schema"}``, ``{"mode
 prints to stdout itself, so stdout is not ours). This file imports nothing of loraops: it must run
 where loraops is not installed, and what it reports comes from sd-scripts' own code.
 
-What runs, per case, is what ``python <script> <argv>`` does at v0.10.1, in the work directory:
+What runs, per case, is what ``accelerate launch <launcher options> <script> <argv>`` does at v0.10.1,
+in the work directory: accelerate's ``launch_command_parser()`` on the launcher's part, then
 ``setup_parser()``, ``parse_args(argv)``, ``verify_command_line_training_args``,
 ``read_config_from_file``, then the script's own ``Trainer().train(args)`` — ``verify_training_args``,
 ``prepare_dataset_args``, the dataset through ``config_util`` (``ConfigSanitizer`` +
@@ -231,6 +232,36 @@ def mode_facts() -> dict[str, Any]:
     }
 
 
+def mode_runtime(optimizers: list[str], schedulers: list[dict[str, Any]]) -> dict[str, Any]:
+    """sd-scripts' own get_optimizer / get_scheduler_fix for each name (one-parameter model, defaults
+    of train_network.py otherwise): "ok: <class>" or the exception it raises."""
+    import torch
+    from library import train_util
+
+    parser = _module("train_network.py").setup_parser()
+
+    def attempt(build: Any) -> str:
+        try:
+            return f"ok: {type(build()).__name__}"
+        except Exception as exc:
+            return _exception_text(exc)
+
+    out: dict[str, Any] = {"optimizers": {}, "schedulers": {}}
+    for name in optimizers:
+        args = parser.parse_args(["--optimizer_type", name, "--learning_rate", "1e-4"])
+        param = torch.nn.Parameter(torch.zeros(4))
+        out["optimizers"][name] = attempt(
+            lambda args=args, param=param: train_util.get_optimizer(args, [param])[2]
+        )
+    for case in schedulers:
+        args = parser.parse_args(["--max_train_steps", "100", *case["argv"]])
+        optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(4))], lr=1e-4)
+        out["schedulers"][case["id"]] = attempt(
+            lambda args=args, optimizer=optimizer: train_util.get_scheduler_fix(args, optimizer, 1)
+        )
+    return out
+
+
 def _module(script: str) -> Any:
     return importlib.import_module(TRAINERS[script][0])
 
@@ -333,6 +364,23 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
     module = _module(script)
     parser = module.setup_parser()
     captured = io.StringIO()
+
+    # 0. the launcher: accelerate's own `launch` parser on what the worker puts after "accelerate launch"
+    if case.get("launcher") is not None:
+        from accelerate.commands.launch import launch_command_parser
+
+        try:
+            with contextlib.redirect_stderr(captured):
+                launch = launch_command_parser().parse_args(case["launcher"])
+        except SystemExit as exc:
+            result.update(
+                stage="accelerate_launch", error=f"exit {exc.code}: {_last_line(captured.getvalue())}"
+            )
+            return result
+        ran = (Path(launch.training_script).name, list(launch.training_script_args))
+        if ran != (script, case["argv"]):
+            result.update(stage="accelerate_launch", error=f"accelerate would run {ran}, not {script}")
+            return result
 
     # 1. the command line the worker runs
     try:
@@ -452,6 +500,8 @@ def main() -> int:
         answer = mode_dataset_schema()
     elif mode == "facts":
         answer = mode_facts()
+    elif mode == "runtime":
+        answer = mode_runtime(request["optimizers"], request["schedulers"])
     elif mode == "spec":  # all three in one start of torch & co.
         answer = {"parsers": mode_parsers(), "dataset_schema": mode_dataset_schema(), "facts": mode_facts()}
     elif mode == "cases":

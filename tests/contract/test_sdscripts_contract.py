@@ -51,6 +51,7 @@ from .conftest import SdScriptsEnv
 pytestmark = pytest.mark.timeout(3600)
 
 TRIGGER, CLASS_WORD = "ohwx", "woman"
+_RUNTIME = schema.args_data()["runtime_checked"]
 FULL_PHOTOS = ("rose_leslie/rose_1.jpg", "rose_leslie/rose_2.jpg", "kit_harington/kit_3.jpg")
 CROP_PHOTOS = ("obama/obama_1.jpg", "alex_lacamoire/alex_1.jpg")
 SD_SCRIPTS_DIR = "/opt/sd-scripts"  # the image's path; only the argv after the script matters here
@@ -117,6 +118,7 @@ class Case:
     script: str
     work_dir: Path
     argv: list[str]
+    launcher: list[str]  # what follows "accelerate launch" in the worker's command (script and argv too)
 
 
 def _photo_set(root: Path) -> dict[str, list[Path]]:
@@ -159,9 +161,9 @@ def _images(photos: dict[str, list[Path]], *, boxes: bool, crops: bool) -> list[
     return images
 
 
-def _work_dir(result: Any, root: Path) -> tuple[str, list[str]]:
+def _work_dir(result: Any, root: Path) -> tuple[str, list[str], list[str]]:
     """The worker's work directory for a render, laid out by the worker's own code; returns
-    (script name, the argv the worker passes to it)."""
+    (script name, the argv the worker passes to it, the worker's command after "accelerate launch")."""
     archive = build_zip(result)
     spec = build_job_spec(result, dataset_sha256="0" * 64, job_id=1, deadline_unix=0.0)
     settings = WorkerSettings(
@@ -177,7 +179,8 @@ def _work_dir(result: Any, root: Path) -> tuple[str, list[str]]:
     command = job._command()
     script_path = f"{SD_SCRIPTS_DIR}/{spec.train_script}"
     assert script_path in command, command
-    return spec.train_script, command[command.index(script_path) + 1 :]
+    assert command[:2] == ["accelerate", "launch"], command  # the worker's default launcher
+    return spec.train_script, command[command.index(script_path) + 1 :], command[2:]
 
 
 def _edit_toml(path: Path, edit: Callable[[str], str]) -> None:
@@ -278,24 +281,32 @@ def contract(sdscripts_env: SdScriptsEnv, tmp_path_factory: pytest.TempPathFacto
                 overrides=overrides,
             )
             work = root / f"{name}--{variant}"
-            script, argv = _work_dir(result, work)
-            cases.append(Case(f"{name}--{variant}", script, work, argv))
+            script, argv, launcher = _work_dir(result, work)
+            cases.append(Case(f"{name}--{variant}", script, work, argv, launcher))
     # Negative cases start from a good sd15 render and change one thing.
     base = render(
         _images(photos, boxes=True, crops=True), preset="sd15-local", trigger=TRIGGER, class_word=CLASS_WORD
     )
     for negative, (file, edit, _) in NEGATIVES.items():
         work = root / f"negative--{negative}"
-        script, argv = _work_dir(base, work)
+        script, argv, launcher = _work_dir(base, work)
         _edit_toml(work / file, edit)
-        cases.append(Case(f"negative--{negative}", script, work, argv))
+        cases.append(Case(f"negative--{negative}", script, work, argv, launcher))
     work = root / "negative--argv"
-    script, argv = _work_dir(base, work)
-    cases.append(Case("negative--argv", script, work, [*argv, ARGV_NEGATIVE]))
+    script, argv, launcher = _work_dir(base, work)
+    cases.append(Case("negative--argv", script, work, [*argv, ARGV_NEGATIVE], [*launcher, ARGV_NEGATIVE]))
+    work = root / "negative--launcher"
+    script, argv, launcher = _work_dir(base, work)
+    cases.append(
+        Case("negative--launcher", script, work, argv, ["--num_cpu_thread_per_process", "1", *launcher])
+    )
 
     request = {
         "mode": "cases",
-        "cases": [{"id": c.id, "script": c.script, "argv": c.argv, "cwd": str(c.work_dir)} for c in cases],
+        "cases": [
+            {"id": c.id, "script": c.script, "argv": c.argv, "launcher": c.launcher, "cwd": str(c.work_dir)}
+            for c in cases
+        ],
     }
     answers = sdscripts_env.probe(request, root / "probe")
     by_id = {answer["id"]: answer for answer in answers}
@@ -342,13 +353,59 @@ def _flat_config(case: Case) -> dict[str, Any]:
     return schema.flatten_config(tomllib.loads((case.work_dir / "config.toml").read_text()))[0]
 
 
-@pytest.mark.parametrize("negative", [*NEGATIVES, "argv"])
+@pytest.mark.parametrize("negative", [*NEGATIVES, "argv", "launcher"])
 def test_contract_catches_drift(contract: dict[str, Any], negative: str) -> None:
     result = contract["results"][f"negative--{negative}"]
     reasons = _verdict(result)
     assert reasons, f"drift {negative!r} went unnoticed: {json.dumps(result, indent=1)}"
-    expected = ARGV_NEGATIVE if negative == "argv" else NEGATIVES[negative][2]
+    expected = {"argv": ARGV_NEGATIVE, "launcher": "--num_cpu_thread_per_process"}.get(negative) or NEGATIVES[
+        negative
+    ][2]
     assert any(expected in reason for reason in reasons), reasons
+
+
+@pytest.mark.parametrize("negative", list(NEGATIVES))
+def test_the_bot_refuses_before_renting_what_the_real_code_refuses(
+    contract: dict[str, Any], negative: str
+) -> None:
+    """Each drift above, which the real code refuses (or, for silent keys, the contract does), is refused
+    by the bot's own checks too — before a pod is rented, not on it."""
+    assert _verdict(contract["results"][f"negative--{negative}"])
+    work = contract["cases"][f"negative--{negative}"].work_dir
+    config_text, dataset_text = (work / "config.toml").read_text(), (work / "dataset.toml").read_text()
+    problems: list[str] = []
+    for text, name in ((config_text, "config.toml"), (dataset_text, "dataset.toml")):
+        try:
+            schema.check_sdscripts_toml(text, name)
+        except schema.ConfigValidationError as exc:
+            problems += exc.problems
+    flat: dict[str, Any] = {}
+    try:
+        flat = schema.validate_training_config(tomllib.loads(config_text), "sd15")
+    except schema.ConfigValidationError as exc:
+        problems += exc.problems
+    try:
+        schema.validate_dataset_config(tomllib.loads(dataset_text), "sd15", training=flat)
+    except schema.ConfigValidationError as exc:
+        problems += exc.problems
+    try:
+        intake.check_dataset(dataset_text, work)  # the worker refuses an upload with no images
+    except intake.DatasetRejected as exc:
+        problems.append(str(exc))
+    assert problems, f"the bot would rent a pod for {negative!r}"
+
+
+def test_render_refuses_a_file_sd_scripts_would_not_read(tmp_path: Path) -> None:
+    """tomllib reads a mixed int/float array, sd-scripts' toml 0.10.2 does not: render refuses it."""
+    preset = load_preset("sd15-local")
+    preset.data["train"]["text_encoder_lr"] = [1, 0.5]  # the bot's types allow an int among floats
+    photo = tmp_path / "a.jpg"
+    shutil.copy(TESTDATA_FACES / FULL_PHOTOS[0], photo)
+    image = TrainingImage(source=photo, caption=f"{TRIGGER} {CLASS_WORD}")
+    with pytest.raises(
+        schema.ConfigValidationError, match=r"toml 0\.10\.2\) refuses it: Not a homogeneous array"
+    ):
+        render([image], preset=preset, trigger=TRIGGER, class_word=CLASS_WORD)
 
 
 def test_negative_base_is_accepted(contract: dict[str, Any]) -> None:
@@ -533,3 +590,87 @@ def test_standin_follows_the_real_source(real_facts: dict[str, Any]) -> None:
     assert real_facts["scripts_call_legacy_caching"] is False
     # --sample_at_first samples before the steps bar is created.
     assert real_facts["sample_at_first_before_steps_bar"] is True
+
+
+# ---- runtime facts of sdscripts_args.json: optimizers and LR schedulers, by sd-scripts' own factories ----
+
+# (id, config.toml changes): the bot's verdict on each must equal what get_scheduler_fix does with it.
+SCHEDULER_CASES: list[tuple[str, dict[str, Any]]] = [
+    *[(f"{name}", {"lr_scheduler": name}) for name in schema.scheduler_names()],
+    *[
+        (f"{name} (rejected)", {"lr_scheduler": name})
+        for name in _RUNTIME["lr_scheduler"]["rejected_at_runtime"]
+    ],
+    ("constant with warm-up", {"lr_scheduler": "constant", "lr_warmup_steps": 10}),
+    ("cosine_with_min_lr ratio", {"lr_scheduler": "cosine_with_min_lr", "lr_scheduler_min_lr_ratio": 0.1}),
+    (
+        "cosine_with_min_lr min_lr",
+        {"lr_scheduler": "cosine_with_min_lr", "lr_scheduler_args": ["min_lr=1e-6"]},
+    ),
+    (
+        "cosine_with_min_lr min_lr_rate arg",
+        {"lr_scheduler": "cosine_with_min_lr", "lr_scheduler_args": ["min_lr_rate=0.1"]},
+    ),
+    (
+        "cosine_with_min_lr both",
+        {
+            "lr_scheduler": "cosine_with_min_lr",
+            "lr_scheduler_min_lr_ratio": 0.1,
+            "lr_scheduler_args": ["min_lr=1e-6"],
+        },
+    ),
+    (
+        "piecewise step_rules",
+        {"lr_scheduler": "piecewise_constant", "lr_scheduler_args": ["step_rules='1:10,0.1'"]},
+    ),
+    (
+        "piecewise unquoted",
+        {"lr_scheduler": "piecewise_constant", "lr_scheduler_args": ["step_rules=1:10,0.1"]},
+    ),
+    ("args without =", {"lr_scheduler": "cosine", "lr_scheduler_args": ["num_cycles"]}),
+    ("made-up name", {"lr_scheduler": "cosine_forever"}),
+]
+
+
+def _as_argv(changes: dict[str, Any]) -> list[str]:
+    argv: list[str] = []
+    for key, value in changes.items():
+        argv += [f"--{key}", *(value if isinstance(value, list) else [str(value)])]
+    return argv
+
+
+@pytest.fixture(scope="module")
+def real_runtime(sdscripts_env: SdScriptsEnv, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    optimizers = [*schema.optimizer_names(), "adamw", "NotAnOptimizer"]
+    schedulers = [{"id": case_id, "argv": _as_argv(changes)} for case_id, changes in SCHEDULER_CASES]
+    request = {"mode": "runtime", "optimizers": optimizers, "schedulers": schedulers}
+    return sdscripts_env.probe(request, tmp_path_factory.mktemp("runtime"))
+
+
+def test_every_optimizer_the_bot_allows_is_built_by_sd_scripts(real_runtime: dict[str, Any]) -> None:
+    facts = _RUNTIME["optimizer_type"]
+    results = real_runtime["optimizers"]
+    for name in schema.optimizer_names():
+        package = facts["needs_package"].get(name)
+        if results[name].startswith("ok: "):
+            continue
+        # Not buildable here only for want of a package sd-scripts imports for it: bitsandbytes (CUDA,
+        # installed in the pod's image) or one requirements.txt does not list (the bot refuses those).
+        assert package in ("bitsandbytes", *facts["not_in_requirements"]), (name, results[name])
+        assert results[name].startswith("ImportError: No ") and package in results[name], results[name]
+    assert results["adamw"] == "ok: AdamW"  # names are compared lower-cased
+    assert not results["NotAnOptimizer"].startswith("ok")
+
+
+@pytest.mark.parametrize(("case_id", "changes"), SCHEDULER_CASES, ids=[c[0] for c in SCHEDULER_CASES])
+def test_the_bot_judges_lr_schedulers_as_sd_scripts_does(
+    contract: dict[str, Any], real_runtime: dict[str, Any], case_id: str, changes: dict[str, Any]
+) -> None:
+    real = real_runtime["schedulers"][case_id]
+    base = _flat_config(contract["cases"]["sd15-local--plain"])
+    try:
+        schema.validate_training_config({**base, **changes}, "sd15")
+        bot = "accepted"
+    except schema.ConfigValidationError as exc:
+        bot = "refused: " + "; ".join(exc.problems)
+    assert (bot == "accepted") == real.startswith("ok: "), f"bot {bot!r}, sd-scripts {real!r}"

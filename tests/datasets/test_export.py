@@ -17,9 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
 from bot.datasets.captioning import CaptionService
-from bot.datasets.export import ExportService, normalise_overrides, split_overrides
+from bot.datasets.export import ExportService, normalise_overrides
 from bot.datasets.gather import DatasetGatherService
 from bot.errors import InvalidInputError, NotFoundError
+from bot.training.overrides import split_overrides
 from storage.blobs import BlobStore
 from storage.db import unit_of_work
 from storage.models import Caption, DatasetSnapshot, FaceAnalysis, Image
@@ -156,7 +157,7 @@ async def test_an_export_over_the_limit_is_kept_on_disk(
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        ("rnak=16", "unknown key 'rnak'"),
+        ("rnak=16", "unknown key `rnak`"),
         ("rank=0", "network_dim"),
         ("rank", "must look like KEY=VALUE"),
     ],
@@ -185,7 +186,7 @@ async def test_a_caption_without_the_trigger_stops_the_export(
         caption.text = "woman, ohwx"  # written around the service, as an old row might be
     with pytest.raises(InvalidInputError, match="captions refused"):
         await exports.export(three_images, "sdxl-face", max_bytes=TEN_MIB)
-    with pytest.raises(NotFoundError, match="no preset named 'nope'"):
+    with pytest.raises(NotFoundError, match="no preset named `nope`"):
         await exports.export(three_images, "nope", max_bytes=TEN_MIB)
 
 

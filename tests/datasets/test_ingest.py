@@ -105,7 +105,7 @@ async def test_hostile_files_refused_with_reasons_while_valid_ones_are_kept(
     summary = report.summary()
     assert len(summary) <= 2000
     assert "added 3 images (#1–#3); 8 rejected; 1 skipped (not images)" in summary
-    assert "• huge.png: too many pixels" in summary
+    assert "• `huge.png`: too many pixels" in summary
     assert "liar.zip" in report.detail() and "#3  good.png" in report.detail()
 
 
@@ -137,7 +137,7 @@ async def test_near_duplicate_detected_by_perceptual_hash(make_service: Build, d
     assert dups["a-copy.jpg"].kind == "same file" and dups["a-copy.jpg"].of_position == 1
     # A duplicate within the same batch points at the position it just got.
     assert dups["other-again.jpg"].kind == "same file" and dups["other-again.jpg"].of_position == 2
-    assert "small.jpg: same picture as #1 (pHash distance" in report.summary()
+    assert "`small.jpg`: same picture as #1 (pHash distance" in report.summary()
 
 
 async def test_exif_orientation_applied_to_measurements_and_hash(

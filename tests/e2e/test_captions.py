@@ -181,7 +181,7 @@ async def test_export_attaches_a_zip_with_parsable_configs_and_trigger_first_cap
 
 async def test_export_with_a_bad_override_is_refused_privately(harness: BotHarness) -> None:
     await _dataset_with_images(harness)
-    for overrides, expected in (("rnak=16", "unknown key 'rnak'"), ("rank=0", "network_dim = 0")):
+    for overrides, expected in (("rnak=16", "unknown key `rnak`"), ("rank=0", "network_dim = 0")):
         h = await harness.sim.invoke_slash(
             "dataset export",
             {"name": "elena", "preset": "sdxl-face", "overrides": overrides},

@@ -240,7 +240,7 @@ async def test_an_attachment_over_the_size_limit_is_refused_without_downloading(
     )
     message = await _final(h, handle)
     assert "added 1 image (#1); 1 rejected" in message.content
-    assert "• big.jpg: too large (11.0 MiB; the limit is 10.0 MiB)" in message.content
+    assert "• `big.jpg`: too large (11.0 MiB; the limit is 10.0 MiB)" in message.content
     downloads = [r.path for r in h.sim.requests if r.path.startswith("/ephemeral-attachments/")]
     assert [p.rsplit("/", 1)[-1] for p in downloads] == ["small.jpg"]
     assert len(await _images(h, dataset_id)) == 1
@@ -258,7 +258,7 @@ async def test_message_menu_with_one_dataset_adds_its_images(harness: BotHarness
     handle = await h.sim.invoke_message_command("Add to dataset", posted.id, _trainer(h))
     message = await _final(h, handle)
     assert "added 2 images (#1–#2)" in message.content
-    assert "notes.txt: not an image or a zip" in message.content
+    assert "`notes.txt`: not an image or a zip" in message.content
     assert len(await _images(h, dataset_id)) == 2
 
 
@@ -303,11 +303,11 @@ async def test_hostile_batch_is_reported_file_by_file_and_valid_files_kept(tmp_p
         message = await _final(h, handle)
         text = message.content
         assert "added 3 images (#1–#3); 5 rejected" in text
-        assert "• traversal.zip/../../etc/evil.jpg: unsafe path (path traversal with ..)" in text
-        assert "• bomb.zip: zip bomb guard: it would unpack to 8.0 MiB (the limit is 4.0 MiB)" in text
-        assert "• truncated.jpg: truncated JPEG file" in text
-        assert "• notes.jpg: not an image: the content is text" in text
-        assert "• huge.png: too many pixels: 20000×20000" in text
+        assert "• `traversal.zip/../../etc/evil.jpg`: unsafe path (path traversal with ..)" in text
+        assert "• `bomb.zip`: zip bomb guard: it would unpack to 8.0 MiB (the limit is 4.0 MiB)" in text
+        assert "• `truncated.jpg`: truncated JPEG file" in text
+        assert "• `notes.jpg`: not an image: the content is text" in text
+        assert "• `huge.png`: too many pixels: 20000×20000" in text
         stored = [h.bot_app.services.blobs.get(i.sha256) for i in await _images(h, dataset_id)]
         assert sorted(stored) == sorted([good_jpeg, good_png, inside])
 

@@ -10,134 +10,28 @@ the job up again, keep editing the same progress message and finish it on the sa
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import sqlite3
-import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO
 
 import pytest
 
 from sim.discord import DiscordSimulator, SimMessage, SimUser
 from sim.harness import HARNESS_HF_TOKEN, HARNESS_RUNPOD_KEY
 from sim.huggingface import HuggingFaceSim
+from sim.meter import assert_sqlite_ledger_matches_meter
 from sim.runpod import RunPodSim, worker_launcher
-
-# tests/conftest.py (pytest puts tests/ on sys.path; pyright resolves the e2e one)
 from sim.testdata import testdata_faces as faces_dir
 from storage.models import JobState
 
+from .process import BotProcess, bot_env, bot_messages, job_row, steps_shown, wait_for_new_bot_session
+
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
 PRESET = "sd15-local"
 STEPS = 40
 OVERRIDES = f"steps={STEPS} save_every_n_steps=20 sample_every_n_steps=20"
-STEP_OF = re.compile(r"(\d+)/(\d+) \(")
-
-
-class BotProcess:
-    """``python -m bot run`` in a subprocess; its stdout and stderr go to one log file."""
-
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.env = env
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-
-    def start(self) -> None:
-        self._log = self.log_path.open("ab")
-        self._log.write(b"\n===== python -m bot run =====\n")
-        self._log.flush()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bot", "run"],
-            cwd=self.env["HOME"],
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # our own process group: its face workers die with it
-        )
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def sigkill(self) -> None:
-        """SIGKILL the bot process itself (nothing runs its clean-up), then its leftover children."""
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
-        self._kill_group()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self._kill_group()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def _kill_group(self) -> None:
-        # The face engine's pool workers are in the bot's process group (and nothing else is).
-        if self.proc is not None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-
-
-def bot_env(home: Path, settings: dict[str, str]) -> dict[str, str]:
-    """An environment from scratch: nothing of the host's RUNPOD_*/DISCORD_*/HF_* leaks in."""
-    return {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(home),
-        "PYTHONPATH": str(REPO),
-        "PYTHONUNBUFFERED": "1",
-        "LANG": "C.UTF-8",
-        **settings,
-    }
-
-
-def bot_messages(sim: DiscordSimulator, predicate: Callable[[SimMessage], bool]) -> list[SimMessage]:
-    return [
-        m
-        for m in sim.messages_in(sim.channel)
-        if m.author.id == sim.bot_user.id and not m.ephemeral and predicate(m)
-    ]
-
-
-def steps_shown(sim: DiscordSimulator, message_id: int) -> list[int]:
-    contents = [v.content for v in sim.message(message_id).versions]
-    return [int(m[1]) for m in (STEP_OF.search(c) for c in contents) if m is not None]
-
-
-def job_row(db: Path, job_id: int) -> sqlite3.Row:
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-        conn.row_factory = sqlite3.Row
-        row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-    assert row is not None
-    return row
-
-
-async def wait_for_new_bot_session(sim: DiscordSimulator, known: set[str], timeout: float) -> None:
-    await sim.wait_until(
-        lambda: any(s.connected for sid, s in sim.gateway.sessions.items() if sid not in known),
-        timeout=timeout,
-    )
 
 
 async def test_sigkilled_bot_process_resumes_the_job_on_the_same_pod(tmp_path: Path) -> None:
@@ -165,7 +59,15 @@ async def test_sigkilled_bot_process_resumes_the_job_on_the_same_pod(tmp_path: P
             },
             stop_grace_s=2.0,
         )
-        runpod = RunPodSim(api_key=HARNESS_RUNPOD_KEY, data_dir=tmp_path / "runpod", launcher=launcher)
+        # The bot is another process on the wall clock: RunPod's clock must not run faster than it
+        # (a short pull, no warp), or the meter would bill minutes the ledger never saw.
+        runpod = RunPodSim(
+            api_key=HARNESS_RUNPOD_KEY,
+            data_dir=tmp_path / "runpod",
+            launcher=launcher,
+            boot_delay_s=2.0,
+            pull_warp=1.0,
+        )
         await runpod.start()
 
         env = bot_env(
@@ -265,6 +167,7 @@ async def test_sigkilled_bot_process_resumes_the_job_on_the_same_pod(tmp_path: P
         assert list(runpod.pods) == [pod.id]
         await runpod.wait_for(lambda: pod.phase == "terminated", within=15)
         assert runpod.live_pods() == []
+        assert_sqlite_ledger_matches_meter(db, runpod)  # what RunPod billed is what the ledger says
 
         # The restarted process kept editing the same progress message; it posted no second one.
         assert [m.id for m in bot_messages(sim, is_progress)] == [progress.id]

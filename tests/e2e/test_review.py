@@ -276,6 +276,37 @@ async def test_early_stop_when_the_face_is_lost_stops_the_pod_and_says_what_it_s
         assert f"Stopped early: {event.payload['reason']} (saved about {money(saved)})" in summary.content
 
 
+async def test_early_stop_is_carried_out_by_the_domain_with_no_review_cog_loaded(tmp_path: Path) -> None:
+    """Early stop is money: it must not depend on a Discord cog being there to call it."""
+    photos = [faces_dir() / "biden" / "biden_1.jpg"]
+    close_up = faces_dir() / "biden" / "biden_2.jpg"
+    async with review_bot(tmp_path, photos, close_up, SDSTANDIN_STEP_SECONDS="0.5") as h:
+        assert h.runpod is not None
+        await h.bot_app.bot.unload_extension("cogs.review")
+        overrides = (
+            "steps=40 save_every_n_steps=4 sample_every_n_steps=4 "
+            "preset.early_stop_patience=1 face.crops_subset=false"
+        )
+        job_id = await run_job(h, overrides, gpu="NVIDIA H100 80GB HBM3")
+
+        async with asyncio.timeout(120):
+            while not JobState((job := await job_row(h, job_id)).state).is_terminal:
+                await asyncio.sleep(0.2)
+        assert job.state == JobState.SUCCEEDED.value, job.error
+        assert job.step < job.total_steps and job.pod_terminated_at is not None
+        assert h.runpod.pods[job.pod_id].phase == "terminated"  # type: ignore[index]
+        async with h.bot_app.services.sessions() as session:
+            early = (
+                await session.scalars(
+                    select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.kind == "early_stop")
+                )
+            ).all()
+        assert len(early) == 1 and Decimal(str(early[0].payload["saved_usd"])) > 0
+        # Nobody published the review: no rows, no "stops early" message, yet the run stopped.
+        assert not bot_messages(h, lambda m: m.content.startswith(f"Job #{job_id} stops early"))
+        assert not bot_messages(h, lambda m: m.content.startswith("**Checkpoint step"))
+
+
 async def test_a_failed_run_is_summarised_with_its_cause_and_log_and_pings_only_the_requester(
     tmp_path: Path,
 ) -> None:

@@ -1,12 +1,16 @@
 """``loraops sandbox``: the whole journey as a user runs it (a subprocess), and the transcript it writes.
 
-The run takes well under a minute on two cores: twelve stand-in steps, a checkpoint every four.
+The studio's story in two runs of sixteen stand-in steps, a checkpoint every four: the first (their own
+settings) raises the face alarm at its second checkpoint and is stopped; "Retry with these changes"
+applies the suggestions and quotes the face-weighted preset, whose run is approved and delivered. About
+three minutes on two cores (1024 px samples scored at every checkpoint).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +33,7 @@ def _run_sandbox(out: Path) -> subprocess.CompletedProcess[str]:
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
         check=False,
     )
 
@@ -64,22 +68,28 @@ def test_sandbox_runs_the_journey_and_writes_a_transcript(tmp_path: Path) -> Non
         assert entry["channel"] == "general"
     said = "\n".join(_texts(e) for e in entries)
 
-    # The key moments, each from the bot, in order.
+    # The key moments, each from the bot, in order: the studio's run, the alarm, the stop, the retry,
+    # the face-weighted run approved and delivered.
     moments = [
         "Created dataset **elena** (trigger `ohwx`, class woman)",
         "from Cloudinary folder “elena”: added 7 images",
         "Contact sheet: 1 page",
         "photos checked with",
-        "applied the curation",
         "Captions of **elena**",
         "Job #1 is waiting for confirmation",
-        "Job #1 · sd15-local · training",
-        "**Checkpoint step 4/12**",
-        "**Checkpoint step 12/12**",
+        "Job #1 · sdxl-v4 · training",
+        "**Checkpoint step 4/16**: recognised as elena in 0 of 4 samples",
+        "**Checkpoint step 8/16**: recognised as elena in 0 of 4 samples",
+        "job #1: **the face is not being learned.** At the 2nd checkpoint, step 8/16",
+        "🛑 Job #1 stopped by",
         "training job #1 for **elena**",
-        "Checkpoint step 12 of job #1 approved by",
-        "Job #1 · **Checkpoint step 8/12**",  # /train samples job:1 step:8
-        "Checkpoint step 8 of job #1 promoted by",
+        "Retry of job #1 with the suggested changes: preset `sdxl-face`",
+        "Job #2 is waiting for confirmation",
+        "Job #2 · sdxl-face · training",
+        "training job #2 for **elena**",
+        "of job #2 approved by",
+        "Job #2 · **Checkpoint step 8/16**",  # /train samples job:2 step:8
+        "of job #2 promoted by",
         "This month:",
     ]
     positions = []
@@ -90,14 +100,37 @@ def test_sandbox_runs_the_journey_and_writes_a_transcript(tmp_path: Path) -> Non
     assert positions == sorted(positions), list(zip(moments, positions, strict=True))
     assert "1 duplicate skipped" in said
     assert "is weak for identity training" in said  # the trigger advice for "elena"
-    final_progress = [e for e in messages if e["content"].startswith("Job #1 · sd15-local · finished")]
+    final_progress = [e for e in messages if e["content"].startswith("Job #2 · sdxl-face · finished")]
     assert final_progress and final_progress[0]["kind"] == "edit"  # the progress message, edited in place
+
+    # The alarm: the requester pinged, what finishing would cost, what to change, three buttons.
+    alarm = next(e for e in messages if "the face is not being learned" in e["content"])
+    assert re.match(r"⚠️ <@\d+> job #1: ", alarm["content"]), alarm["content"][:80]
+    assert "Finishing the run would cost about $" in alarm["content"]
+    assert "the face-weighted preset `sdxl-face` instead of `sdxl-v4`" in alarm["content"]
+    assert [c["label"] for c in alarm["components"]] == ["Stop now", "Let it run", "Retry with these changes"]
+    stopped = next(e for e in messages if e["content"].startswith("🛑 Job #1 stopped by"))
+    assert (
+        "This saves about $" in stopped["content"]
+        and "checkpoints saved so far are kept" in stopped["content"]
+    )
+    first = next(e for e in messages if "training job #1 for **elena**" in e["content"])
+    assert "Stopped early: stopped on request after the face alarm (saved about $" in first["content"]
+    retry = next(e for e in messages if "Retry of job #1" in e["content"])
+    assert "Applied to the dataset: excluded" in retry["content"] and "face crop" in retry["content"]
+    second = next(e for e in messages if "training job #2 for **elena**" in e["content"])
+    assert re.search(
+        r"Best checkpoint: \*\*step \d+\*\*: recognised as elena in [34] of 4 samples", second["content"]
+    )
+    # Likeness at or above the dataset's ceiling reads as such, never "101% of ceiling".
+    assert not re.search(r"\b1\d\d% of (the dataset's )?ceiling", said)
+    assert "likeness at the dataset's own ceiling" in said
 
     # Commands as typed, clicks by label; private replies marked with who sees them.
     commands = [e["interaction"]["command"] for e in entries if e["kind"] == "command"]
     assert "/dataset create name:elena trigger:ohwx class:woman" in commands
     assert "/dataset gather name:elena source:cloudinary folder:elena" in commands
-    assert "[Confirm]" in commands and "[Both]" in commands
+    assert {"[Confirm]", "[Stop now]", "[Retry with these changes]"} <= set(commands)
     budget = next(e for e in messages if e["content"].startswith("This month:"))
     assert budget["ephemeral"] and budget["visible_to"] == "Erin"
     assert budget["interaction"]["command"] == "/budget show"
@@ -105,26 +138,31 @@ def test_sandbox_runs_the_journey_and_writes_a_transcript(tmp_path: Path) -> Non
     # Files: saved under files/ with their names, the bytes as posted.
     files = [a for e in messages for a in e["attachments"]]
     names = {Path(a["file"]).name for a in files}
-    assert {"elena-sheet-01.jpg", "elena-report-card-01.jpg", "job1-step4.jpg", "job1-grid.jpg"} <= names
+    expected = {"elena-sheet-01.jpg", "elena-report-card-01.jpg", "job1-step4.jpg", "job1-step8-alarm.jpg"}
+    assert expected | {"job2-step4.jpg", "job2-grid.jpg"} <= names, names
     for attachment in files:
         path = out / attachment["file"]
         assert path.is_file() and path.stat().st_size == attachment["size"] > 0
     # An edit that replaced the chart points at the chart of that moment, not the final one.
-    charts = [e for e in messages if e["content"].startswith("Job #1: face similarity and loss")]
+    charts = [e for e in messages if e["content"].startswith("Job #2: face similarity and loss")]
     assert len(charts) >= 2 and len({c["attachments"][0]["sha256"] for c in charts}) == len(charts)
 
-    # Reactions: who reacted with what, on the grid rows and the summary.
-    row4 = next(e for e in messages if e["kind"] == "message" and "**Checkpoint step 4/12**" in e["content"])
+    # Reactions: who reacted with what, on the second run's grid rows and summary.
+    row4 = next(
+        e
+        for e in messages
+        if e["kind"] == "message" and any(Path(a["file"]).name == "job2-step4.jpg" for a in e["attachments"])
+    )
     votes = {r["emoji"]: r["users"] for r in row4["reactions"]}
     assert "Bob" in votes["👍"] and "Dana" in votes["👎"]
-    summary = next(e for e in messages if "training job #1 for **elena**" in e["content"])
+    summary = second
     assert "Bob" in {r["emoji"]: r["users"] for r in summary["reactions"]}["✅"]
     reacted = [(e["author"], e["emoji"]) for e in entries if e["kind"] == "reaction"]
     assert ("Bob", "✅") in reacted and ("Dana", "👎") in reacted
 
-    # Delivered into the ComfyUI loras folder.
-    delivered = list((out / "comfyui" / "loras").glob("*.safetensors"))
-    assert sorted(p.name for p in delivered) == ["elena-ohwx-s12.safetensors", "elena-ohwx-s8.safetensors"]
+    # Delivered into the ComfyUI loras folder: the approved checkpoint and the promoted one.
+    delivered = sorted(p.name for p in (out / "comfyui" / "loras").glob("*.safetensors"))
+    assert len(delivered) == 2 and all(re.fullmatch(r"elena-ohwx-s\d+\.safetensors", n) for n in delivered)
 
     page = (out / "transcript.html").read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>")
@@ -132,9 +170,9 @@ def test_sandbox_runs_the_journey_and_writes_a_transcript(tmp_path: Path) -> Non
         "/dataset create name:elena trigger:ohwx class:woman",
         "Created dataset <strong>elena</strong>",
         "added 7 images",
-        "applied the curation",
-        "Checkpoint step 12/12",
-        'src="files/job1-grid.jpg"',
+        "the face is not being learned",
+        "Checkpoint step 16/16",
+        'src="files/job2-grid.jpg"',
         'src="files/elena-report-card-01.jpg"',
         'class="reaction"',
         "Only Erin can see this",

@@ -119,6 +119,8 @@ async def test_start_confirm_train_collect_and_pay(tmp_path: Path) -> None:
         steps = steps_shown(h, progress)
         assert steps == sorted(steps) and steps[-1] == 8
         assert len(set(steps)) >= 3, steps
+        # The final edit may wait for the channel's edit bucket while the announcement goes out.
+        await h.sim.wait_until(lambda: "finished" in h.sim.message(progress.id).content, timeout=20)
         final = h.sim.message(progress.id).content
         assert "finished" in final and "8/8" in final
 
@@ -202,7 +204,7 @@ async def test_only_trainers_start_and_only_the_requester_confirms(
         )
         unknown = await h.sim.invoke_slash("train estimate", {**options, "gpu": "Voodoo 2"}, user=h.trainer)
         shown = await unknown.response(timeout=20)
-        assert shown is not None and unknown.ephemeral and "'Voodoo 2' is not offered" in shown.content
+        assert shown is not None and unknown.ephemeral and "`Voodoo 2` is not offered" in shown.content
 
         job_id, quote = await start_job(h)
         click = await h.sim.invoke_component(quote.id, f"loraops:train:confirm:{job_id}", h.visitor)
@@ -273,7 +275,9 @@ async def test_nan_loss_fails_and_the_channel_says_why(tmp_path: Path) -> None:
         assert job.state == JobState.FAILED.value and job.error is not None and "nan" in job.error.lower()
         assert "failed." in done.content and "nan" in done.content.lower()
         progress = await wait_message(h, progress_message(h, job_id))
-        assert "failed" in progress.content and "Cause:" in progress.content
+        # Its final edit can queue behind the channel's edit bucket while the announcement goes out.
+        await h.sim.wait_until(lambda: "Cause:" in h.sim.message(progress.id).content, timeout=20)
+        assert "failed" in h.sim.message(progress.id).content
         await h.runpod.wait_for(lambda: h.runpod is not None and h.runpod.live_pods() == [], within=10)
 
 
@@ -320,7 +324,31 @@ async def test_the_requester_cancels_and_the_pod_is_terminated(tmp_path: Path) -
         done = await wait_message(h, announcement(job_id))
         assert done.content.startswith(f"<@{h.trainer.id}> training job #{job_id}")
         assert f"was cancelled by <@{h.trainer.id}>" in done.content
-        assert "cancelled" in h.sim.message(progress.id).content
+        await h.sim.wait_until(lambda: "cancelled" in h.sim.message(progress.id).content, timeout=20)
+
+
+async def test_a_pod_whose_host_dies_fails_the_job_and_the_channel_says_why(tmp_path: Path) -> None:
+    async with training_bot(tmp_path, SDSTANDIN_STEP_SECONDS="0.3") as h:
+        assert h.runpod is not None
+        job_id, quote = await start_job(
+            h, overrides="steps=200 save_every_n_steps=100 sample_every_n_steps=100"
+        )
+        await confirm(h, job_id, quote)
+        progress = await wait_message(h, progress_message(h, job_id))
+        await h.sim.wait_until(lambda: any(s >= 1 for s in steps_shown(h, progress)), timeout=60)
+        # While RunPod pulled the image (minutes, runtime null), the progress message said so.
+        assert any("pulling the image" in v.content for v in h.sim.message(progress.id).versions)
+        pod_id = (await job_row(h, job_id)).pod_id
+        assert pod_id is not None
+        h.runpod.exit_pod(pod_id, dead=True)  # the host is gone; RunPod reports the pod DEAD
+
+        done = await wait_message(h, announcement(job_id), timeout=60)
+        job = await job_row(h, job_id)
+        assert job.state == JobState.FAILED.value and job.error is not None
+        assert "failed." in done.content and "host failed" in done.content and "DEAD" in done.content
+        # The progress message's final edit can queue behind the channel's edit bucket: wait for it.
+        await h.sim.wait_until(lambda: "Cause:" in h.sim.message(progress.id).content, timeout=20)
+        await h.runpod.wait_for(lambda: h.runpod is not None and h.runpod.pods[pod_id].phase == "terminated")
 
 
 async def test_without_runpod_train_says_what_to_configure(harness: BotHarness) -> None:

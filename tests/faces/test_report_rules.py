@@ -116,3 +116,48 @@ def test_yaw_sign_and_scale() -> None:
     assert estimate_yaw(((40, 50), (60, 50), (50, 60))) == pytest.approx(0.0)
     assert estimate_yaw(((40, 50), (60, 50), (60, 60))) == pytest.approx(45.0, abs=0.1)
     assert estimate_yaw(((40, 50), (60, 50), (45, 60))) < 0
+
+
+def _with_face_at(base: np.ndarray, cos: float, seed: int) -> np.ndarray:
+    """A unit vector at exactly cosine ``cos`` from ``base``."""
+    rng = np.random.default_rng(seed)
+    other = rng.standard_normal(base.shape[0]).astype(np.float32)
+    other = _unit(other - float(other @ base) * base)
+    return _unit(cos * base + (1 - cos**2) ** 0.5 * other)
+
+
+def _flip_bits(phash: str, bits: int) -> str:
+    value = int(phash, 16)
+    for bit in range(bits):
+        value ^= 1 << bit
+    return f"{value:016x}"
+
+
+@pytest.mark.parametrize(
+    ("face_cos", "bits", "duplicate"),
+    [
+        (0.9856, 22, False),  # the studio's case: one person at two events, different pictures
+        (0.9856, 8, True),  # the same face in nearly the same picture: a burst shot
+        (0.90, 2, True),  # the same picture (a re-encode) whatever the face reads
+        (0.9984, 28, True),  # the same face pixels, re-framed: one photo cropped differently
+        (0.97, 9, False),  # a similar picture of a different look: not the same face
+    ],
+)
+def test_duplicates_need_the_picture_and_the_face_to_agree(
+    face_cos: float, bits: int, duplicate: bool
+) -> None:
+    own = _person(7, 6)
+    first = _analysis("a.jpg", own[0])
+    second = _analysis("b.jpg", _with_face_at(own[0], face_cos, 3))
+    second = ImageAnalysis(
+        source="b.jpg",
+        engine=ENGINE,
+        width=1000,
+        height=1000,
+        faces=second.faces,
+        phash=_flip_bits(first.phash or "", bits),
+    )
+    others = [_analysis(f"o{i}.jpg", e) for i, e in enumerate(own[1:])]
+    report = build_report([first, second, *others])
+    flagged = [item.analysis.source for item in report.flagged("near_duplicate")]
+    assert flagged == (["b.jpg"] if duplicate else []), flagged

@@ -75,9 +75,18 @@ def test_dlib_bands_account_for_its_compressed_scale() -> None:
 
 
 def test_cell_labels_show_step_prompt_and_score() -> None:
+    # ✓: recognised as the person (the engine's same-person threshold, 0.40 for ArcFace).
     assert cell_label(GridCell(b"x", 1500, 1, _score(75))) == (
         "step 1500 · prompt 2",
-        "0.600  75% of ceiling",
+        "0.600  75% of ceiling  ✓",
+    )
+    assert cell_label(GridCell(b"x", 1500, 1, _score(40)))[1] == "0.320  40% of ceiling"
+    # At or above the dataset's ceiling reads as such, never "101%"; 99.6 is not rounded up to "100%".
+    assert cell_label(GridCell(b"x", 1500, 1, _score(101)))[1] == "0.808  at ceiling  ✓"
+    assert cell_label(GridCell(b"x", 1500, 1, _score(99.6)))[1] == "0.797  99% of ceiling  ✓"
+    # A sample that copies a training photo (face and picture) says which.
+    assert (
+        cell_label(GridCell(b"x", 1500, 1, _score(101), copy_of=3))[1] == "COPY of #3 · 0.808  at ceiling  ✓"
     )
     assert cell_label(GridCell(b"x", 1500, 0, _score(None)))[1] == "NO FACE"
     assert cell_label(GridCell(None, 1500, 0, None))[1] == "missing sample"
@@ -173,3 +182,25 @@ def test_nice_ticks() -> None:
     ticks = nice_ticks(0.13, 0.14, 5)
     assert ticks[0] <= 0.13 and ticks[-1] >= 0.14
     assert nice_ticks(1, 1) == [1.0, 1.5, 2.0] or nice_ticks(1, 1)[0] <= 1
+
+
+def test_chart_shows_each_checkpoints_verdict_and_the_latest_in_words() -> None:
+    import numpy as np
+
+    plain = [ChartPoint(s, 0.85 + s / 10_000, 0.9) for s in (100, 200, 300)]
+    labelled = [ChartPoint(p.step, p.mean, p.max, f"{i}/4") for i, p in enumerate(plain)]
+    base = np.asarray(Image.open(io.BytesIO(render_chart(plain, ceiling=0.96))).convert("L"), dtype=np.int16)
+    marked = np.asarray(
+        Image.open(io.BytesIO(render_chart(labelled, ceiling=0.96))).convert("L"), dtype=np.int16
+    )
+    worded = np.asarray(
+        Image.open(
+            io.BytesIO(render_chart(plain, ceiling=0.96, verdict="step 300: recognised as elena in 2 of 4"))
+        ).convert("L"),
+        dtype=np.int16,
+    )
+    # The labels sit above the points (inside the plot); the words under the title (above the plot).
+    label_rows = np.nonzero(np.abs(marked - base).sum(axis=1))[0]
+    word_rows = np.nonzero(np.abs(worded - base).sum(axis=1))[0]
+    assert label_rows.size and word_rows.size
+    assert word_rows.max() < 560 * 0.2 < label_rows.min()

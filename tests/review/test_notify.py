@@ -138,8 +138,30 @@ def test_checkpoint_caption() -> None:
         prompts=["ohwx woman @everyone", "beach"],
     )
     assert (
-        "step 500/1500" in caption and "0.700" in caption and "80% of ceiling" in caption and "75%" in caption
+        "step 500/1500" in caption
+        and "0.700" in caption
+        and "(ceiling 0.875)" in caption
+        and "75%" in caption
     )
+    # The verdict leads when there is one; the raw numbers follow it.
+    with_verdict = checkpoint_caption(
+        step=500,
+        total_steps=1500,
+        score_mean=0.7,
+        score_max=0.8,
+        face_share=0.75,
+        ceiling=0.875,
+        engine="dlib-resnet128-v1",
+        verdict="recognised as elena in 1 of 4 samples · likeness 40% of the dataset's ceiling · rising",
+        peak="likeness is falling after its peak at step 250 (80% → 60% of the ceiling): keep step 250",
+    )
+    first, second, third = with_verdict.splitlines()[:3]
+    assert first == (
+        "**Checkpoint step 500/1500**: recognised as elena in 1 of 4 samples · "
+        "likeness 40% of the dataset's ceiling · rising."
+    )
+    assert second.startswith("face similarity mean 0.700") and "React" in second
+    assert third.startswith("⚠️ likeness is falling after its peak at step 250") and "keep step 250" in third
     assert not MENTION.search(caption)
     none = checkpoint_caption(
         step=500, total_steps=0, score_mean=None, score_max=None, face_share=0.0, ceiling=None, engine=None

@@ -6,6 +6,7 @@ import io
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 from sqlalchemy import select
@@ -81,7 +82,13 @@ async def test_a_run_is_scored_rendered_ranked_and_summarised(
     votes = VoteService(sessions)
     service = ReviewService(sessions, blobs, votes, scorer_for, row_cell_px=192, grid_cell_px=128)
     publisher = Publisher()
-    listener = ReviewListener(service, publisher)
+    stops: list[tuple[int, str]] = []
+
+    async def stop_early(job_id: int, reason: str, *, payload: Any = None) -> tuple[Job, bool]:
+        stops.append((job_id, reason))
+        return job, len(stops) == 1  # the first call stops the run; later ones find it stopped
+
+    listener = ReviewListener(service, stop_early, publisher)
     job, checkpoints, samples = await _rows(sessions, seeded.job_id)
     for checkpoint in checkpoints:
         at_step = [s for s in samples if s.step == checkpoint.step]
@@ -108,6 +115,9 @@ async def test_a_run_is_scored_rendered_ranked_and_summarised(
     assert not reviews[300].early_stop.stop
     assert reviews[400].early_stop.stop and reviews[400].early_stop.best_step == 300
     assert reviews[400].money_saved == Decimal("0.03")  # 600 steps at 2 it/s, $0.36/h
+    # The listener (the domain) stopped the run itself; the publisher is only told that it did.
+    assert stops == [(seeded.job_id, reviews[400].early_stop.reason)]
+    assert reviews[400].stopped_now and not reviews[300].stopped_now
 
     # The run ends: the summary names the best checkpoint, the grid has a row per checkpoint.
     await votes.attach_row_message(seeded.job_id, 200, 9200)

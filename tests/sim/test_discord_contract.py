@@ -19,7 +19,7 @@ import pytest
 from discord import app_commands
 from discord.ext import commands
 
-from sim.discord import BOT_KWARGS, DiscordSimulator, SimulatorUsageError
+from sim.discord import BOT_KWARGS, DiscordSimulator, SimulatorUsageError, spec
 
 PNG = (
     b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89"
@@ -363,8 +363,12 @@ async def test_double_acknowledgement_is_rejected(sim: DiscordSimulator, bot: Co
 
 async def test_message_limits_are_enforced(sim: DiscordSimulator, bot: ContractBot) -> None:
     user = sim.add_member("breaker")
-    handle = await sim.invoke_slash("limits", user=user)
-    errors = await bot.events.wait("limits")
+    with spec.expecting_refusals() as refused:
+        handle = await sim.invoke_slash("limits", user=user)
+        errors = await bot.events.wait("limits")
+    # The spec's own limits refuse three of them (11 attachments, a 257-character embed title, a
+    # 2001-character webhook content); the docs' 2000-character bot content limit is the simulator's.
+    assert sorted(v.json_path for v in refused) == ["$.attachments", "$.content", "$.embeds[0].title"]
     assert {k: (e.status, e.code) for k, e in errors.items()} == {
         "content": (400, 50035),
         "files": (400, 50035),

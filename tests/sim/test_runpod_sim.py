@@ -91,8 +91,12 @@ async def _started(sim: RunPodSim, monkeypatch: pytest.MonkeyPatch) -> RunPodSim
 
 @pytest.fixture
 async def sim(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> AsyncIterator[RunPodSim]:
-    sim = RunPodSim(
-        api_key=KEY, read_only_keys=[READ_ONLY_KEY], data_dir=tmp_path / "rp", launcher=stub_launcher()
+    sim = RunPodSim(  # pods start at once: these tests are about the API and the proxy
+        api_key=KEY,
+        read_only_keys=[READ_ONLY_KEY],
+        data_dir=tmp_path / "rp",
+        launcher=stub_launcher(),
+        boot_delay_s=0,
     )
     yield await _started(sim, monkeypatch)
     await sim.close()
@@ -359,7 +363,9 @@ async def test_proxy_reaches_the_container_with_the_pods_environment(sim: RunPod
 async def test_proxy_answers_404_502_and_524_like_the_real_one(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, runpod: Any
 ) -> None:
-    sim = RunPodSim(api_key=KEY, data_dir=tmp_path / "rp", launcher=stub_launcher(), proxy_timeout_s=0.5)
+    sim = RunPodSim(
+        api_key=KEY, data_dir=tmp_path / "rp", launcher=stub_launcher(), proxy_timeout_s=0.5, boot_delay_s=0
+    )
     await _started(sim, monkeypatch)
     try:
         async with aiohttp.ClientSession() as http:
@@ -518,3 +524,28 @@ async def test_desired_status_is_typed_and_cost_per_hour_may_show_zero(
         await call(
             run_graphql_query, 'query { pod(input: {podId: "x"}) { desiredStatus { id } } }', api_key=KEY
         )
+
+
+async def test_by_default_a_pod_pulls_its_image_for_minutes_on_a_fast_clock(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, runpod: Any
+) -> None:
+    sim = await _started(RunPodSim(api_key=KEY, data_dir=tmp_path / "rp"), monkeypatch)
+    try:
+        created = await call(create, runpod)
+        pod = await call(runpod.get_pod, created["id"])
+        assert pod["runtime"] is None and pod["desiredStatus"] == "RUNNING"
+        loop = asyncio.get_running_loop()
+        real = loop.time()
+        simulated = sim.pods[created["id"]]
+        await sim.wait_for(lambda: simulated.phase == "running", within=10)
+        assert simulated.started_at is not None
+        assert simulated.started_at - simulated.created_at >= 180  # three minutes of pulling
+        assert loop.time() - real < 5  # in a second or two of the test's time
+        assert (await call(runpod.get_pod, created["id"]))["runtime"] is not None
+        # The pull was billed like RunPod bills it: the whole time, GPU and container disk.
+        assert sim.meter().compute >= Decimal("0.27") * 180 / 3600
+        later = sim.clock.time()
+        await asyncio.sleep(0.5)
+        assert sim.clock.time() - later < 2  # back to real time once nothing pulls
+    finally:
+        await sim.close()

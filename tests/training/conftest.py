@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
@@ -188,6 +189,7 @@ def training_settings(tmp_path: Path, database_url: str) -> Settings:
         default_job_budget_usd=Decimal("5.00"),
         monthly_budget_usd=Decimal("50.00"),
         max_live_jobs_per_guild=2,
+        worker_token_key=SecretStr("test-key-for-worker-tokens"),
     )
 
 

@@ -205,13 +205,13 @@ def test_bad_override_values_are_refused(override: str, message: str, images: li
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("foo=1", "unknown key 'foo'"),
+        ("foo=1", "unknown key `foo`"),
         ("netwrok_dim=8", "did you mean network_dim"),
         ("network_dim=abc", "expected a whole number"),
         ("gradient_checkpointing=maybe", "expected true or false"),
         ("face.colour=1", "unknown face option"),
         ("num_repeats=3", "say full.num_repeats or face_crops.num_repeats"),
-        ("image_dir=x", "unknown key 'image_dir'"),
+        ("image_dir=x", "`image_dir` is refused: paths, model files and output locations are the bot's"),
     ],
 )
 def test_unknown_or_unparsable_overrides_are_refused(override: str, message: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
@@ -12,6 +13,7 @@ from sqlalchemy import select
 from bot.errors import BudgetExceededError, ConflictError, InvalidInputError, NotFoundError
 from bot.training.context import build_spec
 from bot.training.progress import ProgressView, render_progress
+from bot.training.tokens import worker_token
 from sim.testdata import TESTDATA_FACES
 from storage.db import unit_of_work
 from storage.models import Checkpoint, GuildSettings, Job, JobEvent, JobState, Sample, SpendEntry
@@ -64,7 +66,10 @@ async def test_happy_path(harness: Harness) -> None:
         spec.job_id == job_id and spec.total_steps == 10 and spec.dataset_sha256 == h.planner.archive_sha256
     )
     assert job.deadline_at is not None and spec.deadline_unix == job.deadline_at.timestamp()
-    assert created["env"][ENV_WORKER_TOKEN] == job.worker_token and len(job.worker_token or "") >= 32
+    # The token is derived from a stored nonce and a key from the environment; the row holds no token.
+    token = worker_token(h.settings, job_id, job.worker_token_nonce)
+    assert token is not None and token.startswith("lwt_") and len(token) >= 40
+    assert created["env"][ENV_WORKER_TOKEN] == token and token not in repr(job.__dict__)
     assert h.runpod.terminated == [job.pod_id] and job.pod_terminated_at is not None
     # Checkpoints and samples are in the blob store and verified, with rows.
     async with h.sessions() as session:
@@ -227,7 +232,10 @@ async def test_crash_between_create_and_store_adopts_the_pod(harness: Harness) -
         name=job.pod_name,
         gpu_type_id="NVIDIA RTX A5000",
         image="x",
-        env={ENV_JOB_SPEC: build_spec(job).to_env(), ENV_WORKER_TOKEN: job.worker_token},
+        env={
+            ENV_JOB_SPEC: build_spec(job).to_env(),
+            ENV_WORKER_TOKEN: worker_token(h.settings, job.id, job.worker_token_nonce) or "",
+        },
         cloud_type="SECURE",
         volume_in_gb=0,
         container_disk_in_gb=60,
@@ -328,6 +336,10 @@ async def test_progress_view_renders() -> None:
     assert "loss 0.0912 · 1.52 it/s · ETA 9m 52s" in text
     assert "$0.06 of $5.00 budget ($0.27/h)" in text
     assert hashlib.sha256(text.encode()).hexdigest()  # plain str
+    renting = replace(view, state=JobState.PROVISIONING, step=0, gpu_type=None)
+    assert "renting a GPU pod" in render_progress(renting)
+    # RunPod has the pod but reports no runtime for minutes while it pulls the worker image.
+    assert "pod rented, pulling the image" in render_progress(replace(renting, has_pod=True))
 
 
 async def test_dataset_planner_freezes_a_snapshot_and_quotes_it(harness: Harness) -> None:

@@ -13,8 +13,8 @@ import io
 import sys
 import zipfile
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from bot.training.orchestrator import Orchestrator
 from bot.training.reconciler import Reconciler
 from bot.training.worker_client import WorkerAuthError, WorkerClient
 from sim.meter import assert_ledger_matches_meter
-from sim.runpod import RunPodSim, worker_launcher
+from sim.runpod import RunPodSim, SimClock, worker_launcher
 from sim.testdata import TESTDATA_FACES
 from storage.blobs import BlobStore
 from storage.db import make_engine, make_sessionmaker
@@ -42,7 +42,7 @@ from storage.migrate import upgrade_to_head
 from storage.models import Checkpoint, JobEvent, JobState, Sample, SpendEntry
 from worker.protocol import ENV_JOB_SPEC, BaseModelSource, JobSpec
 
-from .conftest import GUILD, PROFILE, USER, FakePlanner, RecordingListener, ShiftableClock, make_dataset
+from .conftest import GUILD, PROFILE, USER, FakePlanner, RecordingListener, make_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -90,6 +90,20 @@ def snapshot_zip() -> bytes:
     return buffer.getvalue()
 
 
+class SimTime:
+    """The bot reads the RunPod simulator's clock, as the harness wires it: the minutes a pod spends
+    pulling its image pass fast for both, and the ledger stays comparable with the meter."""
+
+    def __init__(self, clock: SimClock) -> None:
+        self.clock = clock
+
+    def __call__(self) -> datetime:
+        return self.clock.now()
+
+    def advance(self, **delta: float) -> None:
+        self.clock.advance(timedelta(**delta).total_seconds())
+
+
 @dataclass
 class E2E:
     sim: RunPodSim
@@ -98,17 +112,18 @@ class E2E:
     blobs: BlobStore
     client: RunPodClient
     http: aiohttp.ClientSession
-    clock: ShiftableClock
+    clock: SimTime
     listener: RecordingListener
     planner: FakePlanner
     orchestrator: Orchestrator
     service: JobService
     reconciler: Reconciler
+    # Pods the test rented itself under a name no job has: RunPod bills them, no ledger can.
+    outside_pods: set[str] = field(default_factory=set)
 
     def advance(self, **delta: float) -> None:
         """Time passes for the bot and for RunPod alike (the meter must see what the ledger sees)."""
         self.clock.advance(**delta)
-        self.sim.clock.advance(timedelta(**delta).total_seconds())
 
     def new_process(self) -> None:
         """A fresh set of services over the same database and RunPod account (after a restart)."""
@@ -221,7 +236,7 @@ def make_e2e_fixture(**standin_env: str) -> Any:
                 blobs,
                 RunPodClient.from_settings(settings),
                 http,
-                ShiftableClock(),
+                SimTime(sim.clock),
                 RecordingListener(),
                 planner,
                 None,  # type: ignore[arg-type]  # new_process() builds these three
@@ -233,7 +248,7 @@ def make_e2e_fixture(**standin_env: str) -> Any:
                 yield e2e
                 # Every test here rents pods: it ends with none billing and the ledger equal to the meter.
                 await sim.wait_for(lambda: not sim.live_pods(), within=15)
-                await assert_ledger_matches_meter(sessions, sim)
+                await assert_ledger_matches_meter(sessions, sim, exclude=e2e.outside_pods)
             finally:
                 await e2e.orchestrator.close()
                 await sim.close()
@@ -255,6 +270,7 @@ async def test_trains_collects_and_terminates(e2e: E2E) -> None:
         env={},
         cloud_type="SECURE",
     )
+    e2e.outside_pods.add(stray.id)
     job_id = await e2e.start(steps=8)
     # While it runs: the public proxy refuses a wrong token; the reconciler kills the orphan only.
     await e2e.wait_step(job_id, 1)
@@ -387,27 +403,28 @@ async def test_two_pods_of_the_jobs_name_one_is_kept_the_other_terminated_and_ch
     quote = await e.service.start(
         guild_id=GUILD, dataset="obama", preset=PROFILE.preset, user_id=USER, channel_id=1
     )
-    assert quote.job_id is not None
+    job_id = quote.job_id
+    assert job_id is not None
     # Two pods already carry the job's name (two creates that answered with errors, a crash between).
     made = [
         await e.client.create_pod(
-            name=f"loraops-{quote.job_id}", gpu_type_id="NVIDIA RTX A5000", image="img:1", env={}
+            name=f"loraops-{job_id}", gpu_type_id="NVIDIA RTX A5000", image="img:1", env={}
         )
         for _ in range(2)
     ]
     e.advance(minutes=5)  # they bill meanwhile
-    await e.service.confirm(quote.job_id, user_id=USER)
+    await e.service.confirm(job_id, user_id=USER)
 
     async def settled() -> None:
-        while not await _events_of(e, quote.job_id, "extra_pod_terminated"):
+        while not await _events_of(e, job_id, "extra_pod_terminated"):
             await asyncio.sleep(0.05)
 
     await asyncio.wait_for(settled(), 30)
     # Those pods were not made with this job's spec (the test made them): end the job here.
-    await e.orchestrator.stop(quote.job_id, JobState.CANCELLED, "test over")
-    job = await e.service.get(quote.job_id)
+    await e.orchestrator.stop(job_id, JobState.CANCELLED, "test over")
+    job = await e.service.get(job_id)
     assert job.pod_id in {pod.id for pod in made}
-    (extra,) = await _events_of(e, quote.job_id, "extra_pod_terminated")
+    (extra,) = await _events_of(e, job_id, "extra_pod_terminated")
     assert extra.payload["pod_id"] in {pod.id for pod in made} - {job.pod_id}
     assert Decimal(extra.payload["charged"]) > Decimal("0.02")  # five minutes and more at $0.27/h
     assert len(e.sim.calls_for("podFindAndDeployOnDemand")) == 2  # the bot rented nothing itself
@@ -505,3 +522,57 @@ async def test_the_pod_is_told_when_to_stop_itself_if_the_bot_is_gone(e2e: E2E) 
     # $2.00 at $0.27/h plus 60 GB of container disk ($0.10/GB-month): about 7.2 hours after renting.
     hours = (spec.budget_stop_unix - pod.created_at) / 3600
     assert abs(hours - 2.00 / (0.27 + 60 * 0.10 / 730)) < 0.01
+
+
+async def test_a_dataset_over_the_proxys_body_limit_goes_up_in_parts(e2e: E2E) -> None:
+    e2e.sim.proxy_max_body_bytes = 40_000  # Cloudflare's 100 MB, scaled down to the test's zip
+    assert len(snapshot_zip()) > 2 * 40_000
+    job_id = await e2e.start(steps=4)
+    assert await e2e.finish(job_id) == JobState.SUCCEEDED
+    puts = [c for c in e2e.sim.proxy_calls if c.method == "PUT" and c.path.endswith("/dataset")]
+    statuses = [c.status for c in puts]
+    assert statuses[0] == 413 and statuses[-1] == 201 and statuses.count(202) >= 2, statuses
+
+
+async def test_a_pod_that_exited_while_the_bot_was_down_is_found_at_start_up(e2e_slow: E2E) -> None:
+    e = e2e_slow
+    job_id = await e.start(steps=200)
+    await e.wait_step(job_id, 2)
+    await e.orchestrator.close()  # the bot dies
+    pod_id = (await e.service.get(job_id)).pod_id
+    assert pod_id is not None
+    e.sim.exit_pod(pod_id, reason="host restart")
+    e.advance(minutes=30)  # nobody noticed for half an hour: the GPU was not billed meanwhile
+    e.new_process()
+    report = await e.reconciler.reconcile_once()
+    assert report.stopped == [job_id] and report.resumed == []
+    job = await e.service.get(job_id)
+    assert job.state == JobState.FAILED.value and job.pod_terminated_at is not None
+    (exited,) = await _events_of(e, job_id, "pod_exited")
+    # Billing stopped when RunPod says the pod exited, not when the bot came back.
+    assert datetime.fromisoformat(exited.payload["at"]) < job.pod_terminated_at - timedelta(minutes=29)
+
+
+async def test_too_little_credit_to_rent_fails_at_once_and_says_so(e2e: E2E) -> None:
+    e2e.sim.balance = Decimal("0.10")  # RunPod wants an hour of the pod's price in credit
+    job_id = await e2e.start(steps=4)
+    assert await e2e.finish(job_id) == JobState.FAILED
+    job = await e2e.service.get(job_id)
+    assert job.error is not None and "balance is too low" in job.error
+    assert e2e.sim.pods == {}  # nothing rented, no other GPU type tried
+    assert len(e2e.sim.calls_for("podFindAndDeployOnDemand")) == 1
+
+
+async def test_the_network_volume_bills_every_month_budget_with_or_without_jobs(e2e: E2E) -> None:
+    e = e2e
+    volume = e.sim.add_network_volume("models", 500, "EU-RO-1")
+    e.settings.runpod_network_volume_id = volume
+    e.settings.discord_guild_ids = [GUILD, GUILD + 1]
+    report = await e.reconciler.reconcile_once()  # first sight: billing starts
+    assert report.errors == []
+    e.advance(days=10)
+    assert (await e.reconciler.reconcile_once()).errors == []
+    # 500 GB at $0.07/GB-month for 240 of 730 hours is $11.51, half for each guild.
+    spent = await e.orchestrator.ctx.money.month_spent(GUILD)
+    assert abs(spent - Decimal("5.753")) < Decimal("0.01")
+    assert await e.orchestrator.ctx.money.month_spent(GUILD + 1) == spent

@@ -20,6 +20,7 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from bot.clients.runpod import (
+    AmbiguousCreateError,
     NoCapacityError,
     Pod,
     PodNotReadableError,
@@ -67,6 +68,7 @@ def _no_base_url_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 async def _sim(tmp_path: Path, **options: Any) -> RunPodSim:
     options.setdefault("launcher", PodLauncher(command=[sys.executable, "-c", ECHO], stop_grace_s=2.0))
+    options.setdefault("boot_delay_s", 0)  # the client's calls are under test, not the pull
     sim = RunPodSim(api_key=KEY, read_only_keys=[READ_ONLY_KEY], data_dir=tmp_path / "rp", **options)
     await sim.start()
     return sim
@@ -120,6 +122,46 @@ async def test_list_gpu_types_is_typed_with_decimal_prices(sim: RunPodSim) -> No
     sim.set_capacity(A5000, 0)
     assert (await client_for(sim).get_gpu_type(A5000)).available is False  # type: ignore[union-attr]
     assert await client_for(sim).get_gpu_type("NVIDIA GeForce GTX 1080") is None
+
+
+async def test_stock_is_asked_for_the_cloud_pods_are_rented_in(sim: RunPodSim) -> None:
+    def client(cloud: Any) -> RunPodClient:
+        return RunPodClient(api_key=SecretStr(KEY), api_base_url=sim.base_url, cloud_type=cloud)
+
+    secure = {gpu.id: gpu for gpu in await client("SECURE").list_gpu_types()}
+    assert sim.calls[-1].args["gpuTypes"] == {}
+    assert "lowestPrice(input: {gpuCount: 1, secureCloud: true})" in sim.calls[-1].query
+    community = {gpu.id: gpu for gpu in await client("COMMUNITY").list_gpu_types()}
+    assert "secureCloud: false" in sim.calls[-1].query
+    # The A40 is only in the secure cloud: in stock there, none in the community cloud.
+    assert secure["NVIDIA A40"].available and not community["NVIDIA A40"].available
+    await client("SECURE").get_gpu_type(A5000)
+    assert "secureCloud: true" in sim.calls[-1].query
+
+
+async def test_disk_space_is_its_own_no_capacity_and_a_generic_create_error_is_ambiguous(
+    sim: RunPodSim,
+) -> None:
+    sim.host_disk_gb = 50
+    with pytest.raises(NoCapacityError, match="disk space") as caught:
+        await create(client_for(sim))
+    assert caught.value.disk and not sim.pods
+    sim.host_disk_gb = None
+    sim.fail_create_after_creating()
+    with pytest.raises(AmbiguousCreateError):
+        await create(client_for(sim))
+    (made,) = await client_for(sim).list_pods()  # the pod exists all the same: look for it by name
+    assert made.name == "loraops-42" and made.container_disk_gb == 60
+
+
+async def test_a_pod_shown_at_zero_per_hour_has_no_price_and_a_stopped_pod_says_so(sim: RunPodSim) -> None:
+    pod = await create(client_for(sim))
+    sim.cost_per_hr_shown = "zero"
+    shown = await client_for(sim).get_pod(pod.id)
+    assert shown is not None and shown.cost_per_hr is None  # never "free"
+    sim.exit_pod(pod.id, dead=True)
+    dead = await client_for(sim).get_pod(pod.id)
+    assert dead is not None and dead.stopped and not dead.running and dead.desired_status == "DEAD"
 
 
 async def test_create_pod_keeps_name_delivers_env_and_reads_cost(frozen: RunPodSim) -> None:

@@ -283,6 +283,50 @@ async def test_deadline_stops_everything_and_terminates_the_pod(start_worker, st
     assert any("podTerminate" in call["query"] and POD_ID in call["query"] for call in stubs.graphql)
 
 
+async def test_a_dataset_sent_in_parts_resumes_where_the_worker_stopped_receiving(start_worker, tmp_path):
+    zipped = dataset_zip()
+    worker = await start_worker(make_spec(zip_bytes=zipped))
+    sha = hashlib.sha256(zipped).hexdigest()
+
+    async def put(first: int, last: int) -> tuple[int, dict]:
+        headers = {
+            **worker.auth,
+            "X-Content-SHA256": sha,
+            "Content-Range": f"bytes {first}-{last}/{len(zipped)}",
+        }
+        async with worker.session.put(
+            f"{worker.url}/dataset", data=zipped[first : last + 1], headers=headers
+        ) as response:
+            return response.status, await response.json()
+
+    third = len(zipped) // 3
+    assert await put(0, third - 1) == (202, {"received": third, "total": len(zipped)})
+    # The bot died here; its successor asks how far the upload got, and a part sent twice is refused.
+    async with worker.session.get(f"{worker.url}/dataset", headers=worker.auth) as response:
+        assert (await response.json())["received"] == third
+    status, body = await put(0, third - 1)
+    assert status == 409 and body["received"] == third
+    assert (await put(third, 2 * third - 1))[0] == 202
+    status, body = await put(2 * third, len(zipped) - 1)
+    assert status == 201 and body["sha256"] == sha
+    assert (await worker.status())["state"] in ("starting", "waiting_dataset", "training", "finished")
+    status, body = await put(0, third - 1)
+    assert status == 409 and body.get("complete") is True
+
+
+async def test_the_bot_sends_a_large_dataset_in_parts(start_worker, tmp_path):
+    from bot.training.worker_client import MIN_UPLOAD_PART, WorkerClient
+
+    zipped = dataset_zip()
+    assert len(zipped) > 3 * MIN_UPLOAD_PART
+    worker = await start_worker(make_spec(zip_bytes=zipped))
+    path = tmp_path / "dataset.zip"
+    path.write_bytes(zipped)
+    client = WorkerClient(worker.session, worker.url, TOKEN, upload_part_size=MIN_UPLOAD_PART)
+    assert await client.upload_dataset(path, hashlib.sha256(zipped).hexdigest()) is True
+    assert await client.upload_dataset(path, hashlib.sha256(zipped).hexdigest()) is False  # had it
+
+
 async def test_the_budget_stops_training_and_terminates_the_pod_without_the_bot(start_worker, stubs: Stubs):
     zipped = dataset_zip()
     spec = make_spec(steps=2000, zip_bytes=zipped, budget_stop_in=4.0)
