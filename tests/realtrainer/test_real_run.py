@@ -9,7 +9,8 @@ engine. What the test changes, and why:
 - CI has no GPU, so the pod's environment carries ``LORAOPS_TEST_ONLY_ALLOW_CPU_TRAINING=1`` (the worker
   notes and accepts ``accelerator device: cpu``); the launcher is the image's own
   (``--config_file worker/accelerate_config.yaml``) with 2 CPU threads instead of 1;
-- to keep the CPU cost down the dataset resolution is 64 px (below what the bot allows) and the sample
+- to keep the CPU cost down the dataset resolution is 64 px (below what the bot allows), no data-loader
+  worker processes, and the sample
   prompts are two of the preset's at 64 px with 2 sampler steps; 4 steps, a checkpoint and samples every 2;
 - there is no network: the tokenizer comes from ``tokenizer_cache_dir`` (built offline from open_clip's
   BPE file) and the base model is already in the pod's model cache, as on a network volume (the worker
@@ -85,7 +86,6 @@ OVERRIDES = {
     "resolution": "256",  # the smallest the bot allows; shrunk to 64 below
     "min_bucket_reso": "64",
     "max_bucket_reso": "256",
-    "max_data_loader_n_workers": "0",
 }
 # A CPU's speed, not a GPU's: the estimate sets the job's hard deadline (twice the estimate plus 15
 # minutes), and a loaded CI machine must not hit it (a 4-step run took 18 minutes at load average 20).
@@ -108,6 +108,7 @@ def shrink(result: RenderResult, tokenizers: Path) -> tuple[str, str, str]:
     """config.toml, dataset.toml and prompts for a CPU: 64 px, two 64 px prompts of 2 sampler steps."""
     config = tomllib.loads(result.config_toml)
     config["model_arguments"]["tokenizer_cache_dir"] = str(tokenizers)
+    config["training_arguments"]["max_data_loader_n_workers"] = 0  # no worker processes beside a 4 GB model
     dataset = tomllib.loads(result.dataset_toml)
     dataset["datasets"][0]["resolution"] = [64, 64]
     lines = [line for line in result.prompts_txt.splitlines() if line and not line.startswith("#")][:2]
