@@ -543,6 +543,28 @@ async def _budget(j: Journey) -> None:
     j.say("bot: " + shown.content.splitlines()[0][:160])
 
 
+async def _money(j: Journey) -> None:
+    """What RunPod billed against the bot's ledger: they must agree to the cent, GPU and disks."""
+    from bot.training.money import usd
+    from sim.meter import ledger_of, mismatch, pods_meter
+
+    runpod = j.h.runpod
+    if runpod is None:
+        return
+    try:
+        await runpod.wait_for(lambda: not runpod.live_pods(), within=30)
+    except TimeoutError:
+        raise SandboxError("a RunPod pod was still billing after the journey") from None
+    ledger, meter = await ledger_of(j.h.bot_app.services.sessions), pods_meter(runpod)
+    problem = mismatch(ledger, meter)
+    if problem is not None:
+        raise SandboxError(f"the ledger disagrees with RunPod's meter: {problem}")
+    j.say(
+        f"money: RunPod billed {usd(meter.total)} (GPU {usd(meter.compute)}, disks "
+        f"{usd(meter.storage)}) and the ledger says the same; no pod is left running"
+    )
+
+
 def _prepare(out_dir: Path) -> tuple[Path, Path]:
     """The output folder and its ComfyUI ``loras`` folder, created."""
     out_dir = out_dir.resolve()
@@ -597,6 +619,7 @@ async def run_sandbox(
                     await _review(journey, job_id)
                     await _samples_and_promote(journey, job_id)
                 await _budget(journey)
+                await _money(journey)
             except SandboxError as exc:
                 failure = exc
             journey.say("writing the transcript")

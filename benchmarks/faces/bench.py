@@ -1,24 +1,36 @@
-"""Face curation benchmark (run on demand; never part of the test suite).
+"""Face benchmark: loraops against the face_recognition CLI, side by side (run on demand, not in CI).
 
-    .venv/bin/python benchmarks/faces/bench.py [--models-dir DIR] [--count 200] [--out /tmp/facebench]
+    .venv/bin/python benchmarks/faces/bench.py [--runs 3] [--count 200] [--fr-cli PATH] [--out DIR]
 
-Measures, on the same images in the same run:
-  * `loraops curate DIR --engine E --json` (the real CLI, process pool sized to the machine): images/s
-    and peak memory of the whole process tree (sum of RSS over the CLI and its workers, sampled);
-  * the `face_recognition` package's own CLI (`face_recognition --cpus -1 known/ unknown/`: HOG
-    upsample 1 + 5-point landmarks + the same ResNet descriptor), as an outside reference;
-  * event-loop lag while FaceService.curate runs through the async facade (a 10 ms ticker's overshoot).
+Prints, in one run:
+  1. Curation, whole process, start-up included: `loraops curate DIR --engine dlib --json` and
+     `face_recognition --cpus 2 known/ DIR` (HOG upsample 1 + 5-point + ResNet, the same work), run in
+     turn (A B, B A, ...) on the 19 shared photos at 1024 px and on --count generated photos. Per run:
+     wall time, CPU time of the whole process tree (user+sys, every descendant reaped, so forkserver
+     workers count too), peak memory of the tree (sum of RSS, sampled), the load average. Then medians
+     and the ratios. CPU time is the steadier figure on a shared machine.
+  2. Scoring, per 1024 px sample, in this process: today's path (``analyse_image`` with dlib's own
+     detector at upsample 1 and ResNet, as ``FaceService.score`` ran it) against the fast scoring path,
+     in turn, CPU time per sample, and the largest score difference against a reference.
+  3. Event-loop lag: FaceService curating the --count photos while scoring a checkpoint's samples at
+     the same time, a 10 ms ticker on the loop; p99 overshoot beside an idle baseline.
 
-Image sets: the shared test photos resized to 1024 px on the long side, and `--count` images
-generated from them (random crop, flip, small rotation, brightness/contrast, JPEG quality; seed 0).
-insightface runs on real buffalo_l models when --models-dir has them; otherwise on the tiny generated
-stand-in models of the tests, which measures the pipeline around the models only (say so when quoting).
+The face_recognition CLI is not a project dependency. Put it in a separate venv (its `dlib` requirement
+would compile dlib; `dlib-bin` provides the module):
+
+    python3 -m venv /tmp/frvenv
+    /tmp/frvenv/bin/pip install --no-deps face_recognition==1.3.0
+    /tmp/frvenv/bin/pip install dlib-bin face-recognition-models click numpy pillow "setuptools<81"
+
+(face_recognition_models imports pkg_resources, which setuptools 81+ no longer ships.)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
+import io
 import os
 import platform
 import random
@@ -29,11 +41,17 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 VENV_BIN = Path(sys.executable).parent
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+# --------------------------------------------------------------------------------------- image sets
 
 
 def _resize_set(source: Path, out: Path) -> list[Path]:
@@ -54,6 +72,7 @@ def _resize_set(source: Path, out: Path) -> list[Path]:
 
 
 def _generated_set(bases: list[Path], out: Path, count: int) -> list[Path]:
+    """Random crop (75-100 %), flip, ±8° rotation, brightness/contrast, JPEG quality; seed 0."""
     from PIL import Image, ImageEnhance, ImageOps
 
     rng = random.Random(0)
@@ -81,213 +100,325 @@ def _generated_set(bases: list[Path], out: Path, count: int) -> list[Path]:
     return written
 
 
-def _tree_rss(root: object) -> int:
+def _samples(bases: list[Path]) -> list[bytes]:
+    """1024×1024 PNGs, as a trainer's samples are: each photo centred on a square grey canvas."""
+    from PIL import Image
+
+    samples = []
+    for path in bases:
+        photo = Image.open(path).convert("RGB")
+        canvas = Image.new("RGB", (1024, 1024), (118, 118, 118))
+        canvas.paste(photo, ((1024 - photo.width) // 2, (1024 - photo.height) // 2))
+        buffer = io.BytesIO()
+        canvas.save(buffer, format="PNG")
+        samples.append(buffer.getvalue())
+    return samples
+
+
+# ----------------------------------------------------------------------------------- process runs
+
+
+@dataclass
+class Run:
+    wall: float
+    cpu: float
+    peak_pss_mib: float
+    peak_rss_mib: float
+    load: float
+    code: int
+    tail: str
+
+
+def _become_subreaper() -> bool:
+    """Orphaned descendants (forkserver workers) get reparented to us, so their CPU time is counted."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _children_memory() -> tuple[int, int]:
+    """(PSS, RSS) summed over this process's descendants: the measured command and its orphans.
+
+    RSS counts the pages of every shared library once per process; PSS splits shared pages between the
+    processes that map them, so its sum is what the tree really occupies.
+    """
     import psutil
 
-    assert isinstance(root, psutil.Process)
-    total = 0
+    pss = rss = 0
     try:
-        processes = [root, *root.children(recursive=True)]
+        processes = psutil.Process(os.getpid()).children(recursive=True)
     except psutil.NoSuchProcess:
-        return 0
+        return 0, 0
     for process in processes:
         try:
-            total += process.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total
+            info = process.memory_full_info()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        pss += getattr(info, "pss", info.rss)
+        rss += info.rss
+    return pss, rss
 
 
-def run_measured(command: list[str], env: dict[str, str] | None = None) -> tuple[float, int, int, str]:
-    """Run a command; return wall seconds, peak tree RSS (bytes), exit code, and its stderr tail."""
-    import psutil
-
+def run_measured(command: list[str], env: dict[str, str] | None = None) -> Run:
+    """Run a command; wall time until it exits, CPU of every descendant, peak RSS of the tree."""
+    load = os.getloadavg()[0]
     started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
-    handle = psutil.Process(process.pid)
-    peak = 0
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    peak_pss = peak_rss = 0
     stop = threading.Event()
 
     def sample() -> None:
-        nonlocal peak
+        nonlocal peak_pss, peak_rss
         while not stop.is_set():
-            peak = max(peak, _tree_rss(handle))
-            stop.wait(0.05)
+            pss, rss = _children_memory()
+            peak_pss, peak_rss = max(peak_pss, pss), max(peak_rss, rss)
+            stop.wait(0.1)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    _, err = process.communicate()
-    elapsed = time.perf_counter() - started
+    stderr_chunks: list[bytes] = []
+    reader = threading.Thread(
+        target=lambda: stderr_chunks.append(process.stderr.read() if process.stderr else b""), daemon=True
+    )
+    reader.start()
+    cpu, wall, code = 0.0, 0.0, -1
+    while True:
+        try:
+            pid, status, usage = os.wait4(-1, 0)
+        except ChildProcessError:
+            break
+        cpu += usage.ru_utime + usage.ru_stime
+        if pid == process.pid:
+            wall = time.perf_counter() - started
+            code = os.waitstatus_to_exitcode(status)
+            process.returncode = code
     stop.set()
     sampler.join()
-    return elapsed, peak, process.returncode, err.strip().splitlines()[-1] if err.strip() else ""
+    reader.join(timeout=5)
+    err = b"".join(stderr_chunks).decode(errors="replace").strip()
+    return Run(wall, cpu, peak_pss / 2**20, peak_rss / 2**20, load, code, err.splitlines()[-1] if err else "")
 
 
-def _face_recognition_env(shim_dir: Path) -> dict[str, str]:
-    # face_recognition_models' __init__ needs pkg_resources, which this setuptools no longer has.
-    # Benchmark-only shim: resource_filename resolved through importlib.
-    shim_dir.mkdir(parents=True, exist_ok=True)
-    (shim_dir / "pkg_resources.py").write_text(
-        "import importlib.util, os\n"
-        "def resource_filename(package, resource):\n"
-        "    spec = importlib.util.find_spec(package)\n"
-        "    return os.path.join(list(spec.submodule_search_locations)[0], resource)\n"
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def compare_curation(
+    label: str, folder: Path, known: Path, runs: int, fr_cli: Path, fr_env: dict[str, str]
+) -> tuple[float, float]:
+    count = len(list(folder.glob("*.jpg")))
+    tools = {
+        "loraops curate": (
+            [str(VENV_BIN / "loraops"), "curate", str(folder), "--engine", "dlib", "--json"],
+            None,
+        ),
+        "face_recognition": ([str(fr_cli), "--cpus", "2", str(known), str(folder)], fr_env),
+    }
+    results: dict[str, list[Run]] = {name: [] for name in tools}
+    print(f"\n{label}: {count} photos, {runs} runs each, in turn")
+    header = ("run", "tool", "wall s", "CPU s", "img/s", "PSS MiB", "RSS MiB", "load")
+    print("  {:<4} {:<18} {:>7} {:>7} {:>7} {:>8} {:>8} {:>6}".format(*header))
+    for index in range(runs):
+        order = list(tools) if index % 2 == 0 else list(reversed(tools))
+        for name in order:
+            command, env = tools[name]
+            run = run_measured(command, env)
+            results[name].append(run)
+            status = "" if run.code == 0 else f"  exit {run.code}: {run.tail}"
+            print(
+                f"  {index + 1:<4} {name:<18} {run.wall:>7.2f} {run.cpu:>7.2f} {count / run.wall:>7.2f} "
+                f"{run.peak_pss_mib:>8.0f} {run.peak_rss_mib:>8.0f} {run.load:>6.2f}{status}"
+            )
+    ours, theirs = results["loraops curate"], results["face_recognition"]
+    if any(r.code != 0 for r in ours + theirs):
+        print("  => a run failed: no ratio")
+        return float("nan"), float("nan")
+    wall_ratio = _median([r.wall for r in theirs]) / _median([r.wall for r in ours])
+    cpu_ratio = _median([r.cpu for r in theirs]) / _median([r.cpu for r in ours])
+    for name, rs in results.items():
+        wall, cpu = _median([r.wall for r in rs]), _median([r.cpu for r in rs])
+        pss, rss = max(r.peak_pss_mib for r in rs), max(r.peak_rss_mib for r in rs)
+        print(
+            f"  median {name:<18} wall {wall:6.2f} s  CPU {cpu:6.2f} s  {count / wall:6.2f} img/s  "
+            f"peak PSS {pss:4.0f} MiB (RSS sum {rss:4.0f})"
+        )
+    print(
+        f"  => loraops is {wall_ratio:.2f}x face_recognition's throughput (wall), {cpu_ratio:.2f}x less CPU"
     )
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(shim_dir)
-    return env
+    return wall_ratio, cpu_ratio
 
 
-async def _loop_lag(spec: object, images: list[Path], nice: int = 10) -> dict[str, float]:
+# ---------------------------------------------------------------------------------------- scoring
+
+
+def compare_scoring(photos: list[Path], rounds: int) -> float:
+    from bot.faces.analysis import analyse_image
+    from bot.faces.engines import DlibEngine
+    from bot.faces.report import build_report
+
+    samples = _samples(photos)
+    before_engine, after_engine = DlibEngine(fast=False), DlibEngine()
+    reference = build_report(
+        [analyse_image(before_engine, p) for p in photos if "obama_obama" in p.name]
+    ).reference()
+    assert reference is not None
+    before_t: list[float] = []
+    after_t: list[float] = []
+    scored_before: list[Any] = []
+    scored_after: list[Any] = []
+    worst = 0.0
+    for index in range(rounds):
+        for which in ("before", "after") if index % 2 == 0 else ("after", "before"):
+            started = time.process_time()
+            if which == "before":
+                scored_before = [reference.score(analyse_image(before_engine, s)) for s in samples]
+                before_t.append((time.process_time() - started) / len(samples))
+            else:
+                scored_after = [
+                    reference.score(analyse_image(after_engine, s, scoring=True)) for s in samples
+                ]
+                after_t.append((time.process_time() - started) / len(samples))
+        for a, b in zip(scored_before, scored_after, strict=True):
+            assert a.face_found == b.face_found
+            if a.similarity is not None and b.similarity is not None:
+                worst = max(worst, abs(a.similarity - b.similarity))
+    ratio = _median(before_t) / _median(after_t)
+    print(
+        f"\nscoring, {len(samples)} samples of 1024×1024 px (PNG), {rounds} rounds in turn, CPU per sample:"
+    )
+    print(
+        f"  today's path (dlib upsample 1 + dlib ResNet + phash): median {1000 * _median(before_t):6.1f} ms"
+    )
+    print(
+        f"  fast path (coarse levels, onnxruntime, no phash):       median {1000 * _median(after_t):6.1f} ms"
+    )
+    print(
+        f"  => {ratio:.2f}x faster; largest score difference {worst:.2e} (same to 3 decimals: {worst < 5e-4})"
+    )
+    return ratio
+
+
+# -------------------------------------------------------------------------------------- event loop
+
+
+async def _ticker(done: asyncio.Event, lags: list[float]) -> None:
+    while not done.is_set():
+        before = time.perf_counter()
+        await asyncio.sleep(0.01)
+        lags.append(time.perf_counter() - before - 0.01)
+
+
+def _lag_line(lags: list[float]) -> str:
+    lags = sorted(lags)
+    p99 = lags[int(0.99 * (len(lags) - 1))]
+    return (
+        f"10 ms ticker overshoot median {1000 * statistics.median(lags):.2f} ms, p99 {1000 * p99:.2f} ms, "
+        f"max {1000 * lags[-1]:.2f} ms over {len(lags)} ticks"
+    )
+
+
+async def _lag(images: list[Path], samples: list[bytes], reference: Any) -> None:
+    from bot.faces.engines import EngineSpec
     from bot.faces.service import FaceService
 
-    service = FaceService(spec, nice=nice)  # type: ignore[arg-type]
+    idle: list[float] = []
+    done = asyncio.Event()
+    task = asyncio.create_task(_ticker(done, idle))
+    await asyncio.sleep(5)
+    done.set()
+    await task
+    print(f"\nevent loop idle (5 s): {_lag_line(idle)}")
+    service = FaceService(EngineSpec("dlib"))
     service.start()
     await service.warm_up()
     lags: list[float] = []
     done = asyncio.Event()
-
-    async def ticker() -> None:
-        while not done.is_set():
-            before = time.perf_counter()
-            await asyncio.sleep(0.01)
-            lags.append(time.perf_counter() - before - 0.01)
-
-    tick = asyncio.create_task(ticker())
+    task = asyncio.create_task(_ticker(done, lags))
     started = time.perf_counter()
     try:
-        await service.curate(images)
+        report, scores = await asyncio.gather(service.curate(images), service.score(reference, samples))
     finally:
         elapsed = time.perf_counter() - started
         done.set()
-        await tick
+        await task
         await service.close()
-    lags.sort()
-    return {
-        "images_per_s": len(images) / elapsed,
-        "lag_median_ms": 1000 * statistics.median(lags),
-        "lag_p99_ms": 1000 * lags[int(0.99 * (len(lags) - 1))],
-        "lag_max_ms": 1000 * lags[-1],
-        "ticks": float(len(lags)),
-    }
-
-
-async def _idle_lag(seconds: float = 5.0) -> dict[str, float]:
-    """The same ticker with nothing else running: what the machine's own scheduling costs."""
-    lags: list[float] = []
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        before = time.perf_counter()
-        await asyncio.sleep(0.01)
-        lags.append(time.perf_counter() - before - 0.01)
-    lags.sort()
-    return {
-        "lag_median_ms": 1000 * statistics.median(lags),
-        "lag_p99_ms": 1000 * lags[int(0.99 * (len(lags) - 1))],
-        "lag_max_ms": 1000 * lags[-1],
-    }
-
-
-def _lag_report(out: Path, count: int, pack: Path | None) -> int:
-    from bot.faces.engines import EngineSpec
-
-    label = "insightface"
-    if pack is None:
-        pack = out / "stand_in_models" / "buffalo_l"
-        label = "insightface (stand-in models)"
-    images = sorted((out / f"generated{count}").glob("*.jpg"))
-    idle = asyncio.run(_idle_lag())
     print(
-        f"event loop idle baseline (5 s): 10 ms ticker overshoot median {idle['lag_median_ms']:.2f} ms, "
-        f"p99 {idle['lag_p99_ms']:.2f} ms, max {idle['lag_max_ms']:.2f} ms"
+        f"FaceService curating {len(report.images)} photos while scoring {len(scores)} samples "
+        f"({elapsed:.1f} s, workers nice {service.nice}): {_lag_line(lags)}"
     )
-    for name, spec in (("dlib", EngineSpec("dlib")), (label, EngineSpec("insightface", pack))):
-        for nice in (0, 10):
-            result = asyncio.run(_loop_lag(spec, images, nice))
-            print(
-                f"event loop during FaceService.curate, {name}, workers nice {nice}, {len(images)} images: "
-                f"{result['images_per_s']:.2f} images/s, 10 ms ticker overshoot median "
-                f"{result['lag_median_ms']:.2f} ms, p99 {result['lag_p99_ms']:.2f} ms, "
-                f"max {result['lag_max_ms']:.2f} ms over {int(result['ticks'])} ticks"
-            )
-    return 0
+
+
+def event_loop_lag(photos: list[Path], generated: list[Path]) -> None:
+    from bot.faces.analysis import analyse_image
+    from bot.faces.engines import DlibEngine
+    from bot.faces.report import build_report
+
+    engine = DlibEngine()
+    reference = build_report(
+        [analyse_image(engine, p) for p in photos if "obama_obama" in p.name]
+    ).reference()
+    asyncio.run(_lag(generated, _samples(photos[:8]), reference))
+
+
+# -------------------------------------------------------------------------------------------- main
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Face curation benchmark")
-    parser.add_argument("--models-dir", type=Path, default=None, help="insightface model pack (buffalo_l)")
-    parser.add_argument("--count", type=int, default=200)
+    parser = argparse.ArgumentParser(description="Face benchmark: loraops vs the face_recognition CLI")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each tool per image set")
+    parser.add_argument("--count", type=int, default=200, help="size of the generated set")
+    parser.add_argument("--fr-cli", type=Path, default=Path("/tmp/frvenv/bin/face_recognition"))
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "loraops-facebench")
-    parser.add_argument("--lag-only", action="store_true", help="only the event-loop part (needs --out set)")
     parser.add_argument("--testdata", type=Path, default=ROOT.parent / "shared" / "testdata" / "faces")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["shared", "generated", "scoring", "lag"])
     args = parser.parse_args()
 
     import psutil
 
-    from bot.faces.engines import find_insightface_pack
-    from bot.faces.service import default_workers
-
-    if args.lag_only:
-        return _lag_report(args.out, args.count, find_insightface_pack(args.models_dir))
+    if not args.fr_cli.exists() and not {"shared", "generated"} <= set(args.skip):
+        print(f"no face_recognition CLI at {args.fr_cli}: see this script's docstring", file=sys.stderr)
+        return 2
+    if not _become_subreaper():
+        print(
+            "warning: could not become a subreaper; CPU of orphaned workers is not counted", file=sys.stderr
+        )
     shutil.rmtree(args.out, ignore_errors=True)
     photos = _resize_set(args.testdata, args.out / "photos1024")
     generated = _generated_set(photos, args.out / f"generated{args.count}", args.count)
     known = args.out / "known"
     known.mkdir()
     shutil.copy(photos[0], known / "reference.jpg")
-
-    pack = find_insightface_pack(args.models_dir)
-    stand_in = pack is None
-    if pack is None:
-        from tests.faces.conftest import _make_detector, _make_recogniser
-
-        pack = args.out / "stand_in_models" / "buffalo_l"
-        pack.mkdir(parents=True)
-        _make_detector(pack / "det_10g.onnx")
-        _make_recogniser(pack / "w600k_r50.onnx")
+    # Fill the engine's start-up cache once, as any earlier run of loraops would have.
+    subprocess.run(
+        [str(VENV_BIN / "loraops"), "curate", str(photos[0]), "--json"], capture_output=True, check=False
+    )
 
     print(
-        f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.1f} GiB RAM, "
-        f"python {platform.python_version()}; load average before: {os.getloadavg()[0]:.2f}"
+        f"machine: {platform.platform()}, {os.cpu_count()} CPUs, "
+        f"{psutil.virtual_memory().total / 2**30:.1f} GiB RAM, python {platform.python_version()}; "
+        f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}"
     )
-    print(f"curate worker processes: {default_workers()}")
-    print()
-    sets = {
-        f"test photos @1024 ({len(photos)})": args.out / "photos1024",
-        f"generated @1024 ({len(generated)})": args.out / f"generated{args.count}",
-    }
-    counts = {name: len(list(folder.glob("*.jpg"))) for name, folder in sets.items()}
-    insightface_label = "loraops curate insightface" + (" (stand-in models)" if stand_in else "")
-    header = f"{'tool':<48} {'set':<26} {'images/s':>9} {'wall s':>8} {'peak RSS MiB':>13}"
-    print(header)
-    print("-" * len(header))
-    loraops = [str(VENV_BIN / "loraops")]
-    fr_env = _face_recognition_env(args.out / "shim")
-    for set_name, folder in sets.items():
-        runs = [
-            ("loraops curate dlib", [*loraops, "curate", str(folder), "--engine", "dlib", "--json"], None),
-            (
-                insightface_label,
-                [*loraops, "curate", str(folder), "--engine", "insightface", "--json"],
-                {**os.environ, "FACE_MODELS_DIR": str(pack)},
-            ),
-            (
-                "face_recognition CLI 1.3.0 (--cpus -1)",
-                [str(VENV_BIN / "face_recognition"), "--cpus", "-1", str(known), str(folder)],
-                fr_env,
-            ),
-        ]
-        for label, command, env in runs:
-            elapsed, peak, code, tail = run_measured(command, env)
-            status = "" if code == 0 else f"  (exit {code}: {tail})"
-            print(
-                f"{label:<48} {set_name:<26} {counts[set_name] / elapsed:>9.2f} {elapsed:>8.1f} "
-                f"{peak / 2**20:>13.0f}{status}"
-            )
-    print()
-    _lag_report(args.out, args.count, None if stand_in else pack)
-    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    fr_env = dict(os.environ)
+    if "shared" not in args.skip:
+        compare_curation(
+            "shared photos @1024", args.out / "photos1024", known, args.runs, args.fr_cli, fr_env
+        )
+    if "generated" not in args.skip:
+        compare_curation(
+            f"generated @1024 ({args.count})",
+            args.out / f"generated{args.count}",
+            known,
+            args.runs,
+            args.fr_cli,
+            fr_env,
+        )
+    if "scoring" not in args.skip:
+        compare_scoring(photos, max(3, args.runs))
+    if "lag" not in args.skip:
+        event_loop_lag(photos, generated)
+    print(f"\nload average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     return 0
 
 

@@ -149,15 +149,41 @@ def _to_original(face: DetectedFace, scale: float) -> DetectedFace:
     )
 
 
+_PHASH_SIZE, _PHASH_SCALE = 8, 4
+_PHASH_DCT: np.ndarray | None = None
+
+
+def phash_hex(grey: PILImage.Image) -> str:
+    """``imagehash.phash`` of a greyscale image, as its hex string, without scipy: the same 32 px
+    LANCZOS thumbnail, the low 8×8 of its unnormalised 2-D DCT-II (what ``scipy.fftpack.dct`` computes,
+    here as a matrix product), bits above their median, row-major."""
+    global _PHASH_DCT
+    from PIL import Image
+
+    side = _PHASH_SIZE * _PHASH_SCALE
+    if _PHASH_DCT is None:
+        k = np.arange(_PHASH_SIZE)[:, None]
+        n = np.arange(side)[None, :]
+        _PHASH_DCT = 2.0 * np.cos(np.pi * k * (2 * n + 1) / (2 * side))
+    pixels = np.asarray(grey.resize((side, side), Image.Resampling.LANCZOS), dtype=np.float64)
+    low = _PHASH_DCT @ pixels @ _PHASH_DCT.T
+    bits = (low > np.median(low)).reshape(-1)
+    return format(int("".join("1" if b else "0" for b in bits), 2), f"0>{_PHASH_SIZE * _PHASH_SIZE // 4}x")
+
+
 def analyse_image(
     engine: FaceEngine,
     source: ImageSource,
     *,
     label: str | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    scoring: bool = False,
 ) -> ImageAnalysis:
     """Run ``engine`` on one image and measure every face found. Never raises for a bad image:
-    the result's ``error`` says what went wrong."""
+    the result's ``error`` says what went wrong.
+
+    ``scoring``: the image is a sample to score against a reference: the picture hash, which only
+    deduplication needs, is skipped."""
     name = label if label is not None else (str(source) if not isinstance(source, bytes) else "<bytes>")
     try:
         image = load_image(source, max_pixels=max_pixels)
@@ -165,7 +191,6 @@ def analyse_image(
         return ImageAnalysis(
             source=name, engine=engine.engine_id, width=0, height=0, error=f"unreadable: {exc}"
         )
-    import imagehash
     from PIL import Image
 
     width, height = image.size
@@ -178,7 +203,8 @@ def analyse_image(
         )
     )
     detected = [_to_original(face, scale) for face in engine.detect(np.asarray(work))]
-    grey = np.asarray(image.convert("L"))
+    grey_image = image.convert("L")
+    grey = np.asarray(grey_image)
     faces: list[FaceInfo] = []
     for face in detected:
         x0, y0, x1, y1 = face.bbox
@@ -203,5 +229,5 @@ def analyse_image(
         width=width,
         height=height,
         faces=faces,
-        phash=str(imagehash.phash(image)),
+        phash=None if scoring else phash_hex(grey_image),
     )

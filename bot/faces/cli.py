@@ -115,7 +115,13 @@ def _resolve(args: argparse.Namespace, settings: Any) -> Any | None:
 
 
 def _analyse(
-    spec: Any, paths: list[Path], args: argparse.Namespace, settings: Any, verb: str
+    spec: Any,
+    paths: list[Path],
+    args: argparse.Namespace,
+    settings: Any,
+    verb: str,
+    *,
+    scoring: bool | list[bool] = False,
 ) -> list[Any] | None:
     from bot.faces.engines import FaceEngineUnavailableError
     from bot.faces.service import analyse_sources
@@ -127,6 +133,7 @@ def _analyse(
             workers=args.workers,
             progress=counting(verb, quiet=args.json),
             max_pixels=settings.max_image_pixels,
+            scoring=scoring,
         )
     except FaceEngineUnavailableError as exc:
         _err(str(exc))
@@ -241,19 +248,22 @@ def _score(args: argparse.Namespace) -> int:
     spec = _resolve(args, settings)
     if spec is None:
         return EXIT_UNAVAILABLE
-    analyses = _analyse(spec, [*references, *images], args, settings, "analysed")
+    # One pool for both; the images to score skip the picture hash only deduplication needs.
+    flags = [False] * len(references) + [True] * len(images)
+    analyses = _analyse(spec, [*references, *images], args, settings, "analysed", scoring=flags)
     if analyses is None:
         return EXIT_UNAVAILABLE
+    reference_analyses, sample_analyses = analyses[: len(references)], analyses[len(references) :]
 
     from bot.faces.report import build_report
 
-    report = build_report(analyses[: len(references)], phash_threshold=settings.phash_threshold)
+    report = build_report(reference_analyses, phash_threshold=settings.phash_threshold)
     reference = report.reference()
     if reference is None:
         _err("no face found in the reference photos")
         return EXIT_UNAVAILABLE
     results = []
-    for analysis in analyses[len(references) :]:
+    for analysis in sample_analyses:
         scored = reference.score(analysis)
         results.append(
             {

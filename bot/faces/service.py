@@ -13,8 +13,9 @@ import inspect
 import logging
 import multiprocessing
 import os
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,10 +44,12 @@ def _init_worker(spec: EngineSpec, nice: int = 0) -> None:
     _engine = build_engine(spec)
 
 
-def _analyse_in_worker(source: ImageSource, label: str | None, max_pixels: int) -> ImageAnalysis:
+def _analyse_in_worker(
+    source: ImageSource, label: str | None, max_pixels: int, scoring: bool = False
+) -> ImageAnalysis:
     if _engine is None:  # pragma: no cover - the initializer always ran
         raise RuntimeError("face worker has no engine")
-    return analyse_image(_engine, source, label=label, max_pixels=max_pixels)
+    return analyse_image(_engine, source, label=label, max_pixels=max_pixels, scoring=scoring)
 
 
 def _ready() -> str:
@@ -97,30 +100,74 @@ def analyse_sources(
     workers: int | None = None,
     progress: Progress | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    scoring: bool | Sequence[bool] = False,
 ) -> list[ImageAnalysis]:
-    """Synchronous path (CLI): analyse ``sources`` in order, in a process pool when it pays off."""
+    """Synchronous path (CLI): analyse ``sources`` in order, in a process pool when it pays off.
+    ``scoring`` (for all sources, or one flag per source): the image is a sample to score (see
+    :func:`~bot.faces.analysis.analyse_image`); one call, so one pool, serves references and samples."""
     if labels is not None and len(labels) != len(sources):
         raise ValueError("one label per source")
+    flags = [scoring] * len(sources) if isinstance(scoring, bool) else list(scoring)
+    if len(flags) != len(sources):
+        raise ValueError("one scoring flag per source")
     total = len(sources)
     names = [_label(s, labels[i] if labels else None) for i, s in enumerate(sources)]
     workers = workers if workers is not None else default_workers(total)
     results: list[ImageAnalysis | None] = [None] * total
+    done = 0
+
+    def finished(index: int, analysis: ImageAnalysis) -> None:
+        nonlocal done
+        results[index] = analysis
+        done += 1
+        if progress:
+            progress(done, total)
+
+    def here(engine: FaceEngine, index: int) -> ImageAnalysis:
+        return analyse_image(
+            engine, sources[index], label=names[index], max_pixels=max_pixels, scoring=flags[index]
+        )
+
     if workers <= 1 or total <= 1:
         engine = build_engine(spec)
-        for index, source in enumerate(sources):
-            results[index] = analyse_image(engine, source, label=names[index], max_pixels=max_pixels)
-            if progress:
-                progress(index + 1, total)
+        for index in range(total):
+            finished(index, here(engine, index))
     else:
-        with make_pool(spec, min(workers, total)) as pool:
-            futures = {
-                pool.submit(_analyse_in_worker, source, names[i], max_pixels): i
-                for i, source in enumerate(sources)
-            }
-            for done, future in enumerate(as_completed(futures), start=1):
-                results[futures[future]] = future.result()
-                if progress:
-                    progress(done, total)
+        # This process is one of the workers: it would otherwise sit idle waiting for the pool, and a
+        # process less is ~200 MB less for the tree. The pool's workers start (and load their engine)
+        # while this one loads its own; each keeps two images queued so it never waits on this one.
+        helpers = min(workers, total) - 1
+        pending = deque(range(total))
+        in_flight: dict[Future[ImageAnalysis], int] = {}
+        with make_pool(spec, helpers) as pool:
+
+            def feed() -> None:
+                while pending and len(in_flight) < 2 * helpers:
+                    index = pending.pop()  # the pool takes from the end, this process from the front
+                    future = pool.submit(
+                        _analyse_in_worker, sources[index], names[index], max_pixels, flags[index]
+                    )
+                    in_flight[future] = index
+
+            def collect(block: bool) -> None:
+                ready = (
+                    wait(in_flight, return_when=FIRST_COMPLETED).done
+                    if block
+                    else [f for f in in_flight if f.done()]
+                )
+                for future in ready:
+                    finished(in_flight.pop(future), future.result())
+
+            feed()
+            engine = build_engine(spec)
+            while pending or in_flight:
+                collect(block=False)
+                feed()
+                if pending:
+                    index = pending.popleft()
+                    finished(index, here(engine, index))
+                elif in_flight:
+                    collect(block=True)
     return [r for r in results if r is not None]
 
 
@@ -187,10 +234,12 @@ class FaceService:
         *,
         labels: Sequence[str] | None = None,
         progress: AsyncProgress | None = None,
+        scoring: bool = False,
     ) -> list[ImageAnalysis]:
         """Analyse images (bytes or paths) in the pool; results in input order.
 
         ``progress(done, total)`` is called on the event loop after each image (may be async).
+        ``scoring``: the images are samples to score (no picture hash).
         """
         if labels is not None and len(labels) != len(images):
             raise ValueError("one label per image")
@@ -199,7 +248,12 @@ class FaceService:
         total = len(images)
         futures = [
             loop.run_in_executor(
-                pool, _analyse_in_worker, image, _label(image, labels[i] if labels else None), self.max_pixels
+                pool,
+                _analyse_in_worker,
+                image,
+                _label(image, labels[i] if labels else None),
+                self.max_pixels,
+                scoring,
             )
             for i, image in enumerate(images)
         ]
@@ -240,7 +294,7 @@ class FaceService:
         """Similarity of each image's best face to ``reference`` (same engine only)."""
         if reference.engine != self.engine_id:
             raise ValueError(f"reference made by {reference.engine}, this service runs {self.engine_id}")
-        analyses = await self.analyse_many(images)
+        analyses = await self.analyse_many(images, scoring=True)
         return [reference.score(a) for a in analyses]
 
     async def render_report_card(

@@ -124,8 +124,13 @@ def _score(args: argparse.Namespace, references: list[Path], images: list[Path])
     try:
         spec, note = resolve_engine(args.engine or settings.face_engine, settings.face_models_dir)
         print(f"loraops: {note}", file=sys.stderr)
+        # Samples skip the picture hash only deduplication needs (analyse_image(scoring=True)).
         analyses = analyse_sources(
-            spec, [*references, *images], workers=args.workers, max_pixels=settings.max_image_pixels
+            spec,
+            [*references, *images],
+            workers=args.workers,
+            max_pixels=settings.max_image_pixels,
+            scoring=[False] * len(references) + [True] * len(images),
         )
     except FaceEngineUnavailableError as exc:
         _err(str(exc))

@@ -200,7 +200,7 @@ class ReferenceScorer:
     def score(self, image: bytes) -> SampleScore:
         from bot.faces.analysis import analyse_image
 
-        return self.reference.score(analyse_image(self._engine, image))
+        return self.reference.score(analyse_image(self._engine, image, scoring=True))
 
     def examine(self, image: bytes) -> Examined:
         from bot.faces.analysis import analyse_image

@@ -332,6 +332,11 @@ class Gateway:
         guild = self.sim.guilds.get(int(data.get("guild_id") or 0))
         if guild is None or session.connection is None:
             return
+        whole_list = not data.get("user_ids") and not data.get("query")
+        if whole_list and not session.intents & Intents.GUILD_MEMBERS:
+            # Docs: the GUILD_MEMBERS intent is required to request the entire member list; without it
+            # Discord sends no chunk at all (discord-api-docs#5855).
+            return
         members = list(guild.members.values())
         if data.get("user_ids"):
             wanted = {int(u) for u in data["user_ids"]}

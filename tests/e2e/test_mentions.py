@@ -7,6 +7,7 @@ message that carried user text without a tight ``allowed_mentions`` would really
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -146,3 +147,47 @@ async def test_summary_says_when_the_reviewer_role_cannot_be_pinged(tmp_path: Pa
         summary = await wait_message(h, summary_of(job_id), timeout=120)
         assert pings(summary) == ({h.trainer.id}, set(), False)
         assert "The reviewer role was not pinged: make it mentionable" in summary.content
+
+
+@pytest.mark.slow
+async def test_overrides_and_display_names_in_training_messages_ping_nobody(tmp_path: Path) -> None:
+    photos = sorted((faces_dir() / "obama").glob("obama_[0-9].jpg"))[:2]
+    async with BotHarness(tmp_path / "bot", with_training=True) as h:
+        await create_dataset_with_photos(h, photos)
+        evil = everyone_may_be_pinged(h)
+        # A trainer whose server nickname is itself a ping: it is shown by "cancelled by <name>".
+        sneaky = h.sim.add_member(
+            "mallory", roles=["trainer"], nick=f"@everyone <@&{h.sim.role('reviewer').id}>"
+        )
+        first = h.sim.snowflakes.next()
+
+        for overrides in (evil, f"steps=8 {evil}=1", f"network_dim={evil}"):
+            refused = await h.sim.invoke_slash(
+                "train start",
+                {"dataset": "elena", "preset": "sd15-local", "overrides": overrides},
+                user=sneaky,
+            )
+            assert await refused.response(timeout=30) is not None
+        estimate = await h.sim.invoke_slash(
+            "train estimate", {"dataset": "elena", "preset": "sd15-local", "overrides": evil}, user=sneaky
+        )
+        assert await estimate.response(timeout=30) is not None
+
+        quoted = await h.sim.invoke_slash(
+            "train start", {"dataset": "elena", "preset": "sd15-local", "overrides": "steps=8"}, user=sneaky
+        )
+        quote = await quoted.response(timeout=30)
+        assert quote is not None
+        match = re.search(r"Job #(\d+) is waiting for confirmation", quote.content)
+        assert match is not None, quote.content
+        cancel = await h.sim.invoke_component(quote.id, f"loraops:train:cancel:{match[1]}", sneaky)
+        await cancel.ack()
+        await h.sim.wait_until(lambda: "Cancelled by" in h.sim.message(quote.id).content, timeout=20)
+        # The reason recorded with the job carries the nickname; status and list show it.
+        for command, options in (("train status", {"job": int(match[1])}), ("train list", {})):
+            shown = await h.sim.invoke_slash(command, options, user=sneaky)
+            assert await shown.response(timeout=30) is not None
+        said = bot_messages_since(h, first)
+        assert any("@\u200beveryone" in m.content for m in said), "the nickname was shown somewhere, as text"
+
+        assert_pings_nobody(bot_messages_since(h, first), except_invoker=sneaky.id)

@@ -56,6 +56,8 @@ def test_sandbox_runs_the_journey_and_writes_a_transcript(tmp_path: Path) -> Non
     # Progress lines as it goes, then where the transcript is.
     assert "alice: /dataset create name:elena trigger:ohwx class:woman" in done.stdout
     assert f"open {out / 'transcript.html'}" in done.stdout
+    # Every pod is gone and RunPod's meter equals the ledger (the sandbox checks it to the cent).
+    assert "and the ledger says the same; no pod is left running" in done.stdout
 
     entries: list[dict[str, Any]] = json.loads((out / "transcript.json").read_text(encoding="utf-8"))
     assert [e["seq"] for e in entries] == list(range(1, len(entries) + 1))

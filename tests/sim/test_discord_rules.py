@@ -857,3 +857,25 @@ async def test_injected_server_errors_are_not_held_against_the_spec(sim: Discord
     assert (await api.send({"content": "x"})).status == 502
     assert (await api.send({"content": "x"})).status == 403
     assert sim.violations == []
+
+
+async def test_whole_member_list_over_the_gateway_needs_the_guild_members_intent(
+    sim: DiscordSimulator,
+) -> None:
+    alice = sim.add_member("alice")
+    async with aiohttp.ClientSession() as session, session.ws_connect(sim.gateway_url) as ws:
+        assert (await ws.receive_json())["op"] == 10
+        await ws.send_json(
+            {"op": 2, "d": {"token": sim.bot_token, "intents": Intents.GUILDS, "properties": {}}}
+        )
+        await sim.wait_for_frame(direction="send", t="GUILD_CREATE")
+        mark = len(sim.frames)
+        await ws.send_json(
+            {"op": 8, "d": {"guild_id": str(sim.guild.id), "query": "", "limit": 0, "nonce": "all"}}
+        )
+        await ws.send_json(
+            {"op": 8, "d": {"guild_id": str(sim.guild.id), "user_ids": [str(alice.id)], "nonce": "one"}}
+        )
+        chunk = await sim.wait_for_frame(direction="send", t="GUILD_MEMBERS_CHUNK", after=mark)
+        assert chunk.d["nonce"] == "one" and [m["user"]["id"] for m in chunk.d["members"]] == [str(alice.id)]
+        assert [f.d["nonce"] for f in sim.frames[mark:] if f.t == "GUILD_MEMBERS_CHUNK"] == ["one"]
