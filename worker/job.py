@@ -27,7 +27,7 @@ from typing import Any
 
 import aiohttp
 
-from . import terminate
+from . import device, terminate
 from .artifacts import ArtifactIndex
 from .fetch import FetchError, fetch_model
 from .progress import (
@@ -219,6 +219,8 @@ class Job:
     async def _run(self) -> None:
         try:
             await asyncio.to_thread(self._write_inputs)
+            # Before the base model (gigabytes) is fetched: a pod that would train on its CPU fails now.
+            await self._check_device()
             await self._fetch_models()
             if not self.dataset_ready.is_set():
                 self._set_state("waiting_dataset")
@@ -231,6 +233,23 @@ class Job:
         except Exception as exc:  # a bug or an I/O error: report it rather than hang in "starting"
             log.exception("job failed")
             self._set_state("failed", f"worker error: {type(exc).__name__}: {exc}")
+
+    def _trainer_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in _CHILD_ENV_DROP}
+        env["PYTHONUNBUFFERED"] = "1"  # prints reach us as they happen, not at exit
+        return env
+
+    async def _check_device(self) -> None:
+        env = self._trainer_env()
+        check = await device.check_before_launch(self.settings.trainer_cmd, env)
+        if check.problem is None:
+            gpus = ", ".join(f"{g.index}: {g.name}" for g in check.gpus)
+            self.note(f"[worker] training on GPU ({gpus})")
+            return
+        if device.cpu_training_allowed(env):
+            self.note(f"[worker] {check.problem}; allowed by {device.ALLOW_CPU_ENV} (tests only)")
+            return
+        raise JobFailed(f"refusing to train on the CPU: {check.problem}")
 
     async def _fetch_models(self) -> None:
         sources = [self.spec.base_model, *self.spec.base_model.extra]
@@ -273,8 +292,7 @@ class Job:
         ]
 
     async def _train(self) -> None:
-        env = {k: v for k, v in os.environ.items() if k not in _CHILD_ENV_DROP}
-        env["PYTHONUNBUFFERED"] = "1"  # prints reach us as they happen, not at exit
+        env = self._trainer_env()
         self._set_state("training")
         command = self._command()
         self.note(f"[worker] launching: {' '.join(command)}")
@@ -358,6 +376,8 @@ class Job:
             return
         if (epoch := parse_epoch(text)) is not None:
             self.epoch = epoch[0]
+        if (kind := device.parse_device_line(text)) is not None:
+            self._device_line(kind)
         if OOM_MARKER in text:
             self._oom = True
         if NO_DATA_MARKER in text:
@@ -369,6 +389,22 @@ class Job:
         if _EXCEPTION_LINE.match(text) and "CalledProcessError" not in text:
             self._last_exception = self.redact(text)[:500]
         self.note(text)
+
+    def _device_line(self, kind: str) -> None:
+        """sd-scripts' ``accelerator device:`` line: the device torch really got, before any step."""
+        if kind == "cuda" or self._stop_reason is not None:
+            return
+        if device.cpu_training_allowed(os.environ):
+            self.note(f"[worker] the trainer runs on {kind}; allowed by {device.ALLOW_CPU_ENV} (tests only)")
+            return
+        self._kill(
+            (
+                "failed",
+                f"refusing to train on the CPU: sd-scripts reported 'accelerator device: {kind}' "
+                "(torch sees no usable CUDA GPU); stopped before the first training step",
+            ),
+            grace=0,
+        )
 
     def _progress(self, progress: Any) -> None:
         self.step, self.total_steps = progress.step, progress.total

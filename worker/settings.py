@@ -8,8 +8,10 @@ Environment (set by RunPod, by the bot's pod spec, or by the local simulator):
 - ``LORAOPS_MODEL_CACHE_DIR``: base-model cache; default /workspace/loraops-models when /workspace
   (the network or pod volume) exists, else <work dir>/models
 - ``LORAOPS_HF_BASE_URL`` (https://huggingface.co), ``HF_TOKEN``
-- ``LORAOPS_TRAINER_CMD`` (``accelerate launch --num_cpu_threads_per_process 1``): the launcher the
-  script path and its arguments are appended to; ``LORAOPS_SD_SCRIPTS_DIR`` (/opt/sd-scripts)
+- ``LORAOPS_TRAINER_CMD`` (``accelerate launch --config_file /etc/loraops/accelerate.yaml
+  --num_cpu_threads_per_process 1``): the launcher the script path and its arguments are appended to;
+  ``LORAOPS_SD_SCRIPTS_DIR`` (/opt/sd-scripts)
+- ``LORAOPS_TEST_ONLY_ALLOW_CPU_TRAINING=1``: tests only; training on the CPU is allowed (worker/device.py)
 - ``RUNPOD_POD_ID``, ``RUNPOD_API_KEY`` (pod-scoped), ``RUNPOD_API_BASE_URL`` (read by the SDK)
 - ``LORAOPS_SCAN_SECONDS`` (1.0): how often the output directory is scanned while training
 """
@@ -23,7 +25,12 @@ from pathlib import Path
 
 from .protocol import ENV_JOB_SPEC, ENV_WORKER_TOKEN, WORKER_PORT, JobSpec
 
-DEFAULT_TRAINER_CMD = "accelerate launch --num_cpu_threads_per_process 1"
+# The image's accelerate settings (worker/accelerate_config.yaml, copied there by worker/Dockerfile): named
+# explicitly so no default config file left in the image can decide CPU or GPU.
+ACCELERATE_CONFIG_PATH = "/etc/loraops/accelerate.yaml"
+DEFAULT_TRAINER_CMD = (
+    f"accelerate launch --config_file {ACCELERATE_CONFIG_PATH} --num_cpu_threads_per_process 1"
+)
 
 
 class SettingsError(Exception):

@@ -61,6 +61,7 @@ from graphql import (
     value_from_ast_untyped,
 )
 
+from sim.gpu import install_driver
 from sim.runpod.billing import Meter, RateMeter, network_volume_per_hour, storage_per_hour
 from sim.runpod.catalog import DEFAULT_CATALOG, GpuSpec
 from sim.runpod.clock import SimClock, js_date
@@ -820,6 +821,12 @@ class RunPodSim:
         )
         if pod.network_volume_id:
             env["RUNPOD_VOLUME_ID"] = pod.network_volume_id
+        # The NVIDIA runtime's part: the pod's GPUs behind nvidia-smi (sim/gpu.py).
+        env.update(
+            install_driver(
+                pod.workdir.parent / "driver", [pod.gpu.id] * pod.gpu_count, seed=pod.id, path=env.get("PATH")
+            )
+        )
         # Simulator only: the API to call from inside the pod, and where to listen instead of 8000.
         env.update({"RUNPOD_API_BASE_URL": self.base_url, "PORT": str(port), "HOST": "127.0.0.1"})
         env.update({key: _fill(value, replacements) for key, value in launcher.extra_env.items()})

@@ -20,6 +20,9 @@ Knobs (environment):
                               SDXL VAE does). v0.10.1 checks no cached value for NaN, so the run does not
                               stop there: the loss is NaN from the first step (``avr_loss=nan``)
 - ``SDSTANDIN_REPORT``        path: a JSON report (ignored config keys, resolved values) written at start
+- ``SDSTANDIN_CUDA_BROKEN``   torch sees no CUDA device although the driver lists one (``accelerator
+                              device: cpu``); see ``sim/sdscripts/accelerate.py`` for how the device is chosen
+- ``SDSTANDIN_CPU_SLOWDOWN``  how much slower a step is on the CPU (default 50)
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import toml
 
 from . import config as cfg
 from . import safetensors_io
+from .accelerate import accelerator_device
 from .argspec import build_parser
 
 _KNOWN_NETWORK_MODULES = {
@@ -143,8 +147,9 @@ def _parse_prompts(path: str) -> list[dict[str, Any]]:
                 (r"w (\d+)", "width", int),
                 (r"h (\d+)", "height", int),
                 (r"d (\d+)", "seed", int),
-                (r"s (\d+)", "sample_steps", int),
+                (r"s (\d+)", "sample_steps", lambda v: max(1, min(1000, int(v)))),
                 (r"l ([\d\.]+)", "scale", float),
+                (r"g ([\d\.]+)", "guidance_scale", float),
                 (r"n (.+)", "negative_prompt", str),
                 (r"ss (.+)", "sample_sampler", str),
             ):
@@ -254,10 +259,12 @@ class Run:
                     self.console.log(f"not directory: {subset.image_dir}", "WARNING", "train_util.py")
                 else:
                     subset.images = [] if no_images else cfg.images_in(subset.image_dir)
+                    self._sizes_from_cache_files(len(subset.images))
                     self.console.log(
                         f"found directory {subset.image_dir} contains {len(subset.images)} image files",
                         where="train_util.py",
                     )
+                    _bar(len(subset.images), "read caption")
                     subset.missing_captions = sum(
                         1
                         for image in subset.images
@@ -287,6 +294,20 @@ class Run:
                     "no regularization images / 正則化画像が見つかりませんでした", "WARNING", "train_util.py"
                 )
             self.console.log(self._describe(index, dataset), where="config_util.py")
+        for index, dataset in enumerate(self.datasets):
+            # BaseDataset.make_buckets, after all datasets are described.
+            self.console.log(f"[Prepare dataset {index}]", where="config_util.py")
+            self.console.log("loading image sizes.", where="train_util.py")
+            _bar(len({image for subset in dataset.subsets for image in subset.images}))
+            bucketed = dataset.params["enable_bucket"]
+            self.console.log("make buckets" if bucketed else "prepare dataset", where="train_util.py")
+
+    def _sizes_from_cache_files(self, images: int) -> None:
+        """load_dreambooth_dir with a latents caching strategy set (always, for these scripts): image
+        sizes from the names of cached latents; the stand-in never leaves cache files, so none."""
+        self.console.log("get image size from name of cache files", where="train_util.py")
+        _bar(images)
+        self.console.log(f"set image size from cache files: 0/{images}", where="train_util.py")
 
     def _adjust_bucket_reso(self, dataset: cfg.Dataset) -> None:
         """BaseDataset.adjust_min_max_bucket_reso_by_steps, at dataset construction (before the image
@@ -467,7 +488,11 @@ class Run:
         """Model loading: only checks that the files the config names exist."""
         args = self.args
         self.console.log("preparing accelerator")
-        self.console.print("accelerator device:", "cuda")
+        device = accelerator_device()  # ValueError for a bad ACCELERATE_USE_CPU, as accelerate raises
+        self.console.print("accelerator device:", device)
+        if device == "cpu":
+            # What a GPU run does in seconds takes minutes on a CPU; the run goes on all the same.
+            self.step_seconds *= float(os.environ.get("SDSTANDIN_CPU_SLOWDOWN", "50"))
         model = args.pretrained_model_name_or_path
         if model is None:
             raise TypeError("expected str, bytes or os.PathLike object, not NoneType")
@@ -489,7 +514,11 @@ class Run:
         if args.network_module not in _KNOWN_NETWORK_MODULES:
             raise ModuleNotFoundError(f"No module named '{args.network_module}'")
         if args.cache_latents:
-            self.console.log("caching latents with caching strategy.", where="train_util.py")
+            for index, dataset in enumerate(self.datasets):
+                self.console.log(f"[Dataset {index}]", where="train_util.py")
+                self.console.log("caching latents with caching strategy.", where="train_util.py")
+                self.console.log("caching latents...", where="train_util.py")
+                _bar(len({image for subset in dataset.subsets for image in subset.images}))
         if (self.sdxl or self.flux) and args.cache_text_encoder_outputs:
             self.console.log("caching Text Encoder outputs with caching strategy.", where="train_util.py")
         if os.environ.get("SDSTANDIN_NAN_IN_CACHE", "") in ("latents", "text_encoder"):
@@ -667,11 +696,9 @@ class Run:
                 64, int(prompt.get("height", 512)) // (16 if self.flux else 8) * (16 if self.flux else 8)
             )
             seed = prompt.get("seed")
-            self.console.log(f"prompt: {prompt.get('prompt', '')}", where="train_util.py")
-            self.console.log(f"height: {height}", where="train_util.py")
-            self.console.log(f"width: {width}", where="train_util.py")
-            if seed is not None:
-                self.console.log(f"seed: {seed}", where="train_util.py")
+            self._log_prompt(prompt)
+            # The pipeline's denoising bar (diffusers' progress_bar, or flux_train_utils' tqdm).
+            _bar(int(prompt.get("sample_steps", 20 if self.flux else 30)))
             image = make_sample(
                 dataset_images,
                 prompt_index=index,
@@ -689,6 +716,42 @@ class Run:
             prefix = f"{args.output_name}_" if args.output_name else ""
             name = f"{prefix}{suffix}_{index:02d}_{stamp}{seed_part}.png"
             image.save(os.path.join(save_dir, name))
+
+    def _log_prompt(self, prompt: dict[str, Any]) -> None:
+        """sample_image_inference's lines: train_util's for SD1.5/SDXL, flux_train_utils' for Flux."""
+        where = "flux_train_utils.py" if self.flux else "train_util.py"
+        negative = prompt.get("negative_prompt")
+        lines = [f"prompt: {prompt.get('prompt', '')}"]
+        if self.flux:
+            cfg_scale = float(prompt.get("scale", 1.0))
+            if cfg_scale != 1.0:
+                lines.append(f"negative_prompt: {negative or ''}")
+            elif negative:
+                lines.append("negative prompt is ignored because scale is 1.0")
+            height, width = (
+                max(64, v - v % 16) for v in (prompt.get("height", 512), prompt.get("width", 512))
+            )
+            lines += [
+                f"height: {height}",
+                f"width: {width}",
+                f"sample_steps: {prompt.get('sample_steps', 20)}",
+                f"embedded guidance scale: {prompt.get('guidance_scale', 3.5)}",
+            ]
+            if cfg_scale != 1.0:
+                lines.append(f"CFG scale: {cfg_scale}")
+        else:
+            lines += [
+                f"negative_prompt: {negative}",
+                f"height: {prompt.get('height', 512)}",
+                f"width: {prompt.get('width', 512)}",
+                f"sample_steps: {prompt.get('sample_steps', 30)}",
+                f"scale: {prompt.get('scale', 7.5)}",
+                f"sample_sampler: {prompt.get('sample_sampler', self.args.sample_sampler)}",
+            ]
+        if prompt.get("seed") is not None:
+            lines.append(f"seed: {prompt['seed']}")
+        for line in lines:
+            self.console.log(line, where=where)
 
     # ---- checkpoints ----
 
@@ -884,6 +947,14 @@ class Run:
         values["sshs_model_hash"] = uuid.uuid5(uuid.NAMESPACE_OID, json.dumps(values, sort_keys=True)).hex * 2
         values["sshs_legacy_hash"] = values["sshs_model_hash"][:8]
         return values
+
+
+def _bar(total: int, desc: str | None = None) -> None:
+    """A tqdm bar as sd-scripts' loops over images draw one (stderr), run to its end."""
+    from tqdm import tqdm
+
+    for _ in tqdm(range(total), desc=desc, file=sys.stderr):
+        pass
 
 
 def _subsets_from_dirs(train_data_dir: str) -> list[dict[str, Any]]:

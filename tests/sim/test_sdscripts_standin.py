@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from sim.gpu import install_driver
 from sim.sdscripts import safetensors_io
 from sim.sdscripts.images import identity_weight
 from sim.testdata import TESTDATA_FACES
@@ -73,10 +74,11 @@ def write(job: Path, config_extra: str = "", dataset_extra: str = "") -> None:
 
 
 def run(job: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    gpu = install_driver(job.parent / "driver", ["NVIDIA RTX A5000"])  # a pod's GPU, as the RunPod sim gives
     return subprocess.run(
         [sys.executable, "-m", "sim.sdscripts", *args],
         cwd=job,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "SDSTANDIN_STEP_SECONDS": "0", **(env or {})},
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "SDSTANDIN_STEP_SECONDS": "0", **gpu, **(env or {})},
         capture_output=True,
         text=True,
         timeout=60,
@@ -247,3 +249,47 @@ def test_late_samples_show_the_dataset_face_and_early_ones_do_not() -> None:
 
     assert faces(0) == [0] * len(photos)
     assert faces(100) == [1] * len(photos)
+
+
+def device_line(result: subprocess.CompletedProcess[str]) -> str:
+    (line,) = [x for x in result.stdout.splitlines() if x.startswith("accelerator device:")]
+    return line
+
+
+def test_the_device_is_chosen_as_accelerate_chooses_it(job: Path) -> None:
+    """accelerate's config file and environment decide CPU or GPU (sim/sdscripts/accelerate.py)."""
+    cpu_built = REPO_ROOT / "tests" / "fixtures" / "hf_home_built_without_gpu"
+    image_config = str(REPO_ROOT / "worker" / "accelerate_config.yaml")
+    launch = ("accelerate", "launch", "train_network.py", *STANDARD)
+    assert device_line(run(job, *launch)) == "accelerator device: cuda"
+    built = run(job, *launch, env={"HF_HOME": str(cpu_built)})
+    assert device_line(built) == "accelerator device: cpu"
+    assert "`--num_cpu_threads_per_process` was set to" in built.stderr  # accelerate's CPU warning
+    named = run(
+        job,
+        "accelerate",
+        "launch",
+        "--config_file",
+        image_config,
+        "train_network.py",
+        *STANDARD,
+        env={"HF_HOME": str(cpu_built)},
+    )
+    assert device_line(named) == "accelerator device: cuda" and "were not passed" not in named.stderr
+    assert device_line(run(job, "accelerate", "launch", "--cpu", "train_network.py", *STANDARD)).endswith(
+        "cpu"
+    )
+    # accelerate launch sets ACCELERATE_USE_CPU for its child: an inherited value does not count...
+    assert device_line(run(job, *launch, env={"ACCELERATE_USE_CPU": "1"})).endswith("cuda")
+    # ...but the script started alone reads it, and a word accelerate does not know is an error.
+    assert device_line(run(job, "train_network.py", *STANDARD, env={"ACCELERATE_USE_CPU": "yes"})).endswith(
+        "cpu"
+    )
+    bad = run(job, "train_network.py", *STANDARD, env={"ACCELERATE_USE_CPU": "maybe"})
+    assert bad.returncode == 1 and "ValueError: invalid truth value maybe" in bad.stderr
+    # No driver, or a torch that cannot use it: the CPU, silently, as accelerate does.
+    assert device_line(run(job, *launch, env={"PATH": "/usr/bin:/bin"})).endswith("cpu")
+    assert device_line(run(job, *launch, env={"SDSTANDIN_CUDA_BROKEN": "1"})).endswith("cpu")
+    assert device_line(run(job, *launch, env={"CUDA_VISIBLE_DEVICES": ""})).endswith("cpu")
+    missing = run(job, "accelerate", "launch", "--config_file", "/nope.yaml", "train_network.py", *STANDARD)
+    assert missing.returncode == 1 and "FileNotFoundError: The passed configuration file" in missing.stderr

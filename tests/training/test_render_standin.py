@@ -21,6 +21,7 @@ import pytest
 from bot.cli import main
 from bot.training import sdscripts_schema as schema
 from bot.training.presets import load_preset, preset_names
+from sim.gpu import install_driver
 from sim.sdscripts import safetensors_io
 from sim.testdata import TESTDATA_FACES
 from worker.artifacts import parse_sample_name
@@ -77,6 +78,7 @@ def test_rendered_folder_trains_under_the_standin(
         "PYTHONPATH": str(REPO_ROOT),
         "SDSTANDIN_STEP_SECONDS": "0.001",
         "SDSTANDIN_REPORT": str(report),
+        **install_driver(tmp_path / "driver", ["NVIDIA RTX A5000"]),  # the pod's GPU
     }
     command = [sys.executable, "-m", "sim.sdscripts", script, "--config_file", "config.toml"]
     command += ["--dataset_config", "dataset.toml", "--console_log_simple"]

@@ -26,6 +26,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from sim.gpu import install_driver
 from sim.testdata import TESTDATA_FACES
 from worker.protocol import BaseModelSource, JobSpec
 
@@ -222,6 +223,7 @@ async def start_worker(tmp_path: Path, stubs: Stubs) -> AsyncIterator[Any]:
             "RUNPOD_API_KEY": RUNPOD_KEY,
             "RUNPOD_API_BASE_URL": stubs.base_url,
             "SDSTANDIN_STEP_SECONDS": "0.02",
+            **install_driver(tmp_path / "driver", ["NVIDIA RTX A5000"]),  # the pod's GPU
             **(extra_env or {}),
         }
         proc = await asyncio.create_subprocess_exec(
