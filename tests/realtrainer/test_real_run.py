@@ -271,6 +271,10 @@ async def test_real_sd_scripts_trains_through_the_runpod_simulator(
         return ThreadedScorer(reference)
 
     recorder, publisher, seen = Recorder(), Publisher(), Seen()
+
+    async def stop_early(*args: Any, **kwargs: Any) -> Any:  # the wiring bot/services.py does
+        return await jobs.stop_early(*args, **kwargs)
+
     review = ReviewService(
         sessions, blobs, VoteService(sessions), scorer_for, row_cell_px=64, grid_cell_px=64
     )
@@ -284,7 +288,7 @@ async def test_real_sd_scripts_trains_through_the_runpod_simulator(
             blobs=blobs,
             http=http,
             money=Money(sessions, settings),
-            listeners=Listeners([recorder, ReviewListener(review, publisher)]),
+            listeners=Listeners([recorder, ReviewListener(review, stop_early, publisher)]),
         )
         orchestrator = Orchestrator(ctx)
         jobs = JobService(ctx, orchestrator, Planner(plan))
