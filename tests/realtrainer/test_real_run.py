@@ -59,6 +59,7 @@ from bot.training.money import Money
 from bot.training.orchestrator import Orchestrator
 from bot.training.render import RenderResult, TrainingImage, render
 from bot.training.worker_client import WorkerClient
+from sim.meter import assert_ledger_matches_meter
 from sim.runpod import RunPodSim, worker_launcher
 from sim.testdata import TESTDATA_FACES
 from storage.blobs import BlobStore
@@ -287,8 +288,11 @@ async def test_real_sd_scripts_trains_through_the_runpod_simulator(
             runpod=client,
             blobs=blobs,
             http=http,
-            money=Money(sessions, settings),
+            # The bot reads the simulator's clock, as the harness wires it: the minutes of the image pull
+            # pass fast for both, so the ledger and the meter count the same time.
+            money=Money(sessions, settings, clock=sim.clock.now),
             listeners=Listeners([recorder, ReviewListener(review, stop_early, publisher)]),
+            clock=sim.clock.now,
         )
         orchestrator = Orchestrator(ctx)
         jobs = JobService(ctx, orchestrator, Planner(plan))
@@ -353,6 +357,7 @@ async def test_real_sd_scripts_trains_through_the_runpod_simulator(
     # Money: the pod is gone, the ledger adds up to the job's cost.
     assert job.pod_terminated_at is not None and job.cost_usd > 0
     assert sum((e.amount_usd for e in ledger), Decimal(0)) == job.cost_usd
+    await assert_ledger_matches_meter(sessions, sim)  # and equals what RunPod bills, to the cent
 
     # The real console against the golden record (or a new record).
     run = golden.Console.read(console)
