@@ -96,7 +96,10 @@ async def test_5xx_on_posts_and_edits_never_lose_or_double_a_message(tmp_path: P
         assert len(bot_messages(h, summary_of(job_id))) == 1
         for step in (4, 8, 12):
             assert len(bot_messages(h, row_of(step))) == 1, step
-        assert await owed_open(h, job_id) == []
+        # A post that met a 5xx after Discord made it is done once discord.py's retry (same nonce) returns.
+        async with asyncio.timeout(60):
+            while await owed_open(h, job_id):
+                await asyncio.sleep(0.2)
         await h.assert_ledger_matches_meter()
 
 
