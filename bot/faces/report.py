@@ -257,11 +257,14 @@ def build_report(
     *,
     phash_threshold: int = 4,
     pictures: PictureMatcher | None = None,
+    threads: int = 1,
 ) -> DatasetReport:
     """Judge a set of analyses of one person's photos (all by the same engine).
 
     ``pictures`` finds each analysis's pixels by its ``source`` for the same-picture check of
-    near-duplicates; by default a source that is a file path is read from disk.
+    near-duplicates; by default a source that is a file path is read from disk. ``threads``: how many
+    photos' near-duplicate searches run at once (keypoint matching releases the GIL; 2 suits the
+    CLI, where nothing else waits for the interpreter).
     """
     matcher = pictures or PictureMatcher()
     for analysis in analyses:
@@ -367,9 +370,12 @@ def build_report(
     # Each photo's search is independent of the others'. Keypoint matching releases the GIL, so two
     # threads halve the wait where many pairs need it (200 photos of a few sessions: ~250 matches, the
     # longest serial step after the analyses). Each match is deterministic (RANSAC seeds its own RNG).
-    if len(items) > 1:
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="faces-report") as threads:
-            duplicates = list(threads.map(first_duplicate, range(len(items))))
+    if threads > 1 and len(items) > 1:
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="faces-report") as pool:
+            duplicates = list(pool.map(first_duplicate, range(len(items))))
+    else:
+        duplicates = [first_duplicate(j) for j in range(len(items))]
+    if duplicates:
         for later, earlier in zip(items, duplicates, strict=True):
             if earlier is not None:
                 later.flags.append("near_duplicate")

@@ -58,6 +58,17 @@ def _analyse_in_worker(
     return analyse_image(_engine, source, label=label, max_pixels=max_pixels, scoring=scoring)
 
 
+def _report_in_worker(
+    analyses: list[ImageAnalysis], phash_threshold: int, pictures: dict[str, PictureSource]
+) -> DatasetReport:
+    """The dataset report, built in a face worker. ``pictures``: the images of analyses that carry no
+    keypoints (the near-duplicate check may need their pixels)."""
+    report = build_report(analyses, phash_threshold=phash_threshold, pictures=PictureMatcher(pictures.get))
+    for item in report.images:
+        item.analysis.picture = None  # only the report needed them: a smaller answer to send back
+    return report
+
+
 def _ready() -> str:
     return _engine.engine_id if _engine is not None else ""
 
@@ -306,13 +317,17 @@ class FaceService:
     ) -> DatasetReport:
         """Analyse a dataset and judge it (centroid, ceiling, flags, advice)."""
         analyses = await self.analyse_many(images, labels=labels, progress=progress)
-        # The near-duplicate check compares pictures: find each image again by its analysis's label.
-        by_label = {a.source: image for a, image in zip(analyses, images, strict=True)}
-        return await asyncio.to_thread(
-            build_report,
-            analyses,
-            phash_threshold=self.phash_threshold,
-            pictures=PictureMatcher(lambda label: _picture(by_label.get(label))),
+        # The report runs in a worker too (keypoint matching is seconds of CPU on a large set): the
+        # bot's process keeps the interpreter for its event loop. The workers computed each picture's
+        # keypoints; only an analysis without them needs its image sent along.
+        pictures: dict[str, PictureSource] = {}
+        for analysis, image in zip(analyses, images, strict=True):
+            source = _picture(image)
+            if analysis.picture is None and source is not None:
+                pictures[analysis.source] = source
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._require_pool(), _report_in_worker, analyses, self.phash_threshold, pictures
         )
 
     async def score(self, reference: IdentityReference, images: Sequence[ImageSource]) -> list[SampleScore]:
