@@ -32,6 +32,7 @@ from bot.errors import (
     ServiceUnavailableError,
     UserError,
 )
+from bot.retry import CLOUDINARY, RetryLater, RetryPolicy
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -133,20 +134,6 @@ def _flatten_context(raw: Any) -> dict[str, str]:
     custom = raw.get("custom")
     source = custom if isinstance(custom, dict) else raw
     return {str(k): str(v) for k, v in source.items() if not isinstance(v, dict)}
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Back-off for 420/429 and transient (5xx, network) failures."""
-
-    attempts: int = 5
-    base_delay_s: float = 2.0
-    max_delay_s: float = 60.0
-    # If Cloudinary says "try again on <time>" further away than this, stop at once and say so.
-    max_wait_for_reset_s: float = 120.0
-
-    def delay(self, attempt: int) -> float:
-        return min(self.max_delay_s, self.base_delay_s * (2**attempt))
 
 
 @dataclass
@@ -260,7 +247,7 @@ class CloudinaryClient:
         self.credentials = credentials
         self.page_size = page_size
         self.timeout_s = timeout_s
-        self.retry = retry or RetryPolicy()
+        self.retry = retry or CLOUDINARY
         self._sleep = sleep
         self.rate_limit = RateLimitState()
 
@@ -391,44 +378,35 @@ class CloudinaryClient:
     # -- the one place that calls the SDK ------------------------------------------------------------
 
     async def _call(self, fn: Callable[[], T]) -> T:
-        policy = self.retry
-        last: CloudinaryFailure | None = None
-        for attempt in range(policy.attempts):
+        async def attempt() -> T:
             try:
-                result = await asyncio.to_thread(fn)
+                return await asyncio.to_thread(fn)
             except Exception as exc:
                 failure = classify_failure(exc)
                 if failure is None:
-                    raise
+                    raise  # not the SDK's: a bug of ours, shown as one
                 if not failure.retryable:
                     raise failure.user_error() from None
-                last = failure
-                wait = policy.delay(attempt)
                 if failure.rate_limited and failure.reset_at is not None:
                     until_reset = (failure.reset_at - datetime.now(UTC)).total_seconds()
-                    if until_reset > policy.max_wait_for_reset_s:
+                    if until_reset > self.retry.max_wait_for_reset_s:
                         raise CloudinaryRateLimitedError(
                             _rate_limited_text(failure.reset_at, self.rate_limit)
                         ) from None
-                    wait = max(0.0, min(wait, until_reset + 0.5))
-                log.warning(
-                    "cloudinary call failed (attempt %d, HTTP %s): %s; waiting %.1fs",
-                    attempt + 1,
-                    failure.status,
-                    failure.message,
-                    wait,
-                )
-                if attempt + 1 < policy.attempts:
-                    await self._sleep(wait)
-                continue
-            self._note_rate_limit(result)
-            return result
-        assert last is not None
-        if last.rate_limited:
-            raise CloudinaryRateLimitedError(
-                _rate_limited_text(last.reset_at, self.rate_limit, tries=policy.attempts)
-            )
-        raise last.user_error(tries=policy.attempts)
+                    raise _TryAgain(failure, after_s=until_reset + 0.5) from None
+                raise _TryAgain(failure) from None
+
+        try:
+            result = await self.retry.call(attempt, what="cloudinary call", sleep=self._sleep)
+        except _TryAgain as exc:
+            last = exc.failure
+            if last.rate_limited:
+                raise CloudinaryRateLimitedError(
+                    _rate_limited_text(last.reset_at, self.rate_limit, tries=self.retry.attempts)
+                ) from None
+            raise last.user_error(tries=self.retry.attempts) from None
+        self._note_rate_limit(result)
+        return result
 
     def _note_rate_limit(self, result: object) -> None:
         allowed = getattr(result, "rate_limit_allowed", None)
@@ -439,6 +417,15 @@ class CloudinaryClient:
         parsed = getattr(result, "rate_limit_reset_at", None)  # a time.struct_time-like 9-tuple, UTC
         if parsed:
             self.rate_limit.reset_at = datetime(*parsed[:6], tzinfo=UTC)
+
+
+class _TryAgain(RetryLater):
+    """A failure the retry policy tries again (5xx, network, 420/429); after the last try it becomes the
+    user's error. For 420/429 ``after_s`` is the time to Cloudinary's named reset (never waited longer)."""
+
+    def __init__(self, failure: CloudinaryFailure, *, after_s: float | None = None) -> None:
+        super().__init__(f"HTTP {failure.status}: {failure.message}", after_s=after_s)
+        self.failure = failure
 
 
 def _rate_limited_text(reset_at: datetime | None, state: RateLimitState, tries: int | None = None) -> str:
