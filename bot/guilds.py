@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.config import Settings
 from bot.errors import InvalidInputError
 from bot.text import quote_inline
+from storage import guilds as store
 from storage.db import unit_of_work
 from storage.models import GuildSettings
 
@@ -106,7 +107,7 @@ class GuildConfigService:
 
     async def get(self, guild_id: int) -> GuildConfig:
         async with unit_of_work(self._sessions) as session:
-            row = await session.get(GuildSettings, guild_id)
+            row = await store.settings(session, guild_id)
         return self._effective(guild_id, row)
 
     def _effective(self, guild_id: int, row: GuildSettings | None) -> GuildConfig:
@@ -142,10 +143,7 @@ class GuildConfigService:
         if face_engine is not None and face_engine not in FACE_ENGINES:
             raise InvalidInputError(f"Face engine must be one of {', '.join(FACE_ENGINES)}.")
         async with unit_of_work(self._sessions) as session:
-            row = await session.get(GuildSettings, guild_id)
-            if row is None:
-                row = GuildSettings(guild_id=guild_id)
-                session.add(row)
+            row = await store.settings_to_change(session, guild_id)
             if job_budget_usd is not None:
                 row.job_budget_usd = check_budget(job_budget_usd, "The budget per job")
             if monthly_budget_usd is not None:
