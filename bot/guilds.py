@@ -15,7 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.config import Settings
 from bot.errors import InvalidInputError
 from bot.text import quote_inline
-from storage import guilds as store
 from storage.db import unit_of_work
 from storage.models import GuildSettings
 
@@ -106,6 +105,8 @@ class GuildConfigService:
         self._settings = settings
 
     async def get(self, guild_id: int) -> GuildConfig:
+        from storage import guilds as store  # not at import time: bot.config imports this module
+
         async with unit_of_work(self._sessions) as session:
             row = await store.settings(session, guild_id)
         return self._effective(guild_id, row)
@@ -142,6 +143,8 @@ class GuildConfigService:
             raise InvalidInputError("Approvals required must be between 1 and 25.")
         if face_engine is not None and face_engine not in FACE_ENGINES:
             raise InvalidInputError(f"Face engine must be one of {', '.join(FACE_ENGINES)}.")
+        from storage import guilds as store  # not at import time: bot.config imports this module
+
         async with unit_of_work(self._sessions) as session:
             row = await store.settings_to_change(session, guild_id)
             if job_budget_usd is not None:

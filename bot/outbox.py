@@ -18,10 +18,10 @@ owed message and a live listener posting it cannot both post.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -29,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.crashpoints import crashpoint
+from bot.locks import KeyedLocks
 from storage import outbox as store
 from storage.db import unit_of_work
 from storage.models import OwedMessage
@@ -77,10 +78,10 @@ class Outbox:
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
-        self._locks: dict[tuple[int, str], asyncio.Lock] = {}
+        self._locks = KeyedLocks[tuple[int, str]]()
 
-    def _lock(self, job_id: int, key: str) -> asyncio.Lock:
-        return self._locks.setdefault((job_id, key), asyncio.Lock())
+    def _lock(self, job_id: int, key: str) -> AbstractAsyncContextManager[None]:
+        return self._locks((job_id, key))
 
     # -- reading ------------------------------------------------------------------------------------
 

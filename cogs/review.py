@@ -27,7 +27,6 @@ announced with its trigger word, recommended weight and sample prompts. ``/train
 
 from __future__ import annotations
 
-import asyncio
 import io
 import logging
 import re
@@ -37,6 +36,7 @@ import discord
 from discord.ext import commands
 
 from bot.errors import PermissionDeniedError, UserError
+from bot.locks import KeyedLocks
 from bot.outbox import CHART, EARLY_STOP, FACE_ALARM, SUMMARY, delivery_key, row_key
 from bot.review.delivery import DEFAULT_WEIGHT, lora_file_name
 from bot.review.notify import approval_text, clip, early_stop_text, inline, neutralise
@@ -173,7 +173,7 @@ class ReviewCog(commands.Cog, name="Review"):
     def __init__(self, bot: LoraBot) -> None:
         self.bot = bot
         self._charts: dict[int, tuple[int, int]] = {}  # job id → (channel id, chart message id)
-        self._chart_locks: dict[int, asyncio.Lock] = {}
+        self._chart_locks = KeyedLocks[int]()
 
     @property
     def services(self) -> Services:
@@ -370,7 +370,7 @@ class ReviewCog(commands.Cog, name="Review"):
         total = f"/{review.total_steps}" if review.total_steps else ""
         content = f"Job #{job.id}: face similarity and loss by step (as of step {review.step}{total})."
         name = f"job{job.id}-chart.png"
-        async with self._chart_locks.setdefault(job.id, asyncio.Lock()):
+        async with self._chart_locks(job.id):
             known = self._charts.get(job.id)
             if known is None:  # after a restart: the message recorded by the previous process
                 known = await self.services.votes.chart_message(job.id)
@@ -408,7 +408,6 @@ class ReviewCog(commands.Cog, name="Review"):
         """The summary: only the requester and the reviewer role may be pinged. Posted through the
         outbox, so it is posted once even if the bot dies around the post (and found again)."""
         self._charts.pop(job.id, None)
-        self._chart_locks.pop(job.id, None)
         outbox = self.services.outbox
         if job.pod_id is None and JobState(job.state) == JobState.CANCELLED:
             await outbox.settle(job.id, SUMMARY)

@@ -40,6 +40,7 @@ from bot.faces.engines import EngineChoice, EngineSpec, FaceEngineUnavailableErr
 from bot.faces.pictures import PictureMatcher
 from bot.faces.report import CLOSEUP_RATIO, FLAGS, DatasetReport, IdentityReference, build_report
 from bot.faces.service import FaceService
+from bot.locks import KeyedLocks
 from storage import datasets as store
 from storage.blobs import BlobStore
 from storage.db import unit_of_work
@@ -324,7 +325,7 @@ class CurationService:
         self.models_dir = models_dir
         self.card_page_size = card_page_size
         self._others: dict[str, FaceService] = {}
-        self._locks: dict[int, asyncio.Lock] = {}
+        self._lock = KeyedLocks[int]()  # one writer of a dataset's curation at a time
 
     # -- engines -----------------------------------------------------------------------------------------
 
@@ -370,9 +371,6 @@ class CurationService:
         others, self._others = list(self._others.values()), {}
         for service in others:
             await service.close()
-
-    def _lock(self, dataset_id: int) -> asyncio.Lock:
-        return self._locks.setdefault(dataset_id, asyncio.Lock())
 
     async def dataset_name(self, dataset_id: int, *, guild_id: int) -> str:
         """The name of dataset ``dataset_id`` if it belongs to ``guild_id`` (else ``NotFoundError``)."""

@@ -32,6 +32,7 @@ from bot.datasets.report import (
 from bot.datasets.sniff import has_image_extension
 from bot.datasets.zips import ZipRefusedError, expand_zip, is_zip
 from bot.errors import NotFoundError, UserError
+from bot.locks import KeyedLocks
 from storage import datasets as store
 from storage.blobs import BlobStore
 from storage.db import unit_of_work
@@ -109,11 +110,8 @@ class Ingestor:
         self.chunk_size = chunk_size
         self.download_concurrency = download_concurrency
         self.cpu_concurrency = cpu_concurrency or max(1, min(4, os.cpu_count() or 1))
-        self._locks: dict[int, asyncio.Lock] = {}
-
-    def dataset_lock(self, dataset_id: int) -> asyncio.Lock:
-        """Held while a dataset's positions are being assigned; other writers of images take it too."""
-        return self._locks.setdefault(dataset_id, asyncio.Lock())
+        # Held while a dataset's positions are being assigned; other writers of images take it too.
+        self.dataset_lock = KeyedLocks[int]()
 
     @asynccontextmanager
     async def run(

@@ -33,6 +33,7 @@ from bot.errors import (
 )
 from bot.guilds import check_budget
 from bot.outbox import QUOTE
+from bot.roles import Member, RoleNames
 from bot.text import quote_inline
 from bot.training.context import Listeners, TrainingContext, pod_name_for
 from bot.training.estimate import (
@@ -45,10 +46,12 @@ from bot.training.estimate import (
 )
 from bot.training.money import Money, usd
 from bot.training.orchestrator import Orchestrator
+from bot.training.presets import check_overrides, preset_names
 from bot.training.pricing import PodDisks
 from bot.training.progress import ProgressView
 from bot.training.reconciler import Reconciler
-from bot.training.states import transition
+from bot.training.rules import JobAction, require_budget_authority, require_may_act
+from bot.training.states import is_live, transition
 from bot.training.tokens import new_nonce
 from storage.blobs import BlobStore
 from storage.db import unit_of_work
@@ -204,6 +207,41 @@ class JobService:
                 await session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id))
             ).all()
             return [JobEventView.of(row) for row in rows]
+
+    # -- who may ask for what (the rules live in bot.training.rules) ---------------------------------
+
+    async def check_request(
+        self,
+        *,
+        guild_id: int,
+        preset: str,
+        overrides: str | Mapping[str, str] | None,
+        budget_usd: Decimal | None,
+        member: Member,
+        roles: RoleNames,
+    ) -> dict[str, str]:
+        """The cheap checks of an estimate or a start, before any planning or spend: the preset exists,
+        the overrides apply to it, and ``member`` may set ``budget_usd``. Returns the overrides."""
+        if preset not in preset_names():
+            raise NotFoundError(
+                f"There is no preset {quote_inline(preset, 40)}. Presets: {', '.join(preset_names())}."
+            )
+        params = check_overrides(preset, overrides)
+        if budget_usd is not None:
+            default = await self.ctx.money.default_job_budget(guild_id)
+            require_budget_authority(member, budget_usd, default, roles)
+        return params
+
+    async def authorize(
+        self, job_id: int, *, guild_id: int | None, member: Member, roles: RoleNames, action: JobAction
+    ) -> JobView:
+        """The job, if ``member`` may ``action`` it (:func:`bot.training.rules.may_act`) and, for a
+        cancel, it is still live; else a user-facing error."""
+        job = await self.get(job_id, guild_id=guild_id)
+        require_may_act(member, job.requested_by, job_id, action, roles)
+        if action == JobAction.CANCEL and not is_live(job.state):
+            raise ConflictError(f"Job #{job_id} has already ended ({job.state}).")
+        return job
 
     # -- estimate / start / confirm ------------------------------------------------------------------
 
