@@ -9,14 +9,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import TYPE_CHECKING
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
-from bot.config import Settings
 from bot.errors import InvalidInputError
 from bot.text import quote_inline
-from storage.db import unit_of_work
-from storage.models import GuildSettings
+
+if TYPE_CHECKING:  # bot.config imports this module for check_budget: keep SQLAlchemy off CLI start-up
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+    from bot.config import Settings
+    from storage.models import GuildSettings
 
 MIN_BUDGET_USD = Decimal("0.01")
 MAX_BUDGET_USD = Decimal("10000.00")
@@ -106,6 +108,7 @@ class GuildConfigService:
 
     async def get(self, guild_id: int) -> GuildConfig:
         from storage import guilds as store  # not at import time: bot.config imports this module
+        from storage.db import unit_of_work
 
         async with unit_of_work(self._sessions) as session:
             row = await store.settings(session, guild_id)
@@ -144,6 +147,7 @@ class GuildConfigService:
         if face_engine is not None and face_engine not in FACE_ENGINES:
             raise InvalidInputError(f"Face engine must be one of {', '.join(FACE_ENGINES)}.")
         from storage import guilds as store  # not at import time: bot.config imports this module
+        from storage.db import unit_of_work
 
         async with unit_of_work(self._sessions) as session:
             row = await store.settings_to_change(session, guild_id)

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from bot.errors import InvalidInputError, NotFoundError, ServiceUnavailableError
+from bot.retry import CLOUDINARY, RetryLater, RetryPolicy
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -121,20 +122,6 @@ def _flatten_context(raw: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in source.items() if not isinstance(v, dict)}
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Back-off for 420/429 and transient (5xx, network) failures."""
-
-    attempts: int = 5
-    base_delay_s: float = 2.0
-    max_delay_s: float = 60.0
-    # If Cloudinary says "try again on <time>" further away than this, stop at once and say so.
-    max_wait_for_reset_s: float = 120.0
-
-    def delay(self, attempt: int) -> float:
-        return min(self.max_delay_s, self.base_delay_s * (2**attempt))
-
-
 @dataclass
 class RateLimitState:
     allowed: int | None = None
@@ -169,7 +156,7 @@ class CloudinaryClient:
         self.credentials = credentials
         self.page_size = page_size
         self.timeout_s = timeout_s
-        self.retry = retry or RetryPolicy()
+        self.retry = retry or CLOUDINARY
         self._sleep = sleep
         self.rate_limit = RateLimitState()
 
@@ -302,26 +289,15 @@ class CloudinaryClient:
     async def _call(self, fn: Callable[[], T]) -> T:
         from cloudinary import exceptions as cx
 
-        policy = self.retry
-        last_message = ""
-        for attempt in range(policy.attempts):
+        async def attempt() -> T:
             try:
-                result = await asyncio.to_thread(fn)
+                return await asyncio.to_thread(fn)
             except cx.RateLimited as exc:
-                last_message = str(exc)
-                reset_at = _parse_reset(last_message)
-                wait = policy.delay(attempt)
-                if reset_at is not None:
-                    until_reset = (reset_at - datetime.now(UTC)).total_seconds()
-                    if until_reset > policy.max_wait_for_reset_s:
-                        raise CloudinaryRateLimitedError(
-                            _rate_limited_text(reset_at, self.rate_limit)
-                        ) from None
-                    wait = max(0.0, min(wait, until_reset + 0.5))
-                log.warning("cloudinary rate-limited (attempt %d): %s; waiting %.1fs", attempt + 1, exc, wait)
-                if attempt + 1 < policy.attempts:
-                    await self._sleep(wait)
-                continue
+                reset_at = _parse_reset(str(exc))
+                until_reset = None if reset_at is None else (reset_at - datetime.now(UTC)).total_seconds()
+                if until_reset is not None and until_reset > self.retry.max_wait_for_reset_s:
+                    raise CloudinaryRateLimitedError(_rate_limited_text(reset_at, self.rate_limit)) from None
+                raise _RateLimited(str(exc), reset_at, until_reset) from None
             except cx.AuthorizationRequired as exc:
                 raise ServiceUnavailableError(
                     f"Cloudinary refused our credentials ({_strip_code(exc)}); check CLOUDINARY_URL."
@@ -333,19 +309,18 @@ class CloudinaryClient:
             except cx.BadRequest as exc:
                 raise InvalidInputError(f"Cloudinary rejected the request: {_strip_code(exc)}") from None
             except cx.Error as exc:  # GeneralError, socket errors, bad JSON: transient, retry
-                last_message = str(exc)
-                log.warning("cloudinary call failed (attempt %d): %s", attempt + 1, exc)
-                if attempt + 1 < policy.attempts:
-                    await self._sleep(policy.delay(attempt))
-                    continue
-                raise ServiceUnavailableError(
-                    f"Cloudinary is not answering properly: {_strip_code(exc)}"
-                ) from None
-            self._note_rate_limit(result)
-            return result
-        raise CloudinaryRateLimitedError(
-            _rate_limited_text(_parse_reset(last_message), self.rate_limit, tries=policy.attempts)
-        )
+                raise RetryLater(f"Cloudinary is not answering properly: {_strip_code(exc)}") from None
+
+        try:
+            result = await self.retry.call(attempt, what="cloudinary call", sleep=self._sleep)
+        except _RateLimited as exc:
+            raise CloudinaryRateLimitedError(
+                _rate_limited_text(exc.reset_at, self.rate_limit, tries=self.retry.attempts)
+            ) from None
+        except RetryLater as exc:
+            raise ServiceUnavailableError(str(exc)) from None
+        self._note_rate_limit(result)
+        return result
 
     def _note_rate_limit(self, result: object) -> None:
         allowed = getattr(result, "rate_limit_allowed", None)
@@ -356,6 +331,14 @@ class CloudinaryClient:
         parsed = getattr(result, "rate_limit_reset_at", None)  # a time.struct_time-like 9-tuple, UTC
         if parsed:
             self.rate_limit.reset_at = datetime(*parsed[:6], tzinfo=UTC)
+
+
+class _RateLimited(RetryLater):
+    """A 420/429; ``reset_at``: when Cloudinary said its allowance resets (the back-off waits no longer)."""
+
+    def __init__(self, message: str, reset_at: datetime | None, until_reset_s: float | None) -> None:
+        super().__init__(message, after_s=None if until_reset_s is None else until_reset_s + 0.5)
+        self.reset_at = reset_at
 
 
 def _strip_code(exc: Exception) -> str:
