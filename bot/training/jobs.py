@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -67,6 +67,7 @@ from storage.models import (
     OwedMessage,
 )
 from storage.types import utcnow
+from storage.views import JobEventView, JobView
 from worker.protocol import BaseModelSource
 
 log = logging.getLogger(__name__)
@@ -179,12 +180,12 @@ class JobService:
         async with self.ctx.sessions() as session:
             return int(await session.scalar(query) or 0)
 
-    async def get(self, job_id: int, *, guild_id: int | None = None) -> Job:
+    async def get(self, job_id: int, *, guild_id: int | None = None) -> JobView:
         async with self.ctx.sessions() as session:
             job = await session.get(Job, job_id)
         if job is None or (guild_id is not None and job.guild_id != guild_id):
             raise NotFoundError(f"there is no job #{job_id} here")
-        return job
+        return JobView.of(job)
 
     async def status(self, job_id: int, *, guild_id: int | None = None) -> ProgressView:
         return ProgressView.from_job(await self.get(job_id, guild_id=guild_id))
@@ -200,11 +201,12 @@ class JobService:
             jobs = (await session.scalars(query)).all()
         return [ProgressView.from_job(job) for job in jobs]
 
-    async def events(self, job_id: int) -> Sequence[JobEvent]:
+    async def events(self, job_id: int) -> list[JobEventView]:
         async with self.ctx.sessions() as session:
-            return (
+            rows = (
                 await session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id))
             ).all()
+            return [JobEventView.of(row) for row in rows]
 
     # -- who may ask for what (the rules live in bot.training.rules) ---------------------------------
 
@@ -232,7 +234,7 @@ class JobService:
 
     async def authorize(
         self, job_id: int, *, guild_id: int | None, member: Member, roles: RoleNames, action: JobAction
-    ) -> Job:
+    ) -> JobView:
         """The job, if ``member`` may ``action`` it (:func:`bot.training.rules.may_act`) and, for a
         cancel, it is still live; else a user-facing error."""
         job = await self.get(job_id, guild_id=guild_id)
@@ -404,12 +406,12 @@ class JobService:
             )
         return replace(quote, job_id=job.id)
 
-    async def confirm(self, job_id: int, *, user_id: int, guild_id: int | None = None) -> Job:
+    async def confirm(self, job_id: int, *, user_id: int, guild_id: int | None = None) -> JobView:
         """A trainer confirmed: commit ``pending → provisioning`` and start driving the job."""
         job = await self.get(job_id, guild_id=guild_id)
-        state = JobState(job.state)
+        state = job.state
         if state != JobState.PENDING:
-            if state in LIVE_STATES:
+            if job.live:
                 return job  # a second ✅ on a running job: nothing to do
             raise ConflictError(f"job #{job_id} has already ended ({state.value})")
         now = self.ctx.now()
@@ -448,26 +450,28 @@ class JobService:
         if result.changed:
             await self.ctx.listeners.state(result.job, result.old, result.new, result.payload)
         self.orchestrator.ensure_driving(job_id)
-        return result.job
+        return JobView.of(result.job)
 
     async def cancel(
         self, job_id: int, *, user_id: int, guild_id: int | None = None, reason: str | None = None
-    ) -> Job:
+    ) -> JobView:
         """Cancel a live job: committed first, then the pod is terminated."""
         job = await self.get(job_id, guild_id=guild_id)
-        state = JobState(job.state)
-        if state not in LIVE_STATES:
-            raise ConflictError(f"job #{job_id} has already ended ({state.value})")
+        if not job.live:
+            raise ConflictError(f"job #{job_id} has already ended ({job.state.value})")
         cause = reason or "cancelled on request"
-        return await self.orchestrator.stop(job_id, JobState.CANCELLED, cause, payload={"by": user_id})
+        return JobView.of(
+            await self.orchestrator.stop(job_id, JobState.CANCELLED, cause, payload={"by": user_id})
+        )
 
     async def stop_early(
         self, job_id: int, reason: str, *, payload: Mapping[str, Any] | None = None
-    ) -> tuple[Job, bool]:
+    ) -> tuple[JobView, bool]:
         """Stop a training job now and keep its results (it ends ``succeeded`` with an ``early_stop``
         event). Returns the job and whether this call stopped it; a job no longer training is left as is."""
         await self.get(job_id)
-        return await self.orchestrator.stop_early(job_id, reason, payload=payload)
+        job, stopped = await self.orchestrator.stop_early(job_id, reason, payload=payload)
+        return JobView.of(job), stopped
 
     async def pending_quotes(self) -> list[tuple[int, int, int]]:
         """``(job id, channel id, quote message id)`` of the jobs still waiting for confirmation."""
@@ -487,7 +491,7 @@ class JobService:
 
     async def left_pending(
         self, *, within: timedelta = timedelta(days=1)
-    ) -> list[tuple[int, int, int, JobEvent]]:
+    ) -> list[tuple[int, int, int, JobEventView]]:
         """``(job id, channel id, quote message id, the state event that left pending)`` of recent jobs
         no longer pending, for quotes a bot killed mid-confirmation never updated."""
         since = self.ctx.now() - within
@@ -508,7 +512,7 @@ class JobService:
                     .order_by(Job.id)
                 )
             ).all()
-        return [(int(j), int(c), int(m), event) for j, c, m, event in rows]
+        return [(int(j), int(c), int(m), JobEventView.of(event)) for j, c, m, event in rows]
 
     async def set_progress_message(self, job_id: int, *, channel_id: int, message_id: int) -> None:
         """Remember where the progress message lives, so a restarted bot edits the same one."""
