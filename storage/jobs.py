@@ -19,8 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from storage.models import (
     LIVE_STATES,
     TERMINAL_STATES,
+    Caption,
     Checkpoint,
     DatasetSnapshot,
+    FaceAnalysis,
+    Image,
     Job,
     JobEvent,
     JobState,
@@ -285,3 +288,30 @@ async def quotes_left_pending(
         )
     ).all()
     return [(int(j), int(c), int(m), event) for j, c, m, event in rows]
+
+
+# -- what a run plan reads of its dataset ---------------------------------------------------------------
+
+
+async def images_to_train(session: AsyncSession, dataset_id: int) -> Sequence[Image]:
+    """The dataset's images that are not excluded, by position (the order the snapshot keeps)."""
+    return (
+        await session.scalars(
+            select(Image)
+            .where(Image.dataset_id == dataset_id, Image.excluded.is_(False))
+            .order_by(Image.position)
+        )
+    ).all()
+
+
+async def captions_of(session: AsyncSession, image_ids: Collection[int]) -> dict[int, str]:
+    """``image id → caption text`` for those of the images that have a caption."""
+    rows = await session.scalars(select(Caption).where(Caption.image_id.in_(list(image_ids))))
+    return {caption.image_id: caption.text for caption in rows.all()}
+
+
+async def face_analyses_of(session: AsyncSession, image_ids: Collection[int]) -> Sequence[FaceAnalysis]:
+    """Every face analysis of the images (each may have several: one per engine and run)."""
+    return (
+        await session.scalars(select(FaceAnalysis).where(FaceAnalysis.image_id.in_(list(image_ids))))
+    ).all()
