@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import re
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from bot.log import setup_logging
 from bot.training.tokens import worker_token
 from sim.cloudinary import CloudinarySim
 from sim.discord import DiscordSimulator, SimMessage
-from sim.harness import HARNESS_HF_TOKEN, HARNESS_RUNPOD_KEY, BotHarness
+from sim.harness import HARNESS_HF_TOKEN, HARNESS_RUNPOD_KEY, BotHarness, confirm_job, quoted_job_id
 from sim.testdata import testdata_faces as faces_dir
 from sim.transcript import write_transcript
 from storage.models import Job, JobState
@@ -106,11 +105,9 @@ async def test_a_debug_journey_leaves_no_secret_nor_worker_token_anywhere(
         )
         quote = await start.response(timeout=30)
         assert quote is not None
-        match = re.search(r"Job #(\d+) is waiting for confirmation", quote.content)
-        assert match is not None, quote.content
-        job_id = int(match[1])
-        click = await h.sim.invoke_component(quote.id, f"loraops:train:confirm:{job_id}", h.trainer)
-        await click.ack()
+        job_id = quoted_job_id(quote)
+        assert job_id is not None, quote.content
+        await confirm_job(h.sim, job_id, quote, h.trainer)
         done: SimMessage = await wait_message(h, lambda m: f"training job #{job_id} for " in m.content, 120)
         assert done is not None
         training = h.bot_app.services.training
