@@ -20,25 +20,22 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.errors import (
-    ConflictError,
-    NotFoundError,
-    PermissionDeniedError,
     ServiceUnavailableError,
     UserError,
 )
 from bot.guilds import parse_usd
 from bot.outbox import QUOTE
-from bot.roles import Role, has_role
-from bot.text import quote_inline
+from bot.roles import Role
 from bot.training.jobs import Quote, Training
 from bot.training.money import usd
-from bot.training.presets import check_overrides, load_preset, preset_names
+from bot.training.presets import load_preset, preset_names
 from bot.training.progress import ProgressView
+from bot.training.rules import JobAction, may_act
+from bot.views import JobState
 from cogs._progress import ProgressBoard
 from cogs._shared import guild_id_of, member_of, require, services_of
 from cogs.dataset.manage import dataset_name_autocomplete
 from cogs.review import post_samples, promote_checkpoint
-from storage.models import JobState
 
 if TYPE_CHECKING:
     from bot.app import LoraBot
@@ -59,10 +56,6 @@ def training_of(interaction: discord.Interaction[Any]) -> Training:
             "(and usually `HF_TOKEN` for gated base models) and restart it."
         )
     return training
-
-
-def is_admin(user: discord.User | discord.Member, interaction: discord.Interaction[Any]) -> bool:
-    return has_role(member_of(user), Role.ADMIN, services_of(interaction).roles)
 
 
 def line_for(view: ProgressView) -> str:
@@ -226,37 +219,19 @@ class TrainCog(commands.GroupCog, group_name="train", group_description="Train a
     ) -> tuple[Training, dict[str, str], Decimal | None]:
         """The cheap checks, done before deferring so that their errors stay private."""
         training = training_of(interaction)
-        if preset not in preset_names():
-            raise NotFoundError(
-                f"There is no preset {quote_inline(preset, 40)}. Presets: {', '.join(preset_names())}."
-            )
-        params = check_overrides(preset, overrides)  # refused here, privately, before any spend
         amount = parse_usd(budget) if budget is not None else None
         guild_id = guild_id_of(interaction)
         await services_of(interaction).datasets.get(guild_id=guild_id, name=dataset)
-        if amount is not None:
-            default = await training.ctx.money.default_job_budget(guild_id)
-            if amount > default and not is_admin(interaction.user, interaction):
-                raise PermissionDeniedError(
-                    f"A budget above this server's default ({usd(default)}) needs an admin."
-                )
+        # Refused here, privately, before any spend: unknown preset, bad override, budget authority.
+        params = await training.service.check_request(
+            guild_id=guild_id,
+            preset=preset,
+            overrides=overrides,
+            budget_usd=amount,
+            member=member_of(interaction.user),
+            roles=services_of(interaction).roles,
+        )
         return training, params, amount
-
-    async def _confirmable(
-        self, training: Training, job_id: int, user: discord.User | discord.Member, interaction: Any
-    ) -> None:
-        """Raise unless ``user`` may confirm or cancel pending job ``job_id`` here."""
-        job = await training.service.get(job_id, guild_id=interaction.guild_id)
-        names = services_of(interaction).roles
-        member = member_of(user)
-        if has_role(member, Role.ADMIN, names):
-            return
-        if job.requested_by != user.id:
-            raise PermissionDeniedError(
-                f"Only <@{job.requested_by}> or an admin can do that for job #{job_id}."
-            )
-        if not has_role(member, Role.TRAINER, names):
-            raise PermissionDeniedError(f"This needs the **{names.name_of(Role.TRAINER)}** role.")
 
     async def run_button(self, interaction: discord.Interaction[Any], job_id: int, *, confirm: bool) -> None:
         """Confirm or Cancel pressed on a quote."""
@@ -264,7 +239,13 @@ class TrainCog(commands.GroupCog, group_name="train", group_description="Train a
 
         try:
             training = training_of(interaction)
-            await self._confirmable(training, job_id, interaction.user, interaction)
+            await training.service.authorize(
+                job_id,
+                guild_id=interaction.guild_id,
+                member=member_of(interaction.user),
+                roles=services_of(interaction).roles,
+                action=JobAction.CONFIRM if confirm else JobAction.CANCEL,
+            )
             await interaction.response.defer()  # the job transition and the message edit may take a moment
             if confirm:
                 await training.service.confirm(
@@ -398,17 +379,13 @@ class TrainCog(commands.GroupCog, group_name="train", group_description="Train a
     async def cancel(self, interaction: discord.Interaction[Any], job: int) -> None:
         training = training_of(interaction)
         guild_id = guild_id_of(interaction)
-        row = await training.service.get(job, guild_id=guild_id)
-        if row.requested_by != interaction.user.id and not is_admin(interaction.user, interaction):
-            raise PermissionDeniedError(f"Only <@{row.requested_by}> or an admin can cancel job #{job}.")
-        if JobState(row.state) not in (
-            JobState.PENDING,
-            JobState.PROVISIONING,
-            JobState.UPLOADING,
-            JobState.TRAINING,
-            JobState.COLLECTING,
-        ):
-            raise ConflictError(f"Job #{job} has already ended ({row.state}).")
+        await training.service.authorize(
+            job,
+            guild_id=guild_id,
+            member=member_of(interaction.user),
+            roles=services_of(interaction).roles,
+            action=JobAction.CANCEL,
+        )
         await interaction.response.defer(ephemeral=True, thinking=True)  # terminating the pod takes a call
         ended = await training.service.cancel(
             job,
@@ -473,10 +450,8 @@ class TrainCog(commands.GroupCog, group_name="train", group_description="Train a
             job = await training.service.get(job_id, guild_id=guild_id)
             if JobState(job.state) != JobState.PENDING:
                 return False  # confirmed (or ended) already: a second ✅ changes nothing
-            names = self.bot.services.roles
-            allowed = member is not None and (
-                has_role(member_of(member), Role.ADMIN, names)
-                or (job.requested_by == user_id and has_role(member_of(member), Role.TRAINER, names))
+            allowed = member is not None and may_act(
+                member_of(member), job.requested_by, JobAction.CONFIRM, self.bot.services.roles
             )
             if not allowed:
                 log.info("✅ on job %s by %s ignored: not the requester nor an admin", job_id, user_id)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bot.faces.engines import DetectedFace, FaceEngine
+from bot.faces.pictures import PictureFeatures, picture_features
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -68,6 +69,8 @@ class ImageAnalysis:
     height: int
     faces: list[FaceInfo] = field(default_factory=list)
     phash: str | None = None  # imagehash.phash hex, for near-duplicate detection
+    # Keypoints of the picture for the same-picture check of near-duplicates (None: not computed).
+    picture: PictureFeatures | None = None
     error: str | None = None  # set when the image couldn't be read
 
     @property
@@ -182,8 +185,8 @@ def analyse_image(
     """Run ``engine`` on one image and measure every face found. Never raises for a bad image:
     the result's ``error`` says what went wrong.
 
-    ``scoring``: the image is a sample to score against a reference: the picture hash, which only
-    deduplication needs, is skipped."""
+    ``scoring``: the image is a sample to score against a reference: the picture hash and keypoints,
+    which only deduplication needs, are skipped."""
     name = label if label is not None else (str(source) if not isinstance(source, bytes) else "<bytes>")
     try:
         image = load_image(source, max_pixels=max_pixels)
@@ -230,4 +233,7 @@ def analyse_image(
         height=height,
         faces=faces,
         phash=None if scoring else phash_hex(grey_image),
+        # Computed here, from the pixels already decoded, in parallel workers: the report would
+        # otherwise decode the photos a second time, alone in one process, after all the analyses.
+        picture=None if scoring else picture_features(grey_image),
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -37,12 +38,31 @@ def _cv2() -> Any:
     return cv2
 
 
-def _load(source: PictureSource) -> np.ndarray:
+@dataclass(frozen=True)
+class PictureFeatures:
+    """A picture's ORB keypoints: positions (n×2 float32, at MATCH_SIDE) and descriptors (n×32 uint8).
+    Plain arrays, so a face worker can compute them and send them back with its analysis."""
+
+    points: np.ndarray
+    descriptors: np.ndarray
+
+
+def picture_features(grey: Image.Image) -> PictureFeatures | None:
+    """The keypoints of an upright greyscale picture (None when it has none). The face workers call this
+    on the picture they already decoded, so the report never reads the photos again."""
+    small = grey.copy()
+    small.thumbnail((MATCH_SIDE, MATCH_SIDE))
+    keypoints, descriptors = _cv2().ORB_create(nfeatures=1500).detectAndCompute(np.asarray(small), None)
+    if descriptors is None:
+        return None
+    points = np.array([k.pt for k in keypoints], dtype=np.float32).reshape(-1, 2)
+    return PictureFeatures(points, descriptors)
+
+
+def _load(source: PictureSource) -> Image.Image:
     opened = Image.open(io.BytesIO(source)) if isinstance(source, bytes) else Image.open(source)
     with opened as image:
-        grey = ImageOps.exif_transpose(image).convert("L")
-    grey.thumbnail((MATCH_SIDE, MATCH_SIDE))
-    return np.asarray(grey)
+        return ImageOps.exif_transpose(image).convert("L")
 
 
 class PictureMatcher:
@@ -54,21 +74,23 @@ class PictureMatcher:
 
     def __init__(self, resolve: Resolver | None = None) -> None:
         self._resolve = resolve or _existing_file
-        self._features: dict[str, tuple[Any, Any] | None] = {}
+        self._features: dict[str, PictureFeatures | None] = {}
 
-    def _features_of(self, label: str) -> tuple[Any, Any] | None:
+    def know(self, label: str, features: PictureFeatures) -> None:
+        """Keypoints already computed for ``label`` (by the worker that analysed it): no re-reading."""
+        self._features[label] = features
+
+    def _features_of(self, label: str) -> PictureFeatures | None:
         if label not in self._features:
             source = self._resolve(label)
             found = None
             if source is not None:
                 try:
-                    pixels = _load(source)
+                    grey = _load(source)
                 except (OSError, ValueError):
-                    pixels = None
-                if pixels is not None:
-                    orb = _cv2().ORB_create(nfeatures=1500)
-                    keypoints, descriptors = orb.detectAndCompute(pixels, None)
-                    found = (keypoints, descriptors) if descriptors is not None else None
+                    grey = None
+                if grey is not None:
+                    found = picture_features(grey)
             self._features[label] = found
         return self._features[label]
 
@@ -78,12 +100,12 @@ class PictureMatcher:
         if first is None or second is None:
             return None
         cv2 = _cv2()
-        pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(first[1], second[1], k=2)
+        pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(first.descriptors, second.descriptors, k=2)
         good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < 0.75 * p[1].distance]
         if len(good) < 6:
             return len(good)
-        src = np.array([first[0][g.queryIdx].pt for g in good], dtype=np.float32)
-        dst = np.array([second[0][g.trainIdx].pt for g in good], dtype=np.float32)
+        src = first.points[[g.queryIdx for g in good]]
+        dst = second.points[[g.trainIdx for g in good]]
         _matrix, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=4.0)
         return int(mask.sum()) if mask is not None else 0
 

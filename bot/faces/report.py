@@ -263,6 +263,9 @@ def build_report(
     near-duplicates; by default a source that is a file path is read from disk.
     """
     matcher = pictures or PictureMatcher()
+    for analysis in analyses:
+        if analysis.picture is not None:
+            matcher.know(analysis.source, analysis.picture)
     engines = {a.engine for a in analyses}
     if len(engines) > 1:
         raise ValueError(f"analyses from several engines can't be mixed: {sorted(engines)}")

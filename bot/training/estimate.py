@@ -19,11 +19,11 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal, Protocol
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.training.money import cost_of, usd
-from storage.models import Job, JobEvent, JobState
+from storage import jobs as stored_jobs
+from storage.models import JobState
 
 CloudType = Literal["SECURE", "COMMUNITY", "ALL"]
 
@@ -233,30 +233,17 @@ async def measured_speeds(
     the time from ``provisioning`` to ``training`` (pod start, model download, dataset upload).
     """
     async with sessions() as session:
-        jobs = (
-            await session.scalars(
-                select(Job)
-                .where(Job.preset == preset, Job.state == JobState.SUCCEEDED.value, Job.gpu_type.is_not(None))
-                .order_by(Job.id.desc())
-                .limit(HISTORY_JOBS)
-            )
-        ).all()
-        if not jobs:
+        history = await stored_jobs.succeeded_jobs(session, preset, limit=HISTORY_JOBS)
+        if not history:
             return {}, None
-        events = (
-            await session.scalars(
-                select(JobEvent).where(
-                    JobEvent.job_id.in_([job.id for job in jobs]), JobEvent.kind == "state"
-                )
-            )
-        ).all()
+        events = await stored_jobs.state_events_of(session, [job.id for job in history])
     entered: dict[int, dict[str, datetime]] = {}
     for event in events:
         if event.to_state:
             entered.setdefault(event.job_id, {}).setdefault(event.to_state, event.at)
     speeds: dict[str, list[float]] = {}
     boots: list[float] = []
-    for job in jobs:
+    for job in history:
         times = entered.get(job.id, {})
         train_at, collect_at = times.get(JobState.TRAINING.value), times.get(JobState.COLLECTING.value)
         if train_at and collect_at and job.total_steps > 0:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -33,6 +33,7 @@ from bot.errors import (
 )
 from bot.guilds import check_budget
 from bot.outbox import QUOTE
+from bot.roles import Member, RoleNames
 from bot.text import quote_inline
 from bot.training.context import Listeners, TrainingContext, pod_name_for
 from bot.training.estimate import (
@@ -45,10 +46,12 @@ from bot.training.estimate import (
 )
 from bot.training.money import Money, usd
 from bot.training.orchestrator import Orchestrator
+from bot.training.presets import check_overrides, preset_names
 from bot.training.pricing import PodDisks
 from bot.training.progress import ProgressView
 from bot.training.reconciler import Reconciler
-from bot.training.states import transition
+from bot.training.rules import JobAction, require_budget_authority, require_may_act
+from bot.training.states import is_live, transition
 from bot.training.tokens import new_nonce
 from storage.blobs import BlobStore
 from storage.db import unit_of_work
@@ -64,6 +67,7 @@ from storage.models import (
     OwedMessage,
 )
 from storage.types import utcnow
+from storage.views import JobEventView, JobView
 from worker.protocol import BaseModelSource
 
 log = logging.getLogger(__name__)
@@ -176,12 +180,12 @@ class JobService:
         async with self.ctx.sessions() as session:
             return int(await session.scalar(query) or 0)
 
-    async def get(self, job_id: int, *, guild_id: int | None = None) -> Job:
+    async def get(self, job_id: int, *, guild_id: int | None = None) -> JobView:
         async with self.ctx.sessions() as session:
             job = await session.get(Job, job_id)
         if job is None or (guild_id is not None and job.guild_id != guild_id):
             raise NotFoundError(f"there is no job #{job_id} here")
-        return job
+        return JobView.of(job)
 
     async def status(self, job_id: int, *, guild_id: int | None = None) -> ProgressView:
         return ProgressView.from_job(await self.get(job_id, guild_id=guild_id))
@@ -197,11 +201,47 @@ class JobService:
             jobs = (await session.scalars(query)).all()
         return [ProgressView.from_job(job) for job in jobs]
 
-    async def events(self, job_id: int) -> Sequence[JobEvent]:
+    async def events(self, job_id: int) -> list[JobEventView]:
         async with self.ctx.sessions() as session:
-            return (
+            rows = (
                 await session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id))
             ).all()
+            return [JobEventView.of(row) for row in rows]
+
+    # -- who may ask for what (the rules live in bot.training.rules) ---------------------------------
+
+    async def check_request(
+        self,
+        *,
+        guild_id: int,
+        preset: str,
+        overrides: str | Mapping[str, str] | None,
+        budget_usd: Decimal | None,
+        member: Member,
+        roles: RoleNames,
+    ) -> dict[str, str]:
+        """The cheap checks of an estimate or a start, before any planning or spend: the preset exists,
+        the overrides apply to it, and ``member`` may set ``budget_usd``. Returns the overrides."""
+        if preset not in preset_names():
+            raise NotFoundError(
+                f"There is no preset {quote_inline(preset, 40)}. Presets: {', '.join(preset_names())}."
+            )
+        params = check_overrides(preset, overrides)
+        if budget_usd is not None:
+            default = await self.ctx.money.default_job_budget(guild_id)
+            require_budget_authority(member, budget_usd, default, roles)
+        return params
+
+    async def authorize(
+        self, job_id: int, *, guild_id: int | None, member: Member, roles: RoleNames, action: JobAction
+    ) -> JobView:
+        """The job, if ``member`` may ``action`` it (:func:`bot.training.rules.may_act`) and, for a
+        cancel, it is still live; else a user-facing error."""
+        job = await self.get(job_id, guild_id=guild_id)
+        require_may_act(member, job.requested_by, job_id, action, roles)
+        if action == JobAction.CANCEL and not is_live(job.state):
+            raise ConflictError(f"Job #{job_id} has already ended ({job.state}).")
+        return job
 
     # -- estimate / start / confirm ------------------------------------------------------------------
 
@@ -366,12 +406,12 @@ class JobService:
             )
         return replace(quote, job_id=job.id)
 
-    async def confirm(self, job_id: int, *, user_id: int, guild_id: int | None = None) -> Job:
+    async def confirm(self, job_id: int, *, user_id: int, guild_id: int | None = None) -> JobView:
         """A trainer confirmed: commit ``pending → provisioning`` and start driving the job."""
         job = await self.get(job_id, guild_id=guild_id)
-        state = JobState(job.state)
+        state = job.state
         if state != JobState.PENDING:
-            if state in LIVE_STATES:
+            if job.live:
                 return job  # a second ✅ on a running job: nothing to do
             raise ConflictError(f"job #{job_id} has already ended ({state.value})")
         now = self.ctx.now()
@@ -410,26 +450,28 @@ class JobService:
         if result.changed:
             await self.ctx.listeners.state(result.job, result.old, result.new, result.payload)
         self.orchestrator.ensure_driving(job_id)
-        return result.job
+        return JobView.of(result.job)
 
     async def cancel(
         self, job_id: int, *, user_id: int, guild_id: int | None = None, reason: str | None = None
-    ) -> Job:
+    ) -> JobView:
         """Cancel a live job: committed first, then the pod is terminated."""
         job = await self.get(job_id, guild_id=guild_id)
-        state = JobState(job.state)
-        if state not in LIVE_STATES:
-            raise ConflictError(f"job #{job_id} has already ended ({state.value})")
+        if not job.live:
+            raise ConflictError(f"job #{job_id} has already ended ({job.state.value})")
         cause = reason or "cancelled on request"
-        return await self.orchestrator.stop(job_id, JobState.CANCELLED, cause, payload={"by": user_id})
+        return JobView.of(
+            await self.orchestrator.stop(job_id, JobState.CANCELLED, cause, payload={"by": user_id})
+        )
 
     async def stop_early(
         self, job_id: int, reason: str, *, payload: Mapping[str, Any] | None = None
-    ) -> tuple[Job, bool]:
+    ) -> tuple[JobView, bool]:
         """Stop a training job now and keep its results (it ends ``succeeded`` with an ``early_stop``
         event). Returns the job and whether this call stopped it; a job no longer training is left as is."""
         await self.get(job_id)
-        return await self.orchestrator.stop_early(job_id, reason, payload=payload)
+        job, stopped = await self.orchestrator.stop_early(job_id, reason, payload=payload)
+        return JobView.of(job), stopped
 
     async def pending_quotes(self) -> list[tuple[int, int, int]]:
         """``(job id, channel id, quote message id)`` of the jobs still waiting for confirmation."""
@@ -449,7 +491,7 @@ class JobService:
 
     async def left_pending(
         self, *, within: timedelta = timedelta(days=1)
-    ) -> list[tuple[int, int, int, JobEvent]]:
+    ) -> list[tuple[int, int, int, JobEventView]]:
         """``(job id, channel id, quote message id, the state event that left pending)`` of recent jobs
         no longer pending, for quotes a bot killed mid-confirmation never updated."""
         since = self.ctx.now() - within
@@ -470,7 +512,7 @@ class JobService:
                     .order_by(Job.id)
                 )
             ).all()
-        return [(int(j), int(c), int(m), event) for j, c, m, event in rows]
+        return [(int(j), int(c), int(m), JobEventView.of(event)) for j, c, m, event in rows]
 
     async def set_progress_message(self, job_id: int, *, channel_id: int, message_id: int) -> None:
         """Remember where the progress message lives, so a restarted bot edits the same one."""

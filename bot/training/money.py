@@ -26,13 +26,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Literal
 
-from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
 from bot.training.pricing import PodDisks, network_volume_per_hour
+from storage import jobs, ledger
 from storage.db import unit_of_work
-from storage.models import GuildSettings, Job, JobEvent, SpendEntry
+from storage.models import GuildSettings, Job, SpendEntry
 from storage.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -147,10 +147,10 @@ class Money:
     async def _accrue_once(self, job_id: int) -> Accrual:
         now = self._clock()
         async with unit_of_work(self._sessions) as session:
-            job = await session.get(Job, job_id)
+            job = await jobs.job(session, job_id)
             if job is None:
                 raise LookupError(f"job {job_id} does not exist")
-            entries = (await session.scalars(select(SpendEntry).where(SpendEntry.job_id == job_id))).all()
+            entries = await ledger.job_entries(session, job_id)
             before = sum((entry.amount_usd for entry in entries), Decimal(0))
             added: list[SpendEntry] = []
             created, price = job.pod_created_at, job.price_per_hour
@@ -191,33 +191,27 @@ class Money:
                             continue
                         running += amount
                         added.append(
-                            SpendEntry(
+                            ledger.add_entry(
+                                session,
                                 guild_id=job.guild_id,
                                 job_id=job_id,
-                                amount_usd=amount,
-                                period_start=piece_start,
-                                period_end=piece_end,
                                 kind=kind,
-                                note=note[:200],
+                                amount=amount,
+                                start=piece_start,
+                                end=piece_end,
+                                note=note,
                                 at=now,
                             )
                         )
             total = before + sum((entry.amount_usd for entry in added), Decimal(0))
             if total == job.cost_usd and not added:
                 return Accrual(job_id, Decimal(0), total)
-            session.add_all(added)
             await self._set_cost(session, job, total)
             return Accrual(job_id, total - job.cost_usd, total)
 
     async def _set_cost(self, session: AsyncSession, job: Job, total: Decimal) -> None:
         # Compare-and-set: if another accrual moved cost_usd since we read it, start over.
-        outcome = await session.execute(
-            update(Job)
-            .where(Job.id == job.id, Job.cost_usd == job.cost_usd)
-            .values(cost_usd=total)
-            .execution_options(synchronize_session=False)
-        )
-        if getattr(outcome, "rowcount", 1) != 1:
+        if not await ledger.set_cost_if_unchanged(session, job.id, job.cost_usd, total):
             raise _RacedError  # leaves the unit of work, which rolls our entries back
 
     async def charge_extra_pod(
@@ -250,15 +244,14 @@ class Money:
     ) -> Decimal:
         marker = f"pod {pod_id} "
         async with unit_of_work(self._sessions) as session:
-            job = await session.get(Job, job_id)
+            job = await jobs.job(session, job_id)
             if job is None:
                 raise LookupError(f"job {job_id} does not exist")
-            entries = (await session.scalars(select(SpendEntry).where(SpendEntry.job_id == job_id))).all()
+            entries = await ledger.job_entries(session, job_id)
             if any(e.kind == EXTRA_POD and e.note.startswith(marker) for e in entries):
                 return Decimal(0)
             end = max(end, start)
             charged = Decimal(0)
-            added: list[SpendEntry] = []
             for kind, rate, what in (
                 (EXTRA_POD, price, f"@ {price}/h"),
                 (
@@ -271,20 +264,18 @@ class Money:
                 for piece_start, piece_end in split_by_month(start, end) or [(start, end)]:
                     amount = cost_of(rate, piece_end - start) - running
                     running += amount
-                    added.append(
-                        SpendEntry(
-                            guild_id=job.guild_id,
-                            job_id=job_id,
-                            amount_usd=amount,
-                            period_start=piece_start,
-                            period_end=piece_end,
-                            kind=kind,
-                            note=f"{marker}{what}"[:200],
-                            at=self._clock(),
-                        )
+                    ledger.add_entry(
+                        session,
+                        guild_id=job.guild_id,
+                        job_id=job_id,
+                        kind=kind,
+                        amount=amount,
+                        start=piece_start,
+                        end=piece_end,
+                        note=f"{marker}{what}",
+                        at=self._clock(),
                     )
                 charged += running
-            session.add_all(added)
             before = sum((entry.amount_usd for entry in entries), Decimal(0))
             await self._set_cost(session, job, before + charged)
             return charged
@@ -298,16 +289,24 @@ class Money:
         now = self._clock()
         marker = f"volume {volume_id} "
         async with unit_of_work(self._sessions) as session:
-            ends = (
-                await session.scalars(
-                    select(SpendEntry.period_end).where(
-                        SpendEntry.kind == NETWORK_VOLUME, SpendEntry.note.startswith(marker)
-                    )
-                )
-            ).all()
+            ends = await ledger.period_ends(session, NETWORK_VOLUME, marker)
             note = f"{marker}{size_gb} GB"
+
+            def entry(guild_id: int, amount: Decimal, start: datetime, end: datetime) -> None:
+                ledger.add_entry(
+                    session,
+                    guild_id=guild_id,
+                    job_id=None,
+                    kind=NETWORK_VOLUME,
+                    amount=amount,
+                    start=start,
+                    end=end,
+                    note=note,
+                    at=now,
+                )
+
             if not ends:  # first sight: billing starts now
-                session.add(_volume_entry(guild_ids[0], Decimal(0), now, now, note, now))
+                entry(guild_ids[0], Decimal(0), now, now)
                 return Decimal(0)
             last_end = max(ends)
             if now - last_end < max(self.min_period, timedelta(seconds=1)):
@@ -320,7 +319,7 @@ class Money:
                 for index, guild_id in enumerate(guild_ids):
                     last = index == len(guild_ids) - 1
                     amount = total - share * (len(guild_ids) - 1) if last else share
-                    session.add(_volume_entry(guild_id, amount, piece_start, piece_end, note, now))
+                    entry(guild_id, amount, piece_start, piece_end)
                 added += total
             return added
 
@@ -329,15 +328,7 @@ class Money:
         at = at or self._clock()
         start, end = month_start(at), next_month_start(at)
         async with self._sessions() as session:
-            amounts = (
-                await session.scalars(
-                    select(SpendEntry.amount_usd).where(
-                        SpendEntry.guild_id == guild_id,
-                        SpendEntry.period_start >= start,
-                        SpendEntry.period_start < end,
-                    )
-                )
-            ).all()
+            amounts = await ledger.guild_amounts(session, guild_id, start, end)
         # Summed here, not in SQL: SQLite stores Money as text.
         return sum(amounts, Decimal(0))
 
@@ -364,7 +355,7 @@ class Money:
         checks every N seconds stops *before* the next check would find the budget overrun.
         """
         async with self._sessions() as session:
-            job = await session.get(Job, job_id)
+            job = await jobs.job(session, job_id)
         if job is None:
             raise LookupError(f"job {job_id} does not exist")
         extra = Decimal(0)
@@ -391,28 +382,8 @@ class Money:
 
 async def _exited_at(session: AsyncSession, job_id: int) -> datetime | None:
     """When the job's pod left RUNNING on its own (the first ``pod_exited`` event), if it did."""
-    payload = await session.scalar(
-        select(JobEvent.payload)
-        .where(JobEvent.job_id == job_id, JobEvent.kind == POD_EXITED_EVENT)
-        .order_by(JobEvent.id)
-        .limit(1)
-    )
+    payload = await jobs.first_payload(session, job_id, POD_EXITED_EVENT)
     if not payload or not payload.get("at"):
         return None
     moment = datetime.fromisoformat(str(payload["at"]))
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-def _volume_entry(
-    guild_id: int, amount: Decimal, start: datetime, end: datetime, note: str, at: datetime
-) -> SpendEntry:
-    return SpendEntry(
-        guild_id=guild_id,
-        job_id=None,
-        amount_usd=amount,
-        period_start=start,
-        period_end=end,
-        kind=NETWORK_VOLUME,
-        note=note[:200],
-        at=at,
-    )

@@ -23,11 +23,10 @@ import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import select
-
 from bot.outbox import PROGRESS, SUMMARY, Outbox, row_key
 from bot.training.context import TrainingContext
-from storage.models import TERMINAL_STATES, Checkpoint, Job, JobEvent, JobState, Sample
+from storage import jobs
+from storage.models import JobEvent, JobState
 
 log = logging.getLogger(__name__)
 
@@ -69,22 +68,8 @@ class OwedAnnouncements:
         report = OwedReport()
         cutoff = self.ctx.now() - (timedelta(0) if startup else self.grace)
         async with self.ctx.sessions() as session:
-            announced = (
-                await session.scalars(
-                    select(JobEvent).where(JobEvent.kind == ANNOUNCED_EVENT).order_by(JobEvent.id)
-                )
-            ).all()
-            endings = (
-                await session.scalars(
-                    select(JobEvent)
-                    .where(
-                        JobEvent.kind == "state",
-                        JobEvent.to_state.in_([s.value for s in TERMINAL_STATES]),
-                        JobEvent.from_state != JobState.PENDING.value,
-                    )
-                    .order_by(JobEvent.id)
-                )
-            ).all()
+            announced = await jobs.events_of_kind(session, ANNOUNCED_EVENT)
+            endings = await jobs.endings_after_start(session)
         done: dict[int, set[str]] = {}
 
         async def keys(job_id: int) -> set[str]:
@@ -119,17 +104,9 @@ class OwedAnnouncements:
 
     async def _announce_checkpoint(self, job_id: int, step: int) -> bool:
         async with self.ctx.sessions() as session:
-            job = await session.get(Job, job_id)
-            checkpoint = await session.scalar(
-                select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step == step)
-            )
-            samples = (
-                await session.scalars(
-                    select(Sample)
-                    .where(Sample.job_id == job_id, Sample.step == step)
-                    .order_by(Sample.prompt_index)
-                )
-            ).all()
+            job = await jobs.job(session, job_id)
+            checkpoint = await jobs.checkpoint_at(session, job_id, step)
+            samples = await jobs.samples(session, job_id, step=step)
         if job is None or checkpoint is None:
             return False
         await self.ctx.listeners.checkpoint(job, checkpoint, samples)
@@ -137,7 +114,7 @@ class OwedAnnouncements:
 
     async def _announce_end(self, event: JobEvent) -> None:
         async with self.ctx.sessions() as session:
-            job = await session.get(Job, event.job_id)
+            job = await jobs.job(session, event.job_id)
         if job is None or job.state != event.to_state:
             return
         assert event.from_state is not None and event.to_state is not None

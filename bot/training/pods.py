@@ -23,14 +23,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
-
 from bot.clients.runpod import RunPodError
 from bot.training.context import TrainingContext
 from bot.training.money import POD_EXITED_EVENT
 from bot.training.pricing import PodDisks, gpu_price
 from bot.training.states import record_event
-from storage.models import Job, JobEvent, JobState
+from storage import jobs
+from storage.models import Job, JobState
 
 log = logging.getLogger(__name__)
 
@@ -101,11 +100,7 @@ def stop_reason(pod: Any) -> StopReason:
 async def record_exit(ctx: TrainingContext, job: Job, pod: Any) -> datetime:
     """Record (once) when the job's pod left RUNNING; the ledger bills GPU time up to then."""
     async with ctx.sessions() as session:
-        existing = await session.scalar(
-            select(JobEvent.payload)
-            .where(JobEvent.job_id == job.id, JobEvent.kind == POD_EXITED_EVENT)
-            .limit(1)
-        )
+        existing = await jobs.first_payload(session, job.id, POD_EXITED_EVENT)
     if existing:
         return datetime.fromisoformat(str(existing["at"]))
     now = ctx.now()
@@ -164,12 +159,7 @@ def budget_stop_at(job: Job, price_per_hour: Decimal, now: datetime) -> datetime
 
 async def _first_request(ctx: TrainingContext, job_id: int) -> datetime | None:
     async with ctx.sessions() as session:
-        return await session.scalar(
-            select(JobEvent.at)
-            .where(JobEvent.job_id == job_id, JobEvent.kind == "pod_requested")
-            .order_by(JobEvent.id)
-            .limit(1)
-        )
+        return await jobs.event_at(session, job_id, "pod_requested")
 
 
 async def retire_extra_pod(

@@ -22,14 +22,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
-
 from bot.clients.runpod import RunPodError
 from bot.training.context import POD_PREFIX, job_id_from_pod_name
 from bot.training.orchestrator import Orchestrator
 from bot.training.owed import OwedAnnouncements
 from bot.training.pods import EXTRA_POD_EVENT, retire_extra_pod
 from bot.training.states import record_event
+from storage import jobs
 from storage.models import LIVE_STATES, Job, JobState
 
 log = logging.getLogger(__name__)
@@ -82,20 +81,8 @@ class Reconciler:
         pod_ids = {pod.id for pod in pods} if pods is not None else set()
 
         async with self.ctx.sessions() as session:
-            live = (
-                await session.scalars(
-                    select(Job).where(Job.state.in_([s.value for s in LIVE_STATES])).order_by(Job.id)
-                )
-            ).all()
-            unfinished = (
-                await session.scalars(
-                    select(Job).where(
-                        Job.state.not_in([s.value for s in LIVE_STATES]),
-                        Job.pod_id.is_not(None),
-                        Job.pod_terminated_at.is_(None),
-                    )
-                )
-            ).all()
+            live = await jobs.live_jobs(session)
+            unfinished = await jobs.ended_jobs_with_pod_running(session)
 
         for job in live:
             try:
@@ -230,13 +217,7 @@ class Reconciler:
         # Read ownership again: the live pass above may have stopped jobs (their pods are now orphans
         # unless already terminated) and drivers may have stored new pod ids meanwhile.
         async with self.ctx.sessions() as session:
-            owners = (
-                await session.execute(
-                    select(Job.id, Job.pod_id, Job.pod_name).where(
-                        Job.state.in_([s.value for s in LIVE_STATES])
-                    )
-                )
-            ).all()
+            owners = await jobs.live_pod_owners(session)
         owned_ids = {row.pod_id for row in owners if row.pod_id}
         # A live job's name protects a pod only while the job has no pod yet (it may be adopting it);
         # once the job has its pod, another pod of that name is a ghost that bills for nothing.
@@ -284,12 +265,12 @@ class Reconciler:
         guilds = list(self.ctx.settings.discord_guild_ids)
         if not guilds:
             async with self.ctx.sessions() as session:
-                guilds = sorted(set((await session.scalars(select(Job.guild_id).distinct())).all()))
+                guilds = await jobs.guilds_with_jobs(session)
         await self.ctx.money.accrue_network_volume(volume.id, volume.size_gb, guilds)
 
     async def _maybe_job(self, job_id: int) -> Job | None:
         async with self.ctx.sessions() as session:
-            return await session.get(Job, job_id)
+            return await jobs.job(session, job_id)
 
     async def run(self, interval_s: float = 60.0) -> None:
         """Reconcile now and then every ``interval_s`` seconds, until cancelled."""

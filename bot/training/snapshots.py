@@ -26,11 +26,11 @@ import zipfile
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.training import sdscripts_schema as schema
 from bot.training.render import RenderResult
+from storage import jobs
 from storage.blobs import BlobStore
 from storage.db import unit_of_work
 from storage.models import DatasetSnapshot
@@ -174,11 +174,7 @@ async def create_snapshot(
     frozen = await asyncio.to_thread(freeze, result)
     await asyncio.to_thread(blobs.put, frozen.archive)
     async with unit_of_work(sessions) as session:
-        existing = await session.scalar(
-            select(DatasetSnapshot).where(
-                DatasetSnapshot.dataset_id == dataset_id, DatasetSnapshot.content_hash == frozen.content_hash
-            )
-        )
+        existing = await jobs.snapshot_with_hash(session, dataset_id, frozen.content_hash)
         if existing is not None:
             return existing
         row = DatasetSnapshot(
@@ -190,6 +186,4 @@ async def create_snapshot(
             image_count=len(result.images),
             created_by=created_by,
         )
-        session.add(row)
-        await session.flush()
-        return row
+        return await jobs.add_snapshot(session, row)

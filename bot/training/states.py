@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from storage import jobs
 from storage.db import unit_of_work
 from storage.models import LIVE_STATES, TERMINAL_STATES, Job, JobEvent, JobState
 from storage.types import utcnow
@@ -121,7 +122,7 @@ async def transition(
     data = dict(payload or {})
     async with unit_of_work(sessions) as session:
         # FOR UPDATE serialises concurrent movers on PostgreSQL; SQLite serialises writers anyway.
-        job = await session.get(Job, job_id, with_for_update=True)
+        job = await jobs.job(session, job_id, for_update=True)
         if job is None:
             raise LookupError(f"job {job_id} does not exist")
         old = JobState(job.state)
@@ -134,10 +135,9 @@ async def transition(
             update(job)
         if new in TERMINAL_STATES and job.finished_at is None:
             job.finished_at = at
-        event = JobEvent(
-            job_id=job.id, at=at, kind="state", from_state=old.value, to_state=new.value, payload=data
+        event = jobs.add_event(
+            session, job.id, "state", data, at=at, from_state=old.value, to_state=new.value
         )
-        session.add(event)
     return TransitionResult(job=job, old=old, new=new, changed=True, event=event, payload=data)
 
 
@@ -151,4 +151,4 @@ async def record_event(
 ) -> None:
     """Commit a non-transition event (``pod_created``, ``no_capacity``, ...) on the job's timeline."""
     async with unit_of_work(sessions) as session:
-        session.add(JobEvent(job_id=job_id, at=now or utcnow(), kind=kind, payload=dict(payload or {})))
+        jobs.add_event(session, job_id, kind, payload, at=now or utcnow())

@@ -5,8 +5,16 @@ It enforces what the real service enforces and answers with the real error shape
 
 - Admin and Search API: HTTP Basic ``api_key:api_secret`` (401 ``{"error":{"message":…}}``); an hourly
   allowance with ``X-FeatureRateLimit-Limit/-Remaining/-Reset`` on every answer and 420
-  "Rate Limit Exceeded…" when it is used up; cursor paging (opaque ``next_cursor``, ``max_results``
-  default 10 for Admin and 50 for Search, at most 500).
+  "Rate Limit Exceeded…" when it is used up; cursor paging (opaque ``next_cursor`` that remembers where
+  the last page ended, so uploads and deletions between pages neither repeat nor skip assets;
+  ``max_results`` default 10, 50 for asset folders and Search, at most 500).
+- Listings as the Admin API reference (https://cloudinary.com/documentation/admin_api.md) describes
+  them: by ``created_at``, newest first unless ``direction`` is ``asc``/``1``; with a ``prefix`` the
+  direction is ignored and assets come sorted by public ID; asset folder names are not case sensitive;
+  ``tags``/``context`` only when asked for (``tags=true``, ``context=true``).
+- Search expressions parsed as Cloudinary documents them (``sim/cloudinary/search.py`` lists the sources
+  and the choices made where they are silent); a malformed one is a 400 with the error JSON. Tags and
+  context only with ``with_field``.
 - Upload API: signed form fields, checked as Cloudinary does (sorted ``k=v`` joined by ``&``, ``&``
   in values as ``%26``, sha1 or sha256 of that plus the secret); timestamps older than an hour are
   stale; per-type maximum file sizes (the free plan's 10 MB image/raw, 100 MB video), also for
@@ -14,7 +22,7 @@ It enforces what the real service enforces and answers with the real error shape
 - Delivery: the ``secure_url`` it returns serves the bytes.
 
 Tests seed it (``add_asset``, ``seed_folder``), read ``requests``, and inject failures
-(``force_rate_limit``, ``fail_next``).
+(``force_rate_limit``, ``fail_next`` with any status, JSON error body or a proxy's HTML page).
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from typing import Any
 from aiohttp import web
 
 from sim.cloudinary.images import generated_image
+from sim.cloudinary.search import SearchExpressionError, compile_expression
 
 FREE_PLAN_LIMITS = {
     "image_max_size_bytes": 10 * 1024 * 1024,
@@ -104,9 +113,9 @@ class CloudinarySim:
         self.media_limits = dict(FREE_PLAN_LIMITS, **(media_limits or {}))
         self.assets: dict[tuple[str, str, str], SimAsset] = {}
         self.requests: list[RecordedRequest] = []
-        self._cursors: dict[str, tuple[str, int]] = {}
+        self._cursors: dict[str, tuple[str, tuple[Any, ...]]] = {}
         self._forced: list[_Forced] = []
-        self._fail_next: list[tuple[int, str]] = []
+        self._fail_next: list[tuple[int, str | None]] = []
         self._used_this_hour = 0
         self._window_start = self._hour_start(datetime.now(UTC))
         self._chunks: dict[str, dict[int, bytes]] = {}
@@ -216,9 +225,12 @@ class CloudinarySim:
             raise ValueError("Cloudinary rate-limits with 420 or 429")
         self._forced.extend(_Forced(status, retry_after_s, retry_after_header) for _ in range(count))
 
-    def fail_next(self, status: int = 500, message: str = "General Error") -> None:
-        """Answer the next API call with ``status`` and the error JSON."""
-        self._fail_next.append((status, message))
+    def fail_next(self, status: int = 500, message: str = "General Error", *, json_body: bool = True) -> None:
+        """Answer the next API call with ``status`` and the error JSON (any status, 409 or 502 alike).
+
+        ``json_body=False`` answers with an HTML page instead, as a proxy in front of Cloudinary does.
+        """
+        self._fail_next.append((status, message if json_body else None))
 
     def admin_calls(self) -> list[RecordedRequest]:
         return [r for r in self.requests if r.api in ("admin", "search")]
@@ -271,7 +283,19 @@ class CloudinarySim:
             f"v{asset.version}/{asset.public_id}{suffix}"
         )
 
-    def _brief(self, asset: SimAsset, *, tags: bool, context: bool, search: bool = False) -> dict[str, Any]:
+    def _brief(
+        self,
+        asset: SimAsset,
+        *,
+        tags: bool,
+        context: bool,
+        search: bool = False,
+        fields: frozenset[str] | None = None,
+    ) -> dict[str, Any]:
+        """One asset of a listing or search. ``fields`` (when given) takes precedence over ``tags`` and
+        ``context``: only those fields, plus the ones Cloudinary always includes, are returned."""
+        if fields is not None:
+            tags, context = "tags" in fields, "context" in fields
         url = self._secure_url(asset)
         item: dict[str, Any] = {
             "asset_id": asset.asset_id,
@@ -306,6 +330,9 @@ class CloudinarySim:
         if context and asset.context:
             # The Admin API nests custom context under "custom"; the Search API returns it flat.
             item["context"] = dict(asset.context) if search else {"custom": dict(asset.context)}
+        if fields is not None:
+            keep = fields | (_ALWAYS_IN_SEARCH if search else _ALWAYS_IN_LISTINGS)
+            item = {k: v for k, v in item.items() if k in keep}
         return item
 
     @staticmethod
@@ -334,17 +361,19 @@ class CloudinarySim:
                 body = None
         status, payload, headers = self._admin(request, cloud, tail, body)
         self._record(request, body, status, api)
+        if payload is None:
+            return web.Response(status=status, text=_proxy_page(status), content_type="text/html")
         return web.json_response(payload, status=status, headers=headers)
 
     def _admin(
         self, request: web.Request, cloud: str, tail: str, body: Any
-    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+    ) -> tuple[int, dict[str, Any] | None, dict[str, str]]:
         error = self._check_basic_auth(request, cloud)
         if error is not None:
             return 401, _error(error), {}
         if self._fail_next:
             status, message = self._fail_next.pop(0)
-            return status, _error(message), {}
+            return status, (_error(message) if message is not None else None), {}
         headers, limited = self._rate_limit()
         if limited is not None:
             return limited[0], _error(limited[1]), headers
@@ -354,34 +383,38 @@ class CloudinarySim:
                 folder = q.get("asset_folder")
                 if folder is None:
                     return 400, _error("Missing required parameter - asset_folder"), headers
-                found = [a for a in self._ordered(q.get("direction")) if a.asset_folder == folder]
-                return 200, self._page(f"folder:{folder}", found, q, default=10), headers
+                # "The asset folder name isn't case sensitive"; sub-folders are not included.
+                found = [a for a in self.assets.values() if a.asset_folder.lower() == folder.lower()]
+                order = _created_order(q.get("direction"))
+                return 200, self._page(f"folder:{folder.lower()}", found, order, q, default=50), headers
             if tag_match := re.fullmatch(r"resources/(image|raw|video)/tags/(.+)", tail):
                 rtype, tag = tag_match.groups()
-                found = [
-                    a for a in self._ordered(q.get("direction")) if a.resource_type == rtype and tag in a.tags
-                ]
-                return 200, self._page(f"tag:{rtype}:{tag}", found, q, default=10), headers
+                found = [a for a in self.assets.values() if a.resource_type == rtype and tag in a.tags]
+                order = _created_order(q.get("direction"))
+                return 200, self._page(f"tag:{rtype}:{tag}", found, order, q, default=10), headers
             if list_match := re.fullmatch(
                 r"resources/(image|raw|video)(?:/(upload|private|authenticated))?", tail
             ):
                 rtype, dtype = list_match.groups()
-                prefix = q.get("prefix", "")
+                prefix = q.get("prefix")
                 found = [
                     a
-                    for a in self._ordered(q.get("direction"))
+                    for a in self.assets.values()
                     if a.resource_type == rtype
                     and (dtype is None or a.type == dtype)
-                    and a.public_id.startswith(prefix)
+                    and a.public_id.startswith(prefix or "")
                 ]
-                return 200, self._page(f"list:{rtype}:{dtype}:{prefix}", found, q, default=10), headers
+                # With a prefix, "direction" is ignored and the assets come sorted by public ID.
+                order = _PUBLIC_ID_ORDER if prefix else _created_order(q.get("direction"))
+                key = f"list:{rtype}:{dtype}:{prefix}"
+                return 200, self._page(key, found, order, q, default=10), headers
             if request.method == "POST" and tail == "resources/search":
                 return 200, self._search(body or {}), headers
             if tail == "usage":
                 return 200, self._usage(), headers
             if tail == "ping":
                 return 200, {"status": "ok"}, headers
-        except _BadRequestError as exc:
+        except (_BadRequestError, SearchExpressionError) as exc:
             return 400, _error(str(exc)), headers
         return 404, _error(f"Resource not found - {tail}"), headers
 
@@ -421,72 +454,84 @@ class CloudinarySim:
         self._used_this_hour += 1
         return _limit_headers(self.hourly_limit, self.hourly_limit - self._used_this_hour, reset), None
 
-    def _ordered(self, direction: str | None) -> list[SimAsset]:
-        items = sorted(self.assets.values(), key=lambda a: a.created_at)
-        # Admin listings default to newest first.
-        if direction not in ("asc", "1"):
-            items.reverse()
-        return items
-
-    def _page(self, query_key: str, items: list[SimAsset], q: Any, *, default: int) -> dict[str, Any]:
+    def _page(
+        self, query_key: str, items: list[SimAsset], order: _Order, q: Any, *, default: int
+    ) -> dict[str, Any]:
         size = _max_results(q.get("max_results"), default)
-        offset = self._cursor_offset(q.get("next_cursor"), query_key)
-        page = items[offset : offset + size]
+        page, cursor = self._keyset_page(query_key, items, order, q.get("next_cursor"), size)
         result: dict[str, Any] = {
             "resources": [
-                self._brief(a, tags=q.get("tags") == "true", context=q.get("context") == "true") for a in page
+                self._brief(
+                    a,
+                    tags=q.get("tags") == "true",
+                    context=q.get("context") == "true",
+                    fields=_field_list(q.get("fields")),
+                )
+                for a in page
             ]
         }
-        if offset + size < len(items):
-            result["next_cursor"] = self._new_cursor(query_key, offset + size)
+        if cursor is not None:
+            result["next_cursor"] = cursor
         return result
 
-    def _cursor_offset(self, cursor: str | None, query_key: str) -> int:
-        if not cursor:
-            return 0
-        known = self._cursors.get(cursor)
-        if known is None or known[0] != query_key:
-            raise _BadRequestError("Invalid next_cursor")
-        return known[1]
+    def _keyset_page(
+        self, query_key: str, items: list[SimAsset], order: _Order, cursor: str | None, size: int
+    ) -> tuple[list[SimAsset], str | None]:
+        """One page after ``cursor``, and the cursor of the next page if there is more.
 
-    def _new_cursor(self, query_key: str, offset: int) -> str:
-        cursor = secrets.token_hex(16)
-        self._cursors[cursor] = (query_key, offset)
-        return cursor
+        A cursor remembers the sort key of the last asset it returned, not an offset, so assets
+        uploaded or deleted between two pages neither repeat nor push others out of the listing.
+        """
+        ordered = order.sort(items)
+        if cursor:
+            known = self._cursors.get(cursor)
+            if known is None or known[0] != query_key:
+                raise _BadRequestError("Invalid next_cursor")
+            last = known[1]
+            ordered = [a for a in ordered if order.after(order.key(a), last)]
+        page = ordered[:size]
+        if len(ordered) <= size:
+            return page, None
+        token = secrets.token_hex(16)
+        self._cursors[token] = (query_key, order.key(page[-1]))
+        return page, token
 
     def _search(self, body: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
         expression = str(body.get("expression") or "")
-        predicate = _parse_expression(expression)
-        items = [a for a in sorted(self.assets.values(), key=lambda a: a.created_at) if predicate(a)]
-        items.reverse()  # Search defaults to newest first
-        for spec in reversed(body.get("sort_by") or []):
+        predicate = compile_expression(expression)
+        items = [a for a in self.assets.values() if predicate(a)]
+        keys: list[tuple[str, bool]] = []
+        for spec in body.get("sort_by") or []:
+            if not isinstance(spec, dict) or len(spec) != 1:
+                raise _BadRequestError("Invalid sort_by")
             ((key, direction),) = spec.items()
-            if key not in ("public_id", "created_at", "bytes"):
+            if key not in _SORTABLE:
                 raise _BadRequestError(f"Unsupported sort_by field {key}")
-            items.sort(
-                key=lambda a, k=key: (
-                    a.public_id if k == "public_id" else a.created_at if k == "created_at" else len(a.data)
-                ),
-                reverse=direction == "desc",
-            )
+            keys.append((key, direction != "asc"))
+        order = _Order(tuple(keys) or (("created_at", True),))  # newest first unless asked
         with_fields = set(body.get("with_field") or [])
         size = _max_results(body.get("max_results"), 50)
         query_key = "search:" + json.dumps(
             {k: v for k, v in body.items() if k not in ("next_cursor", "max_results")}, sort_keys=True
         )
-        offset = self._cursor_offset(body.get("next_cursor"), query_key)
-        page = items[offset : offset + size]
+        page, cursor = self._keyset_page(query_key, items, order, body.get("next_cursor"), size)
         result: dict[str, Any] = {
             "total_count": len(items),
             "time": max(1, int((time.perf_counter() - started) * 1000)),
             "resources": [
-                self._brief(a, tags="tags" in with_fields, context="context" in with_fields, search=True)
+                self._brief(
+                    a,
+                    tags="tags" in with_fields,
+                    context="context" in with_fields,
+                    search=True,
+                    fields=_field_list(body.get("fields")),
+                )
                 for a in page
             ],
         }
-        if offset + size < len(items):
-            result["next_cursor"] = self._new_cursor(query_key, offset + size)
+        if cursor is not None:
+            result["next_cursor"] = cursor
         return result
 
     def _usage(self) -> dict[str, Any]:
@@ -551,7 +596,8 @@ class CloudinarySim:
         if cloud != self.cloud_name:
             return 401, _error(f"Invalid cloud_name {cloud}")
         if self._fail_next:
-            return self._fail_next.pop(0)[0], _error("General Error")
+            status, message = self._fail_next.pop(0)
+            return status, _error(message or "General Error")
         api_key = params.get("api_key")
         signature = params.get("signature")
         if not signature:
@@ -705,6 +751,82 @@ class _BadRequestError(Exception):
     pass
 
 
+def _sort_value(asset: SimAsset, field: str) -> Any:
+    match field:
+        case "public_id":
+            return asset.public_id
+        case "created_at" | "uploaded_at":
+            return asset.created_at
+        case "bytes":
+            return len(asset.data)
+        case "filename" | "display_name":
+            return asset.display_name
+        case "width":
+            return asset.width or 0
+        case "height":
+            return asset.height or 0
+    raise _BadRequestError(f"Unsupported sort_by field {field}")
+
+
+# "The following fields are always included in the response" (Admin API reference, ``fields``; the
+# asset-management SDK's search parameters).
+_ALWAYS_IN_LISTINGS = frozenset({"public_id", "asset_id"})
+_ALWAYS_IN_SEARCH = frozenset(
+    {"public_id", "asset_id", "asset_folder", "created_at", "status", "type", "resource_type"}
+)
+
+
+def _field_list(raw: Any) -> frozenset[str] | None:
+    """``fields`` as a comma-separated string (Admin API query) or a list (Search body); None: absent."""
+    if raw in (None, "", []):
+        return None
+    parts = raw.split(",") if isinstance(raw, str) else [str(p) for p in raw]
+    return frozenset(p.strip() for p in parts if p.strip())
+
+
+_SORTABLE = ("public_id", "created_at", "uploaded_at", "bytes", "filename", "display_name", "width", "height")
+
+
+@dataclass(frozen=True)
+class _Order:
+    """A listing's order: (field, descending) pairs, then the asset id so that the order is total."""
+
+    fields: tuple[tuple[str, bool], ...]
+
+    def key(self, asset: SimAsset) -> tuple[Any, ...]:
+        return (*(_sort_value(asset, f) for f, _ in self.fields), asset.asset_id)
+
+    def sort(self, items: list[SimAsset]) -> list[SimAsset]:
+        ordered = sorted(items, key=lambda a: a.asset_id)
+        for name, descending in reversed(self.fields):  # stable sorts, least significant first
+            ordered.sort(key=lambda a, f=name: _sort_value(a, f), reverse=descending)
+        return ordered
+
+    def after(self, key: tuple[Any, ...], last: tuple[Any, ...]) -> bool:
+        """Whether an asset with ``key`` comes after the one with ``last`` in this order."""
+        directions = [descending for _, descending in self.fields] + [False]
+        for mine, theirs, descending in zip(key, last, directions, strict=True):
+            if mine != theirs:
+                return (mine < theirs) if descending else (mine > theirs)
+        return False
+
+
+_PUBLIC_ID_ORDER = _Order((("public_id", False),))
+
+
+def _created_order(direction: str | None) -> _Order:
+    """Admin listings: by creation time, newest first unless ``direction`` is ``asc`` or ``1``."""
+    if direction not in (None, "", "asc", "1", "desc", "-1"):
+        raise _BadRequestError(f"Invalid direction {direction}")
+    return _Order((("created_at", direction not in ("asc", "1")),))
+
+
+def _proxy_page(status: int) -> str:
+    reason = {502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}.get(status, "Error")
+    title = f"{status} {reason}"
+    return f"<html><head><title>{title}</title></head><body><h1>{title}</h1></body></html>"
+
+
 def _error(message: str) -> dict[str, Any]:
     return {"error": {"message": message}}
 
@@ -741,42 +863,6 @@ def _max_results(raw: Any, default: int) -> int:
     if value < 1:
         raise _BadRequestError("Invalid max_results")
     return min(value, 500)
-
-
-_TERM = re.compile(r'^\s*([A-Za-z_]+)\s*(=|:)\s*(?:"([^"]*)"|(\S+))\s*$')
-
-
-def _parse_expression(expression: str) -> Any:
-    """A small subset of the Search API grammar: ``field=value`` / ``field:value`` terms joined by AND."""
-    terms = [t for t in re.split(r"\s+AND\s+", expression.strip(), flags=re.IGNORECASE) if t.strip()]
-    checks = []
-    for term in terms:
-        match = _TERM.match(term)
-        if not match:
-            raise _BadRequestError(f"Invalid search expression: {term}")
-        name, _op, quoted, bare = match.groups()
-        value = quoted if quoted is not None else bare
-        name = name.lower()
-        if name == "asset_folder":
-            checks.append(lambda a, v=value: a.asset_folder == v)
-        elif name == "folder":
-            checks.append(lambda a, v=value: a.folder == v.strip("/") or a.asset_folder == v)
-        elif name in ("tags", "tag"):
-            checks.append(lambda a, v=value: v in a.tags)
-        elif name == "resource_type":
-            checks.append(lambda a, v=value: a.resource_type == v)
-        elif name == "type":
-            checks.append(lambda a, v=value: a.type == v)
-        elif name == "format":
-            checks.append(lambda a, v=value: a.format == v)
-        elif name == "public_id":
-            if value.endswith("*"):
-                checks.append(lambda a, v=value[:-1]: a.public_id.startswith(v))
-            else:
-                checks.append(lambda a, v=value: a.public_id == v)
-        else:
-            raise _BadRequestError(f"Unsupported search field: {name}")
-    return lambda asset: all(check(asset) for check in checks)
 
 
 def _image_facts(data: bytes) -> tuple[int, int, str]:

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from bot.faces.pictures import SAME_PICTURE_INLIERS, PictureMatcher
-from sim.testdata import testdata_faces
+from sim.testdata import testdata_faces as _testdata_faces
 
-FACES = testdata_faces()
+FACES = _testdata_faces()
 
 
 @pytest.mark.parametrize(
@@ -35,3 +35,22 @@ def test_unknown_pixels_say_nothing(tmp_path: Path) -> None:
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not a jpeg")
     assert PictureMatcher().same(str(FACES / "obama/obama_1.jpg"), str(broken)) is None
+
+
+def test_keypoints_from_the_analysis_match_those_read_from_the_file() -> None:
+    """The face workers compute each picture's keypoints from the pixels they decoded; the report then
+    matches pictures without reading them again, and must count the same agreeing keypoints."""
+    from bot.faces.analysis import load_image
+    from bot.faces.pictures import picture_features
+
+    pairs = [("obama/obama_1.jpg", "partial/obama_partial_1.jpg"), ("obama/obama_1.jpg", "obama/obama_2.jpg")]
+    from_files = PictureMatcher()
+    known = PictureMatcher(lambda _label: None)  # would answer None if it had to read a file
+    for a, b in pairs:
+        for rel in (a, b):
+            features = picture_features(load_image(FACES / rel).convert("L"))
+            assert features is not None
+            known.know(rel, features)
+        expected = from_files.agreeing_keypoints(str(FACES / a), str(FACES / b))
+        assert expected is not None
+        assert known.agreeing_keypoints(a, b) == expected

@@ -7,8 +7,10 @@ import base64
 import email.utils
 import hashlib
 import io
+import re
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -74,10 +76,12 @@ async def test_listing_by_asset_folder_pages_with_next_cursor(sim: CloudinarySim
             break
     assert pages == 3
     assert seen == [a.public_id for a in seeded]
-    # Tags and context only when asked; default page size 10; default order newest first.
-    plain = await call(api.resources_by_asset_folder, "elena", **creds(sim))
+    # Tags and context only when asked; default page size 50 for asset folders (10 for the other
+    # listings); default order newest first; the folder name is not case sensitive.
+    plain = await call(api.resources_by_asset_folder, "Elena", **creds(sim))
     assert "tags" not in plain["resources"][0] and "context" not in plain["resources"][0]
-    assert len(plain["resources"]) == 10 and plain["resources"][0]["public_id"] == seeded[-1].public_id
+    assert len(plain["resources"]) == 25 and plain["resources"][0]["public_id"] == seeded[-1].public_id
+    assert "next_cursor" not in plain
 
 
 async def test_listing_by_tag_and_prefix(sim: CloudinarySim) -> None:
@@ -263,3 +267,319 @@ async def test_raw_file_size_limit_like_the_free_plan(sim: CloudinarySim) -> Non
     async with aiohttp.ClientSession() as http, http.get(result["secure_url"]) as response:
         assert await response.read() == payload
     assert sum(1 for r in sim.requests if r.api == "upload" and r.status == 200) == 3
+
+
+# -- Search expressions ----------------------------------------------------------------------------------
+
+
+def noise_png(seed: int, size: tuple[int, int]) -> bytes:
+    """An incompressible PNG (random pixels): about width × height × 3 bytes."""
+    import random
+
+    from PIL import Image
+
+    rng = random.Random(seed)
+    image = Image.frombytes("RGB", size, rng.randbytes(size[0] * size[1] * 3))
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+NOW = datetime.now(UTC)
+
+
+@pytest.fixture
+async def library() -> AsyncIterator[CloudinarySim]:
+    """Six assets whose tags, context, folders, sizes and ages the grammar table below relies on."""
+    server = CloudinarySim()
+    await server.start()
+    facts = [
+        # public_id, data, asset_folder, tags, context, resource_type, age
+        ("elena/portrait_01", generated_image(1), "elena", ["elena", "close-up"],
+         {"caption": "smiling woman", "alt": "face"}, "image", timedelta(days=2)),
+        ("elena/portrait_02", generated_image(2, size=(1024, 768)), "elena", ["elena", "full body"],
+         {}, "image", timedelta(days=10)),
+        ("elena/beach", noise_png(3, (800, 600)), "elena/holiday", ["elena", "beach"],
+         {}, "image", timedelta(days=40)),
+        ("marco/headshot", generated_image(4, size=(2048, 1536)), "marco", ["marco", "close-up"],
+         {"caption": "Marco at the beach"}, "image", timedelta(hours=1)),
+        ("elenara/x", generated_image(5, size=(300, 300)), "elenara", ["elenara"],
+         {}, "image", timedelta(days=21)),
+        ("docs/readme.txt", b"notes about elena", "docs", ["elena"], {}, "raw", timedelta(days=5)),
+    ]  # fmt: skip
+    for public_id, data, folder, tags, context, rtype, age in facts:
+        asset = server.add_asset(
+            public_id, data, asset_folder=folder, tags=tags, context=context, resource_type=rtype
+        )
+        asset.created_at = NOW - age
+    yield server
+    await server.close()
+
+
+P1, P2, BEACH, MARCO, ELENARA, README = (
+    "elena/portrait_01",
+    "elena/portrait_02",
+    "elena/beach",
+    "marco/headshot",
+    "elenara/x",
+    "docs/readme.txt",
+)
+ELENA_TAGGED = {P1, P2, BEACH, README}
+
+GRAMMAR: list[tuple[str, set[str]]] = [
+    # ":" matches words, "=" the whole value
+    ("tags=elena", ELENA_TAGGED),
+    ("tags:elena", ELENA_TAGGED),
+    ("tags=close", set()),
+    ("tags:close", {P1, MARCO}),
+    ("tags=close-up", {P1, MARCO}),
+    ('tags:"full body"', {P2}),
+    ("tags=full\\ body", {P2}),
+    ("tags:body", {P2}),
+    ("tags=full", set()),
+    # wildcards
+    ("tags:elen*", ELENA_TAGGED | {ELENARA}),
+    ("public_id:elena/*", {P1, P2, BEACH}),
+    ("public_id=elena/portrait_*", {P1, P2}),
+    ("public_id:portrait", {P1, P2}),
+    # Boolean operators, ALL CAPS; side by side means AND; AND binds tighter than OR
+    ("tags=elena OR tags=marco", ELENA_TAGGED | {MARCO}),
+    ("tags=elena || tags=marco", ELENA_TAGGED | {MARCO}),
+    ("tags=elena && tags=beach", {BEACH}),
+    ("tags=elena AND NOT tags=beach", {P1, P2, README}),
+    ("tags=elena -tags=beach", {P1, P2, README}),
+    ("tags=elena !tags=beach", {P1, P2, README}),
+    ("tags=elena +tags=beach", {BEACH}),
+    ("NOT tags=elena", {MARCO, ELENARA}),
+    ("tags=elena tags=close-up", {P1}),
+    ("(tags=marco OR tags=beach) AND resource_type:image", {BEACH, MARCO}),
+    ("tags=marco OR tags=beach AND width>=1000", {MARCO}),
+    ("(tags=marco OR tags=beach) AND width>=1000", {MARCO}),
+    ("tags=elena AND (NOT tags=beach OR width>700) AND resource_type=image", {P1, P2, BEACH}),
+    ("tags:elena or tags:marco", set()),  # lower-case "or" is a word to look for, not an operator
+    # sizes and dimensions
+    ("bytes>1mb", {BEACH}),
+    ("bytes>1m", {BEACH}),
+    ("bytes<=500kb AND resource_type:image", {P1, P2, MARCO, ELENARA}),
+    ("width>=1024", {P2, MARCO}),
+    ("width>1024", {MARCO}),
+    ("width:[256 TO 1024]", {P1, P2, BEACH, ELENARA}),
+    ("width:{256 TO 1024}", {BEACH, ELENARA}),
+    ("width:[1000 TO *]", {P2, MARCO}),
+    ('aspect_ratio="4:3"', {P2, BEACH, MARCO}),
+    ("pixels>1000000", {MARCO}),
+    # dates, relative and absolute
+    ("created_at>1d", {MARCO}),
+    ("uploaded_at>3d", {P1, MARCO}),
+    ("created_at>4w", {P1, P2, MARCO, ELENARA, README}),
+    ("created_at<4w", {BEACH}),
+    ("created_at:[4w TO 1w]", {P2, ELENARA}),
+    (f'created_at>"{(NOW - timedelta(days=15)).strftime("%Y-%m-%dT%H:%M:%SZ")}"', {P1, P2, MARCO, README}),
+    (f"created_at<{(NOW - timedelta(days=30)).date().isoformat()}", {BEACH}),
+    # folders, context, types, free text
+    ("folder:elena", {P1, P2, BEACH}),
+    ("asset_folder=elena", {P1, P2}),
+    ("asset_folder:holiday", {BEACH}),
+    ("asset_folder=Elena", set()),
+    ("context.caption:smiling", {P1}),
+    ('context.caption="smiling woman"', {P1}),
+    ("context.caption=smiling", set()),
+    ("context.alt=face", {P1}),
+    ("resource_type:raw", {README}),
+    ("format=jpg", {P1, P2, MARCO, ELENARA}),
+    ("beach", {BEACH, MARCO}),
+    ('"at the beach"', {MARCO}),
+    ("", ELENA_TAGGED | {MARCO, ELENARA}),
+]
+
+
+def test_the_library_is_what_the_grammar_table_assumes(library: CloudinarySim) -> None:
+    sizes = {a.public_id: len(a.data) for a in library.assets.values()}
+    assert sizes[BEACH] > 1024 * 1024
+    assert all(size <= 500 * 1000 for pid, size in sizes.items() if pid != BEACH)
+
+
+@pytest.mark.parametrize(("expression", "expected"), GRAMMAR, ids=[e or "(empty)" for e, _ in GRAMMAR])
+async def test_search_grammar(library: CloudinarySim, expression: str, expected: set[str]) -> None:
+    def run() -> dict[str, Any]:
+        return Search().expression(expression).max_results(500).execute(**creds(library))
+
+    result = await call(run)
+    found = {r["public_id"] for r in result["resources"]}
+    assert found == expected
+    assert result["total_count"] == len(expected)
+
+
+MALFORMED = [
+    ("tags=elena AND", "'AND' at position 12 has nothing after it"),
+    ("tags=elena OR", "'OR' at position 12 has nothing after it"),
+    ("AND tags=elena", "unexpected 'AND' at position 1"),
+    ("NOT", "'NOT'"),
+    ("(tags=elena", "missing ')'"),
+    ("tags=elena)", "unexpected ')'"),
+    ("()", "empty parentheses"),
+    ("tags: elena", "has no value"),
+    ("created_at>2026-04-24T00:00:00Z", "unexpected ':'"),  # a date-time must be quoted
+    ("created_at>yesterday", "neither an ISO 8601 date nor a relative time"),
+    ("bytes>lots", "'bytes' is a number"),
+    ("width:[100 TO]", "a value on each side of TO"),
+    ("width:[100 200]", "needs 'low TO high'"),
+    ("width:[100 TO 200", "is not closed"),
+    ('tags:"open', "unterminated quoted value"),
+    ("tags>5", "'tags' is text"),
+    ("tags:[a TO b]", "ranges apply to numbers and dates"),
+    ("colour=red", "Unsupported search field: colour"),
+    ("Tags=elena", "Unsupported search field: Tags"),  # field names are case sensitive
+    ("tags=a & b", "reserved character '&'"),
+    ("tags=elena~", "reserved character '~'"),
+]
+
+
+@pytest.mark.parametrize(("expression", "message"), MALFORMED, ids=[e for e, _ in MALFORMED])
+async def test_malformed_expressions_are_400_with_the_error_json(
+    library: CloudinarySim, expression: str, message: str
+) -> None:
+    def run() -> dict[str, Any]:
+        return Search().expression(expression).execute(**creds(library))
+
+    with pytest.raises(cx.BadRequest, match="Error 400 - .*" + re.escape(message)):
+        await call(run)
+    assert library.requests[-1].status == 400
+
+
+async def test_a_malformed_expression_answers_the_error_shape_over_http(library: CloudinarySim) -> None:
+    url = f"{library.base_url}/v1_1/{library.cloud_name}/resources/search"
+    async with (
+        aiohttp.ClientSession(headers=basic(library)) as http,
+        http.post(url, json={"expression": "(tags=elena"}) as response,
+    ):
+        assert response.status == 400
+        body = await response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"message"}
+    assert "missing ')'" in body["error"]["message"]
+
+
+async def test_search_returns_tags_and_context_only_when_asked(library: CloudinarySim) -> None:
+    def run(*fields: str) -> dict[str, Any]:
+        search = Search().expression("public_id=elena/portrait_01")
+        for name in fields:
+            search = search.with_field(name)
+        return search.execute(**creds(library))
+
+    plain = (await call(run))["resources"][0]
+    assert "tags" not in plain and "context" not in plain
+    full = (await call(run, "tags", "context"))["resources"][0]
+    assert full["tags"] == ["elena", "close-up"]
+    assert full["context"] == {"caption": "smiling woman", "alt": "face"}
+    assert library.requests[-1].body["with_field"] == ["tags", "context"]
+
+
+# -- Listings: order and stable cursors --------------------------------------------------------------
+
+
+async def test_prefix_listing_is_sorted_by_public_id_whatever_the_direction(sim: CloudinarySim) -> None:
+    for name in ("p/c", "p/a", "p/d", "p/b"):  # uploaded out of order
+        sim.add_asset(name)
+    sim.add_asset("q/a")
+    for direction in ("desc", "asc", None):
+        options = {"direction": direction} if direction else {}
+        listed = await call(api.resources, type="upload", prefix="p/", **options, **creds(sim))
+        assert [r["public_id"] for r in listed["resources"]] == ["p/a", "p/b", "p/c", "p/d"]
+    # Without a prefix: by creation time, newest first unless asked otherwise.
+    newest = await call(api.resources, type="upload", **creds(sim))
+    assert [r["public_id"] for r in newest["resources"]] == ["q/a", "p/b", "p/d", "p/a", "p/c"]
+    oldest = await call(api.resources, type="upload", direction="asc", **creds(sim))
+    assert [r["public_id"] for r in oldest["resources"]] == ["p/c", "p/a", "p/d", "p/b", "q/a"]
+    with pytest.raises(cx.BadRequest, match="Invalid direction sideways"):
+        await call(api.resources, type="upload", direction="sideways", **creds(sim))
+
+
+async def test_next_cursor_survives_uploads_and_deletions_between_pages(sim: CloudinarySim) -> None:
+    seeded = sim.seed_folder("elena", 6)
+    first = await call(api.resources_by_asset_folder, "elena", max_results=2, **creds(sim))
+    assert [r["public_id"] for r in first["resources"]] == [seeded[5].public_id, seeded[4].public_id]
+    # Between two pages someone uploads a newer photo and deletes one not listed yet.
+    sim.add_asset("late", asset_folder="elena")
+    del sim.assets[("image", "upload", seeded[2].public_id)]
+    seen = [r["public_id"] for r in first["resources"]]
+    cursor = first["next_cursor"]
+    while cursor:
+        page = await call(
+            api.resources_by_asset_folder, "elena", max_results=2, next_cursor=cursor, **creds(sim)
+        )
+        seen += [r["public_id"] for r in page["resources"]]
+        cursor = page.get("next_cursor")
+    # Nothing repeated, nothing skipped: the cursor is where the last page ended, not an offset.
+    assert seen == [seeded[i].public_id for i in (5, 4, 3, 1, 0)]
+
+
+async def test_search_cursor_pages_by_sort_key(library: CloudinarySim) -> None:
+    def run(cursor: str | None) -> dict[str, Any]:
+        search = Search().expression("resource_type:image").sort_by("public_id", "asc").max_results(2)
+        if cursor:
+            search = search.next_cursor(cursor)
+        return search.execute(**creds(library))
+
+    first = await call(run, None)
+    library.add_asset("elena/a_first_by_name")  # sorts before the cursor: not in later pages
+    ids = [r["public_id"] for r in first["resources"]]
+    cursor = first.get("next_cursor")
+    while cursor:
+        page = await call(run, cursor)
+        ids += [r["public_id"] for r in page["resources"]]
+        cursor = page.get("next_cursor")
+    assert ids == sorted([P1, P2, BEACH, MARCO, ELENARA])
+
+
+# -- Statuses the SDK does not map ----------------------------------------------------------------------
+
+
+async def test_any_status_with_the_error_json_and_what_the_sdk_raises(sim: CloudinarySim) -> None:
+    raised: dict[int, type[BaseException]] = {}
+    for status in (409, 420, 500, 502, 503, 504, 413):
+        sim.fail_next(status, f"injected {status}")
+        with pytest.raises(Exception, match=f"Error {status} - injected {status}") as caught:
+            await call(api.ping, **creds(sim))
+        raised[status] = caught.type
+    # pycloudinary 1.46: 409, 420, 500 and 503 have classes; 502, 504 and 413 raise a bare Exception.
+    assert raised == {
+        409: cx.AlreadyExists,
+        420: cx.RateLimited,
+        500: cx.GeneralError,
+        502: Exception,
+        503: cx.GeneralError,
+        504: Exception,
+        413: Exception,
+    }
+    sim.fail_next(502, json_body=False)  # a proxy's HTML page: the SDK cannot parse it
+    with pytest.raises(cx.GeneralError, match=r"Error parsing server response \(502\)"):
+        await call(api.ping, **creds(sim))
+
+
+async def test_fields_takes_precedence_over_tags_context_and_with_field(library: CloudinarySim) -> None:
+    listed = await call(
+        api.resources_by_asset_folder, "marco", fields=["context", "width"], tags=True, **creds(library)
+    )
+    assert listed["resources"] == [
+        {
+            "public_id": MARCO,
+            "asset_id": library.assets[("image", "upload", MARCO)].asset_id,
+            "width": 2048,
+            "context": {"custom": {"caption": "Marco at the beach"}},
+        }
+    ]
+
+    def run() -> dict[str, Any]:
+        return (
+            Search()
+            .expression(f"public_id={MARCO}")
+            .with_field("context")
+            .fields("tags")
+            .execute(**creds(library))
+        )
+
+    (found,) = (await call(run))["resources"]
+    assert set(found) == {
+        "public_id", "asset_id", "asset_folder", "created_at", "status", "type", "resource_type", "tags"
+    }  # fmt: skip
+    assert found["tags"] == ["marco", "close-up"]
