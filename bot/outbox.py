@@ -32,8 +32,8 @@ from bot.crashpoints import crashpoint
 from bot.locks import KeyedLocks
 from storage import outbox as store
 from storage.db import unit_of_work
-from storage.models import OwedMessage
 from storage.types import utcnow
+from storage.views import OwedMessageView
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +85,10 @@ class Outbox:
 
     # -- reading ------------------------------------------------------------------------------------
 
-    async def get(self, job_id: int, key: str) -> OwedMessage | None:
+    async def get(self, job_id: int, key: str) -> OwedMessageView | None:
         async with self._sessions() as session:
-            return await store.owed(session, job_id, key)
+            row = await store.owed(session, job_id, key)
+            return OwedMessageView.of(row) if row is not None else None
 
     async def message_id(self, job_id: int, key: str) -> int | None:
         row = await self.get(job_id, key)
@@ -98,12 +99,14 @@ class Outbox:
         async with self._sessions() as session:
             return await store.done_keys(session, job_id)
 
-    async def posted(self, job_ids: Sequence[int], keys: Sequence[str] | None = None) -> list[OwedMessage]:
+    async def posted(
+        self, job_ids: Sequence[int], keys: Sequence[str] | None = None
+    ) -> list[OwedMessageView]:
         """Posted messages of these jobs (optionally only these keys)."""
         if not job_ids:
             return []
         async with self._sessions() as session:
-            return await store.posted(session, job_ids, keys)
+            return [OwedMessageView.of(row) for row in await store.posted(session, job_ids, keys)]
 
     # -- writing ------------------------------------------------------------------------------------
 
@@ -148,10 +151,10 @@ class Outbox:
         async with self._lock(job_id, key), unit_of_work(self._sessions) as session:
             await store.delete_posted(session, job_id, key, message_id)
 
-    async def _intent(self, job_id: int, key: str, channel_id: int | None) -> OwedMessage:
-        row = await self.get(job_id, key)
-        if row is not None:
-            return row
+    async def _intent(self, job_id: int, key: str, channel_id: int | None) -> OwedMessageView:
+        known = await self.get(job_id, key)
+        if known is not None:
+            return known
         try:
             async with unit_of_work(self._sessions) as session:
                 row = store.add_owed(
@@ -167,7 +170,7 @@ class Outbox:
             if existing is None:
                 raise
             return existing
-        return row
+        return OwedMessageView.of(row)  # committed: the row has its id and defaults
 
     async def _attempt(self, row_id: int, channel_id: int, content: str) -> None:
         # Committed before the post: after a crash the next attempt knows what to look for, and since when.

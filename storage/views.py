@@ -24,6 +24,7 @@ from storage.models import (
     Job,
     JobEvent,
     JobState,
+    OwedMessage,
     Sample,
 )
 
@@ -34,6 +35,7 @@ __all__ = [
     "JobEventView",
     "JobState",
     "JobView",
+    "OwedMessageView",
     "SampleView",
 ]
 
@@ -214,4 +216,35 @@ class SampleView:
             face_found=row.face_found,
             face_similarity=row.face_similarity,
             ceiling_pct=row.ceiling_pct,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class OwedMessageView:
+    """One message a job owes the team (design §7): where it went, once posted (``done_at``)."""
+
+    id: int
+    job_id: int
+    key: str
+    channel_id: int | None
+    nonce: str
+    content: str
+    message_id: int | None
+    attempts: int
+    attempted_at: datetime | None
+    done_at: datetime | None
+
+    @classmethod
+    def of(cls, row: OwedMessage) -> OwedMessageView:
+        return cls(
+            id=row.id,
+            job_id=row.job_id,
+            key=row.key,
+            channel_id=row.channel_id,
+            nonce=row.nonce,
+            content=row.content or "",
+            message_id=row.message_id,
+            attempts=row.attempts or 0,
+            attempted_at=row.attempted_at,
+            done_at=row.done_at,
         )

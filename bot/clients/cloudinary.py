@@ -223,6 +223,9 @@ def classify_failure(exc: BaseException) -> CloudinaryFailure | None:
         if unparsable := _UNPARSABLE.match(text):
             status = int(unparsable.group(1))
             message = "it answered with a page that is not JSON"
+        elif text.lower().startswith(("unexpected error", "socket error")):
+            # urllib3's text names hosts, ports and retry internals: the log keeps it, the user needn't.
+            message = "no answer (a network error or a timeout)"
         return CloudinaryFailure(status, message, retryable=status is None or status in RETRYABLE_STATUSES)
     if type(exc) is Exception and status is not None:
         # The Admin API's bare Exception for a status it has no class for.
@@ -290,6 +293,7 @@ class CloudinaryClient:
                 cloudinary.Search()
                 .expression(expression)
                 .sort_by("public_id", "asc")
+                # Search results carry tags and context only when asked for; captions are made of them.
                 .with_field("tags")
                 .with_field("context")
                 .max_results(self.page_size)
@@ -303,6 +307,7 @@ class CloudinaryClient:
     def _list_options(self, cursor: str | None) -> dict[str, Any]:
         options: dict[str, Any] = {
             "max_results": self.page_size,
+            # Admin listings leave out tags and context unless asked for; captions are made of them.
             "tags": True,
             "context": True,
             "direction": "asc",
@@ -424,7 +429,8 @@ class _TryAgain(RetryLater):
     user's error. For 420/429 ``after_s`` is the time to Cloudinary's named reset (never waited longer)."""
 
     def __init__(self, failure: CloudinaryFailure, *, after_s: float | None = None) -> None:
-        super().__init__(f"HTTP {failure.status}: {failure.message}", after_s=after_s)
+        code = f"HTTP {failure.status}: " if failure.status is not None else ""
+        super().__init__(code + failure.message, after_s=after_s)
         self.failure = failure
 
 

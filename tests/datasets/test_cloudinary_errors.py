@@ -104,6 +104,20 @@ async def test_a_failure_after_some_pages_keeps_what_was_gathered_and_says_why(
     assert report.stopped_early == "Cloudinary says this already exists: Resource already exists"
 
 
+async def test_no_answer_at_all_is_retried_and_said_in_plain_words(
+    cloud: CloudinarySim, make_service: Build, dataset_id: int, sleeps: Sleeps
+) -> None:
+    service = make_service(cloud=cloud, attempts=3)
+    await cloud.close()  # nothing listens on its port any more: connection refused
+    with pytest.raises(ServiceUnavailableError) as caught:
+        await service.from_cloudinary(dataset_id, folder="elena", added_by=1)
+    assert str(caught.value) == (
+        "Cloudinary is not answering properly after 3 tries: no answer (a network error or a timeout)."
+        " Try again later."
+    )
+    assert len(sleeps.delays) == 2
+
+
 def test_errors_that_are_not_the_sdks_are_left_alone() -> None:
     # A bug of ours (a KeyError, a bare Exception without "Error NNN") must surface as a bug, not as
     # "Cloudinary is not answering".
