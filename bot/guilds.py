@@ -107,11 +107,11 @@ class GuildConfigService:
         self._settings = settings
 
     async def get(self, guild_id: int) -> GuildConfig:
+        from storage import guilds as store  # not at import time: bot.config imports this module
         from storage.db import unit_of_work
-        from storage.models import GuildSettings
 
         async with unit_of_work(self._sessions) as session:
-            row = await session.get(GuildSettings, guild_id)
+            row = await store.settings(session, guild_id)
         return self._effective(guild_id, row)
 
     def _effective(self, guild_id: int, row: GuildSettings | None) -> GuildConfig:
@@ -146,14 +146,11 @@ class GuildConfigService:
             raise InvalidInputError("Approvals required must be between 1 and 25.")
         if face_engine is not None and face_engine not in FACE_ENGINES:
             raise InvalidInputError(f"Face engine must be one of {', '.join(FACE_ENGINES)}.")
+        from storage import guilds as store  # not at import time: bot.config imports this module
         from storage.db import unit_of_work
-        from storage.models import GuildSettings
 
         async with unit_of_work(self._sessions) as session:
-            row = await session.get(GuildSettings, guild_id)
-            if row is None:
-                row = GuildSettings(guild_id=guild_id)
-                session.add(row)
+            row = await store.settings_to_change(session, guild_id)
             if job_budget_usd is not None:
                 row.job_budget_usd = check_budget(job_budget_usd, "The budget per job")
             if monthly_budget_usd is not None:

@@ -25,15 +25,15 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.crashpoints import crashpoint
 from bot.locks import KeyedLocks
+from storage import outbox as store
 from storage.db import unit_of_work
-from storage.models import OwedMessage
 from storage.types import utcnow
+from storage.views import OwedMessageView
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +85,10 @@ class Outbox:
 
     # -- reading ------------------------------------------------------------------------------------
 
-    async def get(self, job_id: int, key: str) -> OwedMessage | None:
+    async def get(self, job_id: int, key: str) -> OwedMessageView | None:
         async with self._sessions() as session:
-            return await session.scalar(
-                select(OwedMessage).where(OwedMessage.job_id == job_id, OwedMessage.key == key)
-            )
+            row = await store.owed(session, job_id, key)
+            return OwedMessageView.of(row) if row is not None else None
 
     async def message_id(self, job_id: int, key: str) -> int | None:
         row = await self.get(job_id, key)
@@ -98,22 +97,16 @@ class Outbox:
     async def done_keys(self, job_id: int) -> set[str]:
         """Keys of the job whose message is posted (or settled without one)."""
         async with self._sessions() as session:
-            rows = await session.scalars(
-                select(OwedMessage.key).where(OwedMessage.job_id == job_id, OwedMessage.done_at.is_not(None))
-            )
-            return set(rows.all())
+            return await store.done_keys(session, job_id)
 
-    async def posted(self, job_ids: Sequence[int], keys: Sequence[str] | None = None) -> list[OwedMessage]:
+    async def posted(
+        self, job_ids: Sequence[int], keys: Sequence[str] | None = None
+    ) -> list[OwedMessageView]:
         """Posted messages of these jobs (optionally only these keys)."""
         if not job_ids:
             return []
-        query = select(OwedMessage).where(
-            OwedMessage.job_id.in_(list(job_ids)), OwedMessage.message_id.is_not(None)
-        )
-        if keys is not None:
-            query = query.where(OwedMessage.key.in_(list(keys)))
         async with self._sessions() as session:
-            return list((await session.scalars(query.order_by(OwedMessage.id))).all())
+            return [OwedMessageView.of(row) for row in await store.posted(session, job_ids, keys)]
 
     # -- writing ------------------------------------------------------------------------------------
 
@@ -156,41 +149,33 @@ class Outbox:
     async def forget(self, job_id: int, key: str, message_id: int) -> None:
         """The message was deleted from Discord: the next :meth:`deliver` posts a new one."""
         async with self._lock(job_id, key), unit_of_work(self._sessions) as session:
-            await session.execute(
-                delete(OwedMessage).where(
-                    OwedMessage.job_id == job_id,
-                    OwedMessage.key == key,
-                    OwedMessage.message_id == message_id,
-                )
-            )
+            await store.delete_posted(session, job_id, key, message_id)
 
-    async def _intent(self, job_id: int, key: str, channel_id: int | None) -> OwedMessage:
-        row = await self.get(job_id, key)
-        if row is not None:
-            return row
+    async def _intent(self, job_id: int, key: str, channel_id: int | None) -> OwedMessageView:
+        known = await self.get(job_id, key)
+        if known is not None:
+            return known
         try:
             async with unit_of_work(self._sessions) as session:
-                row = OwedMessage(
+                row = store.add_owed(
+                    session,
                     job_id=job_id,
                     key=key,
                     channel_id=channel_id,
                     nonce=new_nonce(),
-                    content="",
-                    attempts=0,
                     created_at=utcnow(),
                 )
-                session.add(row)
         except IntegrityError:  # recorded meanwhile (another process): use that one
             existing = await self.get(job_id, key)
             if existing is None:
                 raise
             return existing
-        return row
+        return OwedMessageView.of(row)  # committed: the row has its id and defaults
 
     async def _attempt(self, row_id: int, channel_id: int, content: str) -> None:
         # Committed before the post: after a crash the next attempt knows what to look for, and since when.
         async with unit_of_work(self._sessions) as session:
-            row = await session.get(OwedMessage, row_id)
+            row = await store.owed_by_id(session, row_id)
             assert row is not None
             row.channel_id = channel_id
             row.content = content
@@ -200,7 +185,7 @@ class Outbox:
 
     async def _done(self, row_id: int, message_id: int | None) -> None:
         async with unit_of_work(self._sessions) as session:
-            row = await session.get(OwedMessage, row_id)
+            row = await store.owed_by_id(session, row_id)
             assert row is not None
             row.message_id = message_id
             row.done_at = utcnow()

@@ -34,8 +34,8 @@ from bot.roles import RoleNames
 from bot.training.jobs import Training, build_training
 from bot.training.money import Money
 from storage.blobs import BlobStore
-from storage.models import Job
 from storage.types import utcnow
+from storage.views import JobView
 
 
 @dataclass
@@ -142,7 +142,7 @@ def build_services(
 def review_scorer(faces: FaceService, curation: CurationService) -> ScorerFactory:
     """A job's samples are scored, in the face pool, against its dataset's identity reference."""
 
-    async def scorer_for(job: Job) -> SampleScorer | None:
+    async def scorer_for(job: JobView) -> SampleScorer | None:
         reference = await curation.reference_for(job.dataset_id, faces.engine_id)
         return PooledScorer(faces, reference)
 

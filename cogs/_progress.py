@@ -32,8 +32,8 @@ from bot.training.context import JobListener
 from bot.training.jobs import JobService
 from bot.training.owed import PROGRESS_FINAL
 from bot.training.progress import ProgressView
+from bot.views import TERMINAL_STATES, JobEventView, JobState, JobView
 from cogs._outbox import post_owed
-from storage.models import TERMINAL_STATES, Job, JobEvent, JobState
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class ProgressBoard(JobListener):
 
     # -- JobListener --------------------------------------------------------------------------------
 
-    async def on_state(self, job: Job, old: JobState, new: JobState, payload: Mapping[str, Any]) -> None:
+    async def on_state(self, job: JobView, old: JobState, new: JobState, payload: Mapping[str, Any]) -> None:
         if old == JobState.PENDING and new in TERMINAL_STATES:
             self._ended.add(job.id)  # never confirmed (cancelled or expired): no message, no announcement
             return
@@ -111,7 +111,7 @@ class ProgressBoard(JobListener):
         self._want(board)
         self._schedule(board)
 
-    async def on_event(self, job: Job, kind: str, payload: Mapping[str, Any]) -> None:
+    async def on_event(self, job: JobView, kind: str, payload: Mapping[str, Any]) -> None:
         if kind != "no_capacity" or job.id in self._ended:
             return
         board = await self._board(job.id, None, job=job)
@@ -121,12 +121,12 @@ class ProgressBoard(JobListener):
 
     # -- boards ---------------------------------------------------------------------------------------
 
-    async def _board(self, job_id: int, view: ProgressView | None, *, job: Job | None = None) -> _Board:
+    async def _board(self, job_id: int, view: ProgressView | None, *, job: JobView | None = None) -> _Board:
         board = self._boards.get(job_id)
         if board is None:
             board = _Board(job_id)
             # After a restart: the notes so far come from the job's events.
-            events: Sequence[JobEvent] = await self._service.events(job_id)
+            events: Sequence[JobEventView] = await self._service.events(job_id)
             board.notes = [capacity_note(e.payload or {}) for e in events if e.kind == "no_capacity"]
             self._boards[job_id] = board
         if view is None and board.view is None and job is not None:

@@ -44,9 +44,9 @@ from bot.review.service import CheckpointReview, FinalReview
 from bot.review.votes import APPROVE, DOWN, UP, Outcome, normalise_emoji
 from bot.roles import Role, has_role
 from bot.training.context import prompt_lines
+from bot.views import JobState, JobView
 from cogs._outbox import post_owed
 from cogs._shared import guild_id_of, member_of, services_of
-from storage.models import Job, JobState
 
 if TYPE_CHECKING:
     from bot.app import LoraBot
@@ -192,7 +192,7 @@ class ReviewCog(commands.Cog, name="Review"):
 
     # -- where to post ------------------------------------------------------------------------------
 
-    async def _channel(self, job: Job) -> discord.PartialMessageable | None:
+    async def _channel(self, job: JobView) -> discord.PartialMessageable | None:
         channel_id = job.channel_id
         if channel_id is None:
             channel_id = (await self.services.guilds.get(job.guild_id)).report_channel_id
@@ -212,7 +212,7 @@ class ReviewCog(commands.Cog, name="Review"):
         role = next((r for r in guild.roles if r.name.casefold() == wanted), None)
         return role.id if role is not None else None
 
-    async def checkpoint_reviewed(self, job: Job, review: CheckpointReview) -> None:
+    async def checkpoint_reviewed(self, job: JobView, review: CheckpointReview) -> None:
         """Post the row (reviewers vote on it), renew the chart, and say so when the review stopped the run.
 
         The early stop itself already happened in the domain, before anything was posted."""
@@ -240,7 +240,7 @@ class ReviewCog(commands.Cog, name="Review"):
             )
 
     async def _post_row(
-        self, job: Job, channel: discord.PartialMessageable, review: CheckpointReview
+        self, job: JobView, channel: discord.PartialMessageable, review: CheckpointReview
     ) -> None:
         name = _image_name(f"job{job.id}-step{review.step}", review.row.format)
         posted = await post_owed(
@@ -267,7 +267,7 @@ class ReviewCog(commands.Cog, name="Review"):
                 log.warning("could not add %s to the row of job %s: %s", emoji, job.id, exc)
 
     async def _post_alarm(
-        self, job: Job, channel: discord.PartialMessageable, review: CheckpointReview
+        self, job: JobView, channel: discord.PartialMessageable, review: CheckpointReview
     ) -> None:
         """The face alarm: the row again (what the review saw), the requester pinged, three buttons."""
         alarm = review.alarm
@@ -365,7 +365,7 @@ class ReviewCog(commands.Cog, name="Review"):
         )
 
     async def _renew_chart(
-        self, job: Job, channel: discord.PartialMessageable, review: CheckpointReview
+        self, job: JobView, channel: discord.PartialMessageable, review: CheckpointReview
     ) -> None:
         total = f"/{review.total_steps}" if review.total_steps else ""
         content = f"Job #{job.id}: face similarity and loss by step (as of step {review.step}{total})."
@@ -404,7 +404,7 @@ class ReviewCog(commands.Cog, name="Review"):
                     content=content, attachments=[_file(review.chart_png, name)]
                 )
 
-    async def job_reviewed(self, job: Job, review: FinalReview) -> None:
+    async def job_reviewed(self, job: JobView, review: FinalReview) -> None:
         """The summary: only the requester and the reviewer role may be pinged. Posted through the
         outbox, so it is posted once even if the bot dies around the post (and found again)."""
         self._charts.pop(job.id, None)

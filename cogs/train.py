@@ -31,11 +31,11 @@ from bot.training.money import usd
 from bot.training.presets import load_preset, preset_names
 from bot.training.progress import ProgressView
 from bot.training.rules import JobAction, may_act
+from bot.views import JobState
 from cogs._progress import ProgressBoard
 from cogs._shared import guild_id_of, member_of, require, services_of
 from cogs.dataset.manage import dataset_name_autocomplete
 from cogs.review import post_samples, promote_checkpoint
-from storage.models import JobState
 
 if TYPE_CHECKING:
     from bot.app import LoraBot

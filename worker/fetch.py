@@ -17,6 +17,13 @@ import os
 from pathlib import Path
 
 import aiohttp
+from tenacity import (
+    AsyncRetrying,
+    before_sleep_log,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 from .protocol import BaseModelSource
 
@@ -24,7 +31,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_HF_BASE_URL = "https://huggingface.co"
 _CHUNK = 1 << 20
+# The pod shares only worker.protocol with the bot, so this is tenacity itself rather than bot.retry;
+# the same library and the same shape of policy: 5 tries, waits of 1, 2, 4, 8 s.
 _ATTEMPTS = 5
+_DROPPED = (aiohttp.ClientError, TimeoutError, ConnectionError)
 
 
 class FetchError(Exception):
@@ -71,15 +81,17 @@ async def fetch_model(
     headers: dict[str, str] = {}
     if source.kind == "hf" and hf_token:
         headers["Authorization"] = f"Bearer {hf_token}"
-    for attempt in range(1, _ATTEMPTS + 1):
-        try:
-            await _download(session, url, part, headers)
-            break
-        except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
-            if attempt == _ATTEMPTS:
-                raise FetchError(f"base model download failed after {attempt} attempts: {exc}") from exc
-            log.warning("base model download interrupted (%s); resuming (attempt %d)", exc, attempt + 1)
-            await asyncio.sleep(min(30.0, 0.5 * 2**attempt))
+    retrying = AsyncRetrying(  # each try resumes from the bytes the .part file holds
+        stop=stop_after_attempt(_ATTEMPTS),
+        wait=wait_exponential(multiplier=1, max=30),
+        retry=retry_if_exception_type(_DROPPED),
+        before_sleep=before_sleep_log(log, logging.WARNING),
+        reraise=True,
+    )
+    try:
+        await retrying(_download, session, url, part, headers)
+    except _DROPPED as exc:
+        raise FetchError(f"base model download failed after {_ATTEMPTS} attempts: {exc}") from exc
     if expected is not None:
         actual = await asyncio.to_thread(_sha256, part)
         if actual != expected:

@@ -4,6 +4,14 @@ Credentials are passed on every call (never written into the SDK's global config
 with different accounts, or a client pointed at the simulator via ``upload_prefix``, never interfere.
 The SDK hides response headers when it raises, so rate-limit handling reads the error message
 ("… Try again on 2024-10-04 14:00:00 UTC") and the last successful response's rate-limit fields.
+
+Every SDK failure goes through :func:`classify_failure`, the one place that knows what pycloudinary
+raises for which status (``cloudinary/api_client/execute_request.py``, 1.46): ``BadRequest`` 400,
+``AuthorizationRequired`` 401, ``NotAllowed`` 403, ``NotFound`` 404, ``AlreadyExists`` 409,
+``RateLimited`` 420/429, ``GeneralError`` 500/503 and for network errors and answers that are not JSON;
+any other status with an error JSON (402, 413, 502, 504…) is a *bare* ``Exception("Error 502 - …")``.
+The Upload API (``cloudinary/uploader.py``) raises the same classes without the "Error NNN" prefix and
+the base ``cloudinary.exceptions.Error`` for unmapped statuses.
 """
 
 from __future__ import annotations
@@ -17,7 +25,14 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from bot.errors import InvalidInputError, NotFoundError, ServiceUnavailableError
+from bot.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    ServiceUnavailableError,
+    UserError,
+)
+from bot.retry import CLOUDINARY, RetryLater, RetryPolicy
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -121,20 +136,6 @@ def _flatten_context(raw: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in source.items() if not isinstance(v, dict)}
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Back-off for 420/429 and transient (5xx, network) failures."""
-
-    attempts: int = 5
-    base_delay_s: float = 2.0
-    max_delay_s: float = 60.0
-    # If Cloudinary says "try again on <time>" further away than this, stop at once and say so.
-    max_wait_for_reset_s: float = 120.0
-
-    def delay(self, attempt: int) -> float:
-        return min(self.max_delay_s, self.base_delay_s * (2**attempt))
-
-
 @dataclass
 class RateLimitState:
     allowed: int | None = None
@@ -150,6 +151,86 @@ def _parse_reset(message: str) -> datetime | None:
     if not match:
         return None
     return datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+
+
+# Statuses after which the same request may well succeed (timeouts, "too early", server errors).
+RETRYABLE_STATUSES = frozenset({408, 425, 500, 502, 503, 504})
+_STATUS_PREFIX = re.compile(r"^Error (\d{3}) - ")
+_UNPARSABLE = re.compile(r"^Error parsing server response \((\d{3})\)")
+
+
+@dataclass(frozen=True)
+class CloudinaryFailure:
+    """What a failed SDK call means: the HTTP status (when known), Cloudinary's message, whether the
+    same request is worth another try, and (for 420/429) when Cloudinary said its allowance resets."""
+
+    status: int | None
+    message: str
+    retryable: bool
+    rate_limited: bool = False
+    reset_at: datetime | None = None
+
+    def user_error(self, *, tries: int = 1) -> UserError:
+        """The short message the user sees once this failure is final (after ``tries`` tries)."""
+        after = f" after {tries} tries" if tries > 1 else ""
+        match self.status:
+            case 400:
+                return InvalidInputError(f"Cloudinary rejected the request: {self.message}")
+            case 401:
+                return ServiceUnavailableError(
+                    f"Cloudinary refused our credentials ({self.message}); check CLOUDINARY_URL."
+                )
+            case 403:
+                return ServiceUnavailableError(f"Cloudinary does not allow this: {self.message}")
+            case 404:
+                return NotFoundError(f"Cloudinary: {self.message}")
+            case 409:
+                return ConflictError(f"Cloudinary says this already exists: {self.message}")
+        if self.retryable:
+            code = f" (HTTP {self.status})" if self.status is not None else ""
+            return ServiceUnavailableError(
+                f"Cloudinary is not answering properly{code}{after}: {self.message}. Try again later."
+            )
+        return ServiceUnavailableError(f"Cloudinary refused the request (HTTP {self.status}): {self.message}")
+
+
+def classify_failure(exc: BaseException) -> CloudinaryFailure | None:
+    """What ``exc`` from the ``cloudinary`` SDK means; ``None`` if it did not come from the SDK (a bug of
+    ours, which must not be dressed up as a Cloudinary failure)."""
+    from cloudinary import exceptions as cx
+
+    text = str(exc)
+    status_match = _STATUS_PREFIX.match(text)
+    status = int(status_match.group(1)) if status_match else None
+    message = _STATUS_PREFIX.sub("", text)[:300]
+    if isinstance(exc, cx.RateLimited):
+        return CloudinaryFailure(
+            status or 420, message, retryable=True, rate_limited=True, reset_at=_parse_reset(text)
+        )
+    fixed = {
+        cx.BadRequest: 400,
+        cx.AuthorizationRequired: 401,
+        cx.NotAllowed: 403,
+        cx.NotFound: 404,
+        cx.AlreadyExists: 409,
+    }
+    for kind, code in fixed.items():
+        if isinstance(exc, kind):
+            return CloudinaryFailure(code, message, retryable=False)
+    if isinstance(exc, cx.Error):
+        # GeneralError (500/503, sockets, timeouts, a page that is not JSON) or, from the Upload API, an
+        # unmapped status without its number. Without a number it is a transport fault: retry.
+        if unparsable := _UNPARSABLE.match(text):
+            status = int(unparsable.group(1))
+            message = "it answered with a page that is not JSON"
+        elif text.lower().startswith(("unexpected error", "socket error")):
+            # urllib3's text names hosts, ports and retry internals: the log keeps it, the user needn't.
+            message = "no answer (a network error or a timeout)"
+        return CloudinaryFailure(status, message, retryable=status is None or status in RETRYABLE_STATUSES)
+    if type(exc) is Exception and status is not None:
+        # The Admin API's bare Exception for a status it has no class for.
+        return CloudinaryFailure(status, message, retryable=status in RETRYABLE_STATUSES)
+    return None
 
 
 class CloudinaryClient:
@@ -169,7 +250,7 @@ class CloudinaryClient:
         self.credentials = credentials
         self.page_size = page_size
         self.timeout_s = timeout_s
-        self.retry = retry or RetryPolicy()
+        self.retry = retry or CLOUDINARY
         self._sleep = sleep
         self.rate_limit = RateLimitState()
 
@@ -212,6 +293,7 @@ class CloudinaryClient:
                 cloudinary.Search()
                 .expression(expression)
                 .sort_by("public_id", "asc")
+                # Search results carry tags and context only when asked for; captions are made of them.
                 .with_field("tags")
                 .with_field("context")
                 .max_results(self.page_size)
@@ -225,6 +307,7 @@ class CloudinaryClient:
     def _list_options(self, cursor: str | None) -> dict[str, Any]:
         options: dict[str, Any] = {
             "max_results": self.page_size,
+            # Admin listings leave out tags and context unless asked for; captions are made of them.
             "tags": True,
             "context": True,
             "direction": "asc",
@@ -300,52 +383,35 @@ class CloudinaryClient:
     # -- the one place that calls the SDK ------------------------------------------------------------
 
     async def _call(self, fn: Callable[[], T]) -> T:
-        from cloudinary import exceptions as cx
-
-        policy = self.retry
-        last_message = ""
-        for attempt in range(policy.attempts):
+        async def attempt() -> T:
             try:
-                result = await asyncio.to_thread(fn)
-            except cx.RateLimited as exc:
-                last_message = str(exc)
-                reset_at = _parse_reset(last_message)
-                wait = policy.delay(attempt)
-                if reset_at is not None:
-                    until_reset = (reset_at - datetime.now(UTC)).total_seconds()
-                    if until_reset > policy.max_wait_for_reset_s:
+                return await asyncio.to_thread(fn)
+            except Exception as exc:
+                failure = classify_failure(exc)
+                if failure is None:
+                    raise  # not the SDK's: a bug of ours, shown as one
+                if not failure.retryable:
+                    raise failure.user_error() from None
+                if failure.rate_limited and failure.reset_at is not None:
+                    until_reset = (failure.reset_at - datetime.now(UTC)).total_seconds()
+                    if until_reset > self.retry.max_wait_for_reset_s:
                         raise CloudinaryRateLimitedError(
-                            _rate_limited_text(reset_at, self.rate_limit)
+                            _rate_limited_text(failure.reset_at, self.rate_limit)
                         ) from None
-                    wait = max(0.0, min(wait, until_reset + 0.5))
-                log.warning("cloudinary rate-limited (attempt %d): %s; waiting %.1fs", attempt + 1, exc, wait)
-                if attempt + 1 < policy.attempts:
-                    await self._sleep(wait)
-                continue
-            except cx.AuthorizationRequired as exc:
-                raise ServiceUnavailableError(
-                    f"Cloudinary refused our credentials ({_strip_code(exc)}); check CLOUDINARY_URL."
+                    raise _TryAgain(failure, after_s=until_reset + 0.5) from None
+                raise _TryAgain(failure) from None
+
+        try:
+            result = await self.retry.call(attempt, what="cloudinary call", sleep=self._sleep)
+        except _TryAgain as exc:
+            last = exc.failure
+            if last.rate_limited:
+                raise CloudinaryRateLimitedError(
+                    _rate_limited_text(last.reset_at, self.rate_limit, tries=self.retry.attempts)
                 ) from None
-            except cx.NotAllowed as exc:
-                raise ServiceUnavailableError(f"Cloudinary does not allow this: {_strip_code(exc)}") from None
-            except cx.NotFound as exc:
-                raise NotFoundError(f"Cloudinary: {_strip_code(exc)}") from None
-            except cx.BadRequest as exc:
-                raise InvalidInputError(f"Cloudinary rejected the request: {_strip_code(exc)}") from None
-            except cx.Error as exc:  # GeneralError, socket errors, bad JSON: transient, retry
-                last_message = str(exc)
-                log.warning("cloudinary call failed (attempt %d): %s", attempt + 1, exc)
-                if attempt + 1 < policy.attempts:
-                    await self._sleep(policy.delay(attempt))
-                    continue
-                raise ServiceUnavailableError(
-                    f"Cloudinary is not answering properly: {_strip_code(exc)}"
-                ) from None
-            self._note_rate_limit(result)
-            return result
-        raise CloudinaryRateLimitedError(
-            _rate_limited_text(_parse_reset(last_message), self.rate_limit, tries=policy.attempts)
-        )
+            raise last.user_error(tries=self.retry.attempts) from None
+        self._note_rate_limit(result)
+        return result
 
     def _note_rate_limit(self, result: object) -> None:
         allowed = getattr(result, "rate_limit_allowed", None)
@@ -358,9 +424,14 @@ class CloudinaryClient:
             self.rate_limit.reset_at = datetime(*parsed[:6], tzinfo=UTC)
 
 
-def _strip_code(exc: Exception) -> str:
-    # Admin errors read "Error 404 - <message>"; keep the message.
-    return re.sub(r"^Error \d{3} - ", "", str(exc))[:300]
+class _TryAgain(RetryLater):
+    """A failure the retry policy tries again (5xx, network, 420/429); after the last try it becomes the
+    user's error. For 420/429 ``after_s`` is the time to Cloudinary's named reset (never waited longer)."""
+
+    def __init__(self, failure: CloudinaryFailure, *, after_s: float | None = None) -> None:
+        code = f"HTTP {failure.status}: " if failure.status is not None else ""
+        super().__init__(code + failure.message, after_s=after_s)
+        self.failure = failure
 
 
 def _rate_limited_text(reset_at: datetime | None, state: RateLimitState, tries: int | None = None) -> str:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from pydantic import SecretStr
 
 from bot.errors import ServiceUnavailableError
+from bot.retry import RUNPOD_READ_BACK, RetryLater
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -47,7 +48,6 @@ _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # RunPod pod ids are short lower-case alphanumerics; anything else is refused before it reaches a query.
 _POD_ID = re.compile(r"[a-z0-9]{1,64}")
 _MAX_ENV_VARS = 50
-_READ_BACK_DELAYS_S = (0.5, 1.0, 2.0)
 _NO_CAPACITY_MARKERS = ("no longer any instances available", "not enough free gpus")
 _DISK_MARKER = "disk space"
 _BALANCE_MARKERS = ("enough credits", "insufficient balance", "insufficient funds")
@@ -328,19 +328,23 @@ class RunPodClient:
             raise AmbiguousCreateError(str(error)) from error
         pod_id = str(created["id"])
         log.info("RunPod pod %s created (%s, %s, %s)", pod_id, name, gpu_type_id, cloud_type)
+
         # The deploy answer lacks costPerHr and status: read the pod back (RunPod may lag a moment).
-        for delay in (*_READ_BACK_DELAYS_S, None):
+        async def read_back() -> Pod:
             try:
                 pod = await self.get_pod(pod_id)
             except RunPodError as error:
                 if isinstance(error, RunPodAuthError) or not error.transient:
                     raise PodNotReadableError(pod_id) from error
-                pod = None
-            if pod is not None:
-                return pod
-            if delay is not None:
-                await asyncio.sleep(delay)
-        raise PodNotReadableError(pod_id)
+                raise RetryLater(str(error)) from error
+            if pod is None:
+                raise RetryLater(f"pod {pod_id} is not listed yet")
+            return pod
+
+        try:
+            return await RUNPOD_READ_BACK.call(read_back, what=f"reading pod {pod_id} back")
+        except RetryLater:
+            raise PodNotReadableError(pod_id) from None
 
     async def get_pod(self, pod_id: str) -> Pod | None:
         """The pod, or ``None`` once it is terminated or unknown."""

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -33,9 +32,10 @@ from bot.datasets.positions import position_list
 from bot.errors import ConflictError, InvalidInputError, NotFoundError
 from bot.training import captions as cap
 from bot.training.render import TrainingImage
+from storage import datasets as store
 from storage.blobs import BlobNotFoundError, BlobStore
 from storage.db import unit_of_work
-from storage.models import Caption, Dataset, FaceAnalysis, Image
+from storage.models import Caption, Dataset, Image
 
 TRAINING_SUBSETS = ("full", "face_crops")
 MAX_CAPTION_CHARS = 1000  # CLIP reads 75-225 tokens; a longer caption is a paste accident
@@ -119,7 +119,7 @@ class CaptionService:
                         continue
                     text = template_caption(dataset, image)
                     if caption is None:
-                        session.add(Caption(image_id=image.id, text=text, edited_by=None))
+                        store.add_caption(session, image_id=image.id, text=text, edited_by=None)
                         created += 1
                     else:
                         caption.text, caption.edited_by = text, None
@@ -142,16 +142,14 @@ class CaptionService:
         try:
             async with unit_of_work(self._sessions) as session:
                 dataset = await _dataset(session, dataset_id)
-                image = await session.scalar(
-                    select(Image).where(Image.dataset_id == dataset_id, Image.position == position)
-                )
+                image = await store.image_at(session, dataset_id, position)
                 if image is None:
                     raise NotFoundError(f"There is no image #{position} in `{dataset.name}`.")
                 final = cap.ensure_trigger(cleaned, dataset.trigger_word, dataset.class_word)
                 restored = not cap.starts_with_trigger(cleaned, dataset.trigger_word)
-                caption = await session.scalar(select(Caption).where(Caption.image_id == image.id))
+                caption = await store.caption_of(session, image.id)
                 if caption is None:
-                    session.add(Caption(image_id=image.id, text=final, edited_by=user_id))
+                    store.add_caption(session, image_id=image.id, text=final, edited_by=user_id)
                 else:
                     caption.text, caption.edited_by = final, user_id
         except IntegrityError:
@@ -190,8 +188,8 @@ class CaptionService:
                         new = cap.add_suffix(new, ", ".join(missing_suffix))
                     if caption is None:
                         # a caption equal to the template stays "generated" (regenerating keeps nothing)
-                        session.add(
-                            Caption(image_id=image.id, text=new, edited_by=user_id if new != old else None)
+                        store.add_caption(
+                            session, image_id=image.id, text=new, edited_by=user_id if new != old else None
                         )
                         changed += 1
                     elif new != old:
@@ -362,20 +360,14 @@ def _write_upright(data: bytes, folder: Path, stem: str) -> Path:
 
 
 async def _dataset(session: AsyncSession, dataset_id: int) -> Dataset:
-    dataset = await session.get(Dataset, dataset_id)
+    dataset = await store.get_dataset(session, dataset_id)
     if dataset is None:
         raise NotFoundError(f"dataset {dataset_id} does not exist")
     return dataset
 
 
 async def _images_with_captions(session: AsyncSession, dataset_id: int) -> list[tuple[Image, Caption | None]]:
-    rows = await session.execute(
-        select(Image, Caption)
-        .outerjoin(Caption, Caption.image_id == Image.id)
-        .where(Image.dataset_id == dataset_id)
-        .order_by(Image.position)
-    )
-    return [(image, caption) for image, caption in rows.tuples()]
+    return await store.images_with_captions(session, dataset_id)
 
 
 def _trained(rows: Sequence[tuple[Image, Caption | None]]) -> list[tuple[Image, Caption | None]]:
@@ -400,11 +392,7 @@ async def _face_boxes(
     """
     if not image_ids:
         return {}
-    analyses = await session.scalars(
-        select(FaceAnalysis)
-        .where(FaceAnalysis.image_id.in_(image_ids), FaceAnalysis.face_count == 1)
-        .order_by(FaceAnalysis.analysed_at.desc(), FaceAnalysis.id.desc())
-    )
+    analyses = await store.single_face_analyses(session, image_ids)
     boxes: dict[int, tuple[float, float, float, float]] = {}
     for analysis in analyses:
         bbox = analysis.bbox

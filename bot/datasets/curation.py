@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.datasets.gather import DatasetGatherService
@@ -42,9 +41,10 @@ from bot.faces.pictures import PictureMatcher
 from bot.faces.report import CLOSEUP_RATIO, FLAGS, DatasetReport, IdentityReference, build_report
 from bot.faces.service import FaceService
 from bot.locks import KeyedLocks
+from storage import datasets as store
 from storage.blobs import BlobStore
 from storage.db import unit_of_work
-from storage.models import Dataset, FaceAnalysis, Image
+from storage.models import FaceAnalysis, Image
 from storage.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -375,7 +375,7 @@ class CurationService:
     async def dataset_name(self, dataset_id: int, *, guild_id: int) -> str:
         """The name of dataset ``dataset_id`` if it belongs to ``guild_id`` (else ``NotFoundError``)."""
         async with self.sessions() as session:
-            dataset = await session.get(Dataset, dataset_id)
+            dataset = await store.get_dataset(session, dataset_id)
         if dataset is None or dataset.guild_id != guild_id:
             raise NotFoundError("That dataset no longer exists here.")
         return dataset.name
@@ -425,25 +425,12 @@ class CurationService:
         """The dataset's name, its included full images with their stored row of ``engine``, and how
         many full images are excluded."""
         async with self.sessions() as session:
-            dataset = await session.get(Dataset, dataset_id)
+            dataset = await store.get_dataset(session, dataset_id)
             if dataset is None:
                 raise NotFoundError(f"dataset {dataset_id} does not exist")
-            rows = (
-                await session.execute(
-                    select(Image, FaceAnalysis)
-                    .outerjoin(
-                        FaceAnalysis, (FaceAnalysis.image_id == Image.id) & (FaceAnalysis.engine == engine)
-                    )
-                    .where(Image.dataset_id == dataset_id, Image.subset == FULL, Image.excluded.is_(False))
-                    .order_by(Image.position)
-                )
-            ).all()
-            left_out = await session.scalar(
-                select(func.count(Image.id)).where(
-                    Image.dataset_id == dataset_id, Image.subset == FULL, Image.excluded.is_(True)
-                )
-            )
-            return dataset.name, [_Member(image, row) for image, row in rows], int(left_out or 0)
+            rows = await store.images_with_analysis(session, dataset_id, FULL, engine)
+            left_out = await store.excluded_count(session, dataset_id, FULL)
+            return dataset.name, [_Member(image, row) for image, row in rows], left_out
 
     async def _judge(
         self, members: list[_Member], service: FaceService, progress: CurationProgressCallback | None
@@ -487,21 +474,12 @@ class CurationService:
         """One row per (image, engine), updated in place: the latest verdict on each photo."""
         ids = [m.image.id for m in members]
         async with unit_of_work(self.sessions) as session:
-            existing = {
-                row.image_id: row
-                for row in (
-                    await session.scalars(
-                        select(FaceAnalysis).where(
-                            FaceAnalysis.image_id.in_(ids), FaceAnalysis.engine == report.engine
-                        )
-                    )
-                ).all()
-            }
+            existing = await store.analyses_by_image(session, ids, report.engine)
             for member, item in zip(members, report.images, strict=True):
                 values = item.to_row()
                 row = existing.get(member.image.id)
                 if row is None:
-                    session.add(FaceAnalysis(image_id=member.image.id, **values))
+                    store.add_face_analysis(session, image_id=member.image.id, **values)
                     continue
                 for key, value in values.items():
                     setattr(row, key, value)
@@ -544,13 +522,7 @@ class CurationService:
     async def latest_engine(self, dataset_id: int) -> str | None:
         """The engine of the newest stored verdict on the dataset's photos (None: never curated)."""
         async with self.sessions() as session:
-            return await session.scalar(
-                select(FaceAnalysis.engine)
-                .join(Image, Image.id == FaceAnalysis.image_id)
-                .where(Image.dataset_id == dataset_id, Image.subset == FULL)
-                .order_by(FaceAnalysis.analysed_at.desc(), FaceAnalysis.id.desc())
-                .limit(1)
-            )
+            return await store.latest_engine(session, dataset_id, FULL)
 
     async def plan(self, dataset_id: int, engine: str | None = None) -> CurationPlan:
         """What :meth:`apply` would do now, from the stored verdict of ``engine`` (default: the newest)."""
@@ -664,15 +636,7 @@ class CurationService:
         images = {m.image.position: m.image for m in members}
         boxes = {j.position: j.bbox for j in judged}
         async with self.sessions() as session:
-            cropped = set(
-                (
-                    await session.scalars(
-                        select(Image.derived_from_id).where(
-                            Image.dataset_id == dataset_id, Image.subset == FACE_CROPS
-                        )
-                    )
-                ).all()
-            )
+            cropped = await store.derived_from_ids(session, dataset_id, FACE_CROPS)
         wanted: list[tuple[Image, tuple[float, float, float, float]]] = []
         for position in plan.crops:
             image, bbox = images[position], boxes[position]
@@ -690,40 +654,33 @@ class CurationService:
             return
         # Positions are handed out under the same lock ingest takes, so numbers never collide.
         async with self.gather.ingestor.dataset_lock(dataset_id), unit_of_work(self.sessions) as session:
-            dataset = await session.get(Dataset, dataset_id, with_for_update=True)
+            dataset = await store.dataset_for_update(session, dataset_id)
             if dataset is None:
                 raise NotFoundError(f"dataset {dataset_id} was deleted")
-            present = set(
-                (
-                    await session.scalars(
-                        select(Image.sha256).where(Image.dataset_id == dataset_id, Image.subset == FACE_CROPS)
-                    )
-                ).all()
-            )
+            present = await store.image_hashes(session, dataset_id, FACE_CROPS)
             position = dataset.next_position
             for crop in made.crops:
                 if crop.facts.sha256 in present:
                     result.crops_existing.append(crop.source.position)
                     continue
                 present.add(crop.facts.sha256)
-                session.add(
-                    Image(
-                        dataset_id=dataset_id,
-                        position=position,
-                        subset=FACE_CROPS,
-                        derived_from_id=crop.source.id,
-                        sha256=crop.facts.sha256,
-                        phash=crop.facts.phash,
-                        width=crop.facts.width,
-                        height=crop.facts.height,
-                        format=crop.facts.format,
-                        byte_size=crop.facts.byte_size,
-                        source_kind="crop",
-                        source_ref=f"face crop of #{crop.source.position}",
-                        tags=list(crop.source.tags or []),
-                        context={"crop_box": list(crop.box), "source_position": crop.source.position},
-                        added_by=user_id,
-                    )
+                store.add_image(
+                    session,
+                    dataset_id=dataset_id,
+                    position=position,
+                    subset=FACE_CROPS,
+                    derived_from_id=crop.source.id,
+                    sha256=crop.facts.sha256,
+                    phash=crop.facts.phash,
+                    width=crop.facts.width,
+                    height=crop.facts.height,
+                    format=crop.facts.format,
+                    byte_size=crop.facts.byte_size,
+                    source_kind="crop",
+                    source_ref=f"face crop of #{crop.source.position}",
+                    tags=list(crop.source.tags or []),
+                    context={"crop_box": list(crop.box), "source_position": crop.source.position},
+                    added_by=user_id,
                 )
                 result.crops_added[crop.source.position] = position
                 position += 1

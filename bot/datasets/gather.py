@@ -15,7 +15,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.clients.cloudinary import CloudinaryAsset, CloudinaryClient
@@ -27,9 +26,9 @@ from bot.datasets.positions import position_list
 from bot.datasets.report import IngestReport, ProgressCallback, notify
 from bot.errors import InvalidInputError, NotFoundError, ServiceUnavailableError, UserError
 from bot.text import plain
+from storage import datasets as store
 from storage.blobs import BlobNotFoundError, BlobStore
 from storage.db import unit_of_work
-from storage.models import Dataset, Image
 
 MAX_URLS = 20
 MAX_POSITIONS = 1000
@@ -281,16 +280,9 @@ class DatasetGatherService:
             raise InvalidInputError("give image numbers, e.g. 3, 7-9")
         result = ExclusionResult()
         async with unit_of_work(self.sessions) as session:
-            if await session.get(Dataset, dataset_id) is None:
+            if await store.get_dataset(session, dataset_id) is None:
                 raise NotFoundError(f"dataset {dataset_id} does not exist")
-            images = {
-                image.position: image
-                for image in (
-                    await session.scalars(
-                        select(Image).where(Image.dataset_id == dataset_id, Image.position.in_(wanted))
-                    )
-                ).all()
-            }
+            images = await store.images_at(session, dataset_id, wanted)
             for position in wanted:
                 image = images.get(position)
                 if image is None:
@@ -318,13 +310,10 @@ class DatasetGatherService:
         ``badges`` maps position → short labels (curation's "no face", "blurry"…).
         """
         async with self.sessions() as session:
-            dataset = await session.get(Dataset, dataset_id)
+            dataset = await store.get_dataset(session, dataset_id)
             if dataset is None:
                 raise NotFoundError(f"dataset {dataset_id} does not exist")
-            query = select(Image.position, Image.sha256, Image.excluded).where(Image.dataset_id == dataset_id)
-            if not include_excluded:
-                query = query.where(Image.excluded.is_(False))
-            rows = (await session.execute(query.order_by(Image.position))).all()
+            rows = await store.sheet_tiles(session, dataset_id, include_excluded=include_excluded)
             title = dataset.name
         if not rows:
             return []

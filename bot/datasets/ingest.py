@@ -16,7 +16,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.datasets.dedupe import DuplicateIndex
@@ -34,9 +33,9 @@ from bot.datasets.sniff import has_image_extension
 from bot.datasets.zips import ZipRefusedError, expand_zip, is_zip
 from bot.errors import NotFoundError, UserError
 from bot.locks import KeyedLocks
+from storage import datasets as store
 from storage.blobs import BlobStore
 from storage.db import unit_of_work
-from storage.models import Dataset, Image
 
 log = logging.getLogger(__name__)
 
@@ -127,16 +126,10 @@ class Ingestor:
         """An ingest run for one dataset. Feed it with ``add()``; read ``report`` afterwards."""
         async with self.dataset_lock(dataset_id):
             async with self.sessions() as session:
-                dataset = await session.get(Dataset, dataset_id)
+                dataset = await store.get_dataset(session, dataset_id)
                 if dataset is None:
                     raise NotFoundError(f"dataset {dataset_id} does not exist")
-                rows = (
-                    await session.execute(
-                        select(Image.position, Image.sha256, Image.phash, Image.source_kind, Image.source_ref)
-                        .where(Image.dataset_id == dataset_id)
-                        .order_by(Image.position)
-                    )
-                ).all()
+                rows = await store.image_index(session, dataset_id)
                 name = dataset.name
             index = DuplicateIndex(self.limits.phash_threshold)
             for position, sha256, phash, kind, ref in rows:
@@ -281,7 +274,7 @@ class IngestRun:
             return
         blobs = self._ingestor.blobs
         async with unit_of_work(self._ingestor.sessions) as session:
-            dataset = await session.get(Dataset, self.dataset_id, with_for_update=True)
+            dataset = await store.dataset_for_update(session, self.dataset_id)
             if dataset is None:
                 raise NotFoundError(f"dataset {self.dataset_id} was deleted during gathering")
             position = dataset.next_position
@@ -301,23 +294,22 @@ class IngestRun:
             # Each put fsyncs; running them side by side overlaps the disk waits.
             await asyncio.gather(*(asyncio.to_thread(blobs.put, item.data) for item, _f, _p in new))
             for item, facts, pos in new:
-                session.add(
-                    Image(
-                        dataset_id=self.dataset_id,
-                        position=pos,
-                        subset="full",
-                        sha256=facts.sha256,
-                        phash=facts.phash,
-                        width=facts.width,
-                        height=facts.height,
-                        format=facts.format,
-                        byte_size=facts.byte_size,
-                        source_kind=item.source_kind,
-                        source_ref=item.source_ref,
-                        tags=list(item.candidate.tags),
-                        context=dict(item.candidate.context),
-                        added_by=self.added_by,
-                    )
+                store.add_image(
+                    session,
+                    dataset_id=self.dataset_id,
+                    position=pos,
+                    subset="full",
+                    sha256=facts.sha256,
+                    phash=facts.phash,
+                    width=facts.width,
+                    height=facts.height,
+                    format=facts.format,
+                    byte_size=facts.byte_size,
+                    source_kind=item.source_kind,
+                    source_ref=item.source_ref,
+                    tags=list(item.candidate.tags),
+                    context=dict(item.candidate.context),
+                    added_by=self.added_by,
                 )
             dataset.next_position = position
         # Only after the commit: the report never claims an image that is not in the database.

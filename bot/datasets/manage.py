@@ -6,14 +6,14 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.errors import ConflictError, InvalidInputError, NotFoundError
 from bot.text import quote_inline
+from storage import datasets as store
 from storage.db import unit_of_work
-from storage.models import Dataset, Image
+from storage.models import Dataset
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{1,31}$")
 # A trigger is one word that a caption can start with; whether the tokenizer keeps it whole is checked
@@ -65,19 +65,17 @@ class DatasetService:
         name, trigger, class_word = validate_new_dataset(name, trigger, class_word)
         try:
             async with unit_of_work(self._sessions) as session:
-                exists = await session.scalar(
-                    select(Dataset.id).where(Dataset.guild_id == guild_id, Dataset.name == name)
-                )
+                exists = await store.dataset_id_named(session, guild_id, name)
                 if exists is not None:
                     raise ConflictError(f"A dataset named `{name}` already exists here.")
-                dataset = Dataset(
+                dataset = store.add_dataset(
+                    session,
                     guild_id=guild_id,
                     name=name,
                     trigger_word=trigger,
                     class_word=class_word,
                     owner_id=owner_id,
                 )
-                session.add(dataset)
                 await session.flush()
                 return _info(dataset, 0, 0)
         except IntegrityError:
@@ -92,30 +90,18 @@ class DatasetService:
 
     async def list(self, *, guild_id: int) -> list[DatasetInfo]:
         async with unit_of_work(self._sessions) as session:
-            datasets = list(
-                await session.scalars(
-                    select(Dataset).where(Dataset.guild_id == guild_id).order_by(Dataset.name)
-                )
-            )
+            datasets = await store.datasets_of(session, guild_id)
             counts = await _image_counts(session, [d.id for d in datasets])
             return [_info(d, *counts.get(d.id, (0, 0))) for d in datasets]
 
     async def names(self, *, guild_id: int, prefix: str = "", limit: int = 25) -> list[str]:
         """For autocomplete: at most ``limit`` names starting with ``prefix``."""
         async with unit_of_work(self._sessions) as session:
-            rows = await session.scalars(
-                select(Dataset.name)
-                .where(Dataset.guild_id == guild_id, Dataset.name.startswith(prefix.lower(), autoescape=True))
-                .order_by(Dataset.name)
-                .limit(limit)
-            )
-            return list(rows)
+            return await store.dataset_names(session, guild_id, prefix.lower(), limit)
 
     @staticmethod
     async def _find(session: AsyncSession, guild_id: int, name: str) -> Dataset:
-        dataset = await session.scalar(
-            select(Dataset).where(Dataset.guild_id == guild_id, Dataset.name == name.strip().lower())
-        )
+        dataset = await store.dataset_named(session, guild_id, name.strip().lower())
         if dataset is None:
             raise NotFoundError(
                 f"No dataset named {quote_inline(name, 40)} here. `/dataset list` shows them."
@@ -126,16 +112,7 @@ class DatasetService:
 async def _image_counts(session: AsyncSession, dataset_ids: list[int]) -> dict[int, tuple[int, int]]:
     if not dataset_ids:
         return {}
-    rows = await session.execute(
-        select(
-            Image.dataset_id,
-            func.count(Image.id),
-            func.count(Image.id).filter(Image.excluded.is_(True)),
-        )
-        .where(Image.dataset_id.in_(dataset_ids), Image.subset == "full")
-        .group_by(Image.dataset_id)
-    )
-    return {dataset_id: (total, excluded) for dataset_id, total, excluded in rows.tuples()}
+    return await store.image_counts(session, dataset_ids)
 
 
 def _info(dataset: Dataset, image_count: int, excluded_count: int) -> DatasetInfo:

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.errors import ConflictError, NotFoundError
@@ -34,8 +33,14 @@ from bot.review.suggest import DatasetFacts, JobFacts, Suggestions, suggest
 from bot.review.verdict import AlarmDecision, CheckpointVerdict, verdicts
 from bot.training.presets import OverrideError, apply_overrides, load_preset
 from bot.training.triggers import check_trigger
+from storage import datasets as dataset_store
+from storage import jobs as job_store
+from storage import outbox as outbox_store
+from storage import review as store
 from storage.db import unit_of_work
-from storage.models import Checkpoint, Dataset, Image, Job, JobEvent, JobState, OwedMessage
+from storage.models import JobState
+from storage.types import utcnow
+from storage.views import JobView
 
 if TYPE_CHECKING:
     from bot.datasets.curation import CurationService
@@ -127,42 +132,38 @@ class AlarmActions:
         self._curation = curation
         self._jobs = jobs
 
-    async def _job(self, job_id: int, guild_id: int | None) -> Job:
+    async def _job(self, job_id: int, guild_id: int | None) -> JobView:
         async with self._sessions() as session:
-            job = await session.get(Job, job_id)
-        if job is None or (guild_id is not None and job.guild_id != guild_id):
-            raise NotFoundError(f"there is no job #{job_id} here")
-        return job
+            job = await job_store.job(session, job_id)
+            if job is None or (guild_id is not None and job.guild_id != guild_id):
+                raise NotFoundError(f"there is no job #{job_id} here")
+            return JobView.of(job)
 
     # -- the alarm -----------------------------------------------------------------------------------------
 
-    async def record_alarm(self, job: Job, decision: AlarmDecision) -> bool:
+    async def record_alarm(self, job: JobView, decision: AlarmDecision) -> bool:
         """Record the alarm of ``job``; True when it is to be posted: the first time, or again at a later
         checkpoint when the earlier one never reached the channel (the bot died in between)."""
         async with unit_of_work(self._sessions) as session:
-            existing = await session.scalar(
-                select(JobEvent.id).where(JobEvent.job_id == job.id, JobEvent.kind == ALARM_EVENT).limit(1)
-            )
-            if existing is not None:
-                owed = await session.scalar(
-                    select(OwedMessage).where(OwedMessage.job_id == job.id, OwedMessage.key == FACE_ALARM)
-                )
+            existing = await job_store.has_event(session, job.id, ALARM_EVENT)
+            if existing:
+                owed = await outbox_store.owed(session, job.id, FACE_ALARM)
                 return owed is None or (owed.message_id is None and owed.done_at is None)
-            session.add(
-                JobEvent(
-                    job_id=job.id,
-                    kind=ALARM_EVENT,
-                    payload={
-                        "step": decision.verdict.step,
-                        "recognised": decision.verdict.recognised,
-                        "samples": decision.verdict.samples,
-                        "loss": decision.loss.text(),
-                    },
-                )
+            job_store.add_event(
+                session,
+                job.id,
+                ALARM_EVENT,
+                {
+                    "step": decision.verdict.step,
+                    "recognised": decision.verdict.recognised,
+                    "samples": decision.verdict.samples,
+                    "loss": decision.loss.text(),
+                },
+                at=utcnow(),
             )
         return True
 
-    async def alarm_for(self, job: Job, decision: AlarmDecision, dataset_name: str) -> FaceAlarm:
+    async def alarm_for(self, job: JobView, decision: AlarmDecision, dataset_name: str) -> FaceAlarm:
         remaining = money_saved(job.total_steps - decision.verdict.step, job.rate, job.price_per_hour)
         return FaceAlarm(
             job_id=job.id,
@@ -195,28 +196,22 @@ class AlarmActions:
         }
         stopped_job, stopped = await self._jobs.stop_early(job_id, reason, payload=payload)
         async with unit_of_work(self._sessions) as session:
-            session.add(
-                JobEvent(job_id=job_id, kind=ALARM_CHOICE_EVENT, payload={"choice": "stop", "by": user_id})
+            job_store.add_event(
+                session, job_id, ALARM_CHOICE_EVENT, {"choice": "stop", "by": user_id}, at=utcnow()
             )
         async with self._sessions() as session:
-            kept = len(
-                (await session.scalars(select(Checkpoint.id).where(Checkpoint.job_id == job_id))).all()
-            )
+            kept = len(await store.checkpoint_ids_of(session, job_id))
         return StopOutcome(stopped, stopped_job.step, stopped_job.total_steps, saved, kept)
 
     async def let_run(self, job_id: int, *, user_id: int, guild_id: int | None = None) -> bool:
         """Record that ``user_id`` lets the run go on; False when someone already chose."""
         await self._job(job_id, guild_id)
         async with unit_of_work(self._sessions) as session:
-            existing = await session.scalar(
-                select(JobEvent.id)
-                .where(JobEvent.job_id == job_id, JobEvent.kind == ALARM_CHOICE_EVENT)
-                .limit(1)
-            )
-            if existing is not None:
+            existing = await job_store.has_event(session, job_id, ALARM_CHOICE_EVENT)
+            if existing:
                 return False
-            session.add(
-                JobEvent(job_id=job_id, kind=ALARM_CHOICE_EVENT, payload={"choice": "run", "by": user_id})
+            job_store.add_event(
+                session, job_id, ALARM_CHOICE_EVENT, {"choice": "run", "by": user_id}, at=utcnow()
             )
         return True
 
@@ -226,24 +221,10 @@ class AlarmActions:
         """What to change after ``job_id``, from its dataset's report card and its settings."""
         job = await self._job(job_id, None)
         async with self._sessions() as session:
-            dataset = await session.get(Dataset, job.dataset_id)
+            dataset = await dataset_store.get_dataset(session, job.dataset_id)
             assert dataset is not None
-            full = (
-                await session.scalars(
-                    select(Image.position).where(
-                        Image.dataset_id == dataset.id, Image.excluded.is_(False), Image.subset == "full"
-                    )
-                )
-            ).all()
-            crops = (
-                await session.scalars(
-                    select(Image.id).where(
-                        Image.dataset_id == dataset.id,
-                        Image.excluded.is_(False),
-                        Image.subset == "face_crops",
-                    )
-                )
-            ).all()
+            full = await dataset_store.included_positions(session, dataset.id, "full")
+            crops = await dataset_store.included_positions(session, dataset.id, "face_crops")
         try:
             plan, flagged = await self._curation.pending_plan(dataset.id)
         except Exception:  # suggestions are advice: a curation problem must not stop the alarm
@@ -264,7 +245,7 @@ class AlarmActions:
         )
         return suggest(facts, await self._job_facts(job))
 
-    async def _job_facts(self, job: Job) -> JobFacts:
+    async def _job_facts(self, job: JobView) -> JobFacts:
         overrides: Mapping[str, Any] = (job.params or {}).get("overrides") or {}
         raw = {str(k): str(v) for k, v in overrides.items()}
         try:
@@ -274,13 +255,7 @@ class AlarmActions:
         dim = preset.train.get("network_dim")
         rising = False
         async with self._sessions() as session:
-            events = (
-                await session.scalars(
-                    select(JobEvent)
-                    .where(JobEvent.job_id == job.id, JobEvent.kind == "checkpoint_scored")
-                    .order_by(JobEvent.id)
-                )
-            ).all()
+            events = await job_store.events(session, job.id, "checkpoint_scored")
         history = {int(e.payload["step"]): dict(e.payload) for e in events if "step" in e.payload}
         if history:
             ceiling = next((d.get("ceiling") for d in history.values() if d.get("ceiling")), None)
@@ -321,7 +296,7 @@ class AlarmActions:
             if result.crops_added:
                 applied.append(f"added {_count(len(result.crops_added), 'face crop')}")
         async with self._sessions() as session:
-            dataset = await session.get(Dataset, job.dataset_id)
+            dataset = await dataset_store.get_dataset(session, job.dataset_id)
             assert dataset is not None
             name = dataset.name
         quote = await self._jobs.start(
@@ -333,12 +308,12 @@ class AlarmActions:
             params=dict(suggestions.overrides),
         )
         async with unit_of_work(self._sessions) as session:
-            session.add(
-                JobEvent(
-                    job_id=job_id,
-                    kind="retry",
-                    payload={"by": user_id, "new_job": quote.job_id, "applied": applied},
-                )
+            job_store.add_event(
+                session,
+                job_id,
+                "retry",
+                {"by": user_id, "new_job": quote.job_id, "applied": applied},
+                at=utcnow(),
             )
         return RetryOutcome(tuple(applied), quote, suggestions)
 

@@ -26,14 +26,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.errors import ConflictError, NotFoundError, UserError
 from bot.review.notify import neutralise
+from storage import datasets as dataset_store
+from storage import jobs as job_store
+from storage import review as store
 from storage.blobs import BlobStore
 from storage.db import unit_of_work
-from storage.models import Checkpoint, Dataset, Job, Sample
+from storage.models import Checkpoint, Dataset, Job
 from storage.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -270,7 +272,7 @@ class DeliveryService:
             record["cloudinary"] = await self._upload(source, checkpoint, file_name, dataset, job, result, at)
 
         async with unit_of_work(self._sessions) as session:
-            row = await session.get(Checkpoint, checkpoint.id)
+            row = await job_store.checkpoint(session, checkpoint.id)
             assert row is not None
             row.delivered_to = record
         return result
@@ -321,25 +323,18 @@ class DeliveryService:
         return {"url": url, "public_id": uploaded.get("public_id"), "bytes": uploaded.get("bytes"), "at": at}
 
     async def _load(self, session: AsyncSession, job_id: int, step: int) -> tuple[Checkpoint, Job, Dataset]:
-        checkpoint = await session.scalar(
-            select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step == step)
-        )
+        checkpoint = await job_store.checkpoint_at(session, job_id, step)
         if checkpoint is None:
             raise NotFoundError(f"Job #{job_id} has no checkpoint at step {step}.")
-        job = await session.get(Job, job_id)
+        job = await job_store.job(session, job_id)
         assert job is not None  # the foreign key guarantees it
-        dataset = await session.get(Dataset, job.dataset_id)
+        dataset = await dataset_store.get_dataset(session, job.dataset_id)
         assert dataset is not None
         return checkpoint, job, dataset
 
     async def _prompts(self, session: AsyncSession, job_id: int) -> list[str]:
-        rows = await session.execute(
-            select(Sample.prompt_index, Sample.prompt)
-            .where(Sample.job_id == job_id)
-            .order_by(Sample.prompt_index)
-        )
         prompts: dict[int, str] = {}
-        for index, prompt in rows.all():
+        for index, prompt in await store.sample_prompts(session, job_id):
             if prompt and index not in prompts:
                 prompts[index] = prompt
         return [prompts[i] for i in sorted(prompts)]

@@ -20,7 +20,6 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 import numpy as np
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.errors import NotFoundError, UserError
@@ -60,26 +59,21 @@ from bot.review.verdict import (
 )
 from bot.review.votes import VoteService
 from bot.training.context import JobListener
+from storage import datasets as dataset_store
+from storage import jobs as job_store
+from storage import review as store
 from storage.blobs import BlobNotFoundError, BlobStore
 from storage.db import unit_of_work
-from storage.models import (
-    Checkpoint,
-    Dataset,
-    DatasetSnapshot,
-    FaceAnalysis,
-    Image,
-    Job,
-    JobEvent,
-    JobState,
-    Sample,
-)
+from storage.models import Checkpoint, Job, JobState, Sample
+from storage.types import utcnow
+from storage.views import CheckpointView, JobView, SampleView
 
 log = logging.getLogger(__name__)
 
 SCORED_EVENT = "checkpoint_scored"
 EARLY_STOP_EVENT = "early_stop"
 
-ScorerFactory = Callable[[Job], Awaitable[SampleScorer | None]]
+ScorerFactory = Callable[[JobView], Awaitable[SampleScorer | None]]
 
 
 class StopEarly(Protocol):
@@ -87,7 +81,7 @@ class StopEarly(Protocol):
 
     async def __call__(
         self, job_id: int, reason: str, *, payload: Mapping[str, Any] | None = None
-    ) -> tuple[Job, bool]: ...
+    ) -> tuple[JobView, bool]: ...
 
 
 @dataclass(frozen=True)
@@ -125,7 +119,7 @@ class FinalReview:
     retry: bool = False  # a poor run: the summary offers "Retry with these changes"
 
 
-def _patience(job: Job) -> int | None:
+def _patience(job: JobView) -> int | None:
     if job.early_stop_patience is not None:
         return job.early_stop_patience
     value = job.params.get("early_stop_patience")
@@ -156,7 +150,7 @@ class ReviewService:
         self._row_cell_px = row_cell_px
         self._grid_cell_px = grid_cell_px
 
-    async def _scorer(self, job: Job) -> SampleScorer | None:
+    async def _scorer(self, job: JobView) -> SampleScorer | None:
         # One reference per job: building it means analysing the dataset's faces.
         if job.id not in self._scorers:
             scorer = None
@@ -173,31 +167,22 @@ class ReviewService:
         self._scorers.pop(job_id, None)
         self._photos.pop(job_id, None)
 
-    async def _training_photos(self, job: Job, engine: str) -> list[TrainingPhoto]:
+    async def _training_photos(self, job: JobView, engine: str) -> list[TrainingPhoto]:
         """The photos the job trained on (its snapshot's), each with its picture hash and face, for the
         copy check. A face crop without its own analysis carries the face of the photo it was cut from."""
         if job.id in self._photos:
             return self._photos[job.id]
         async with self._sessions() as session:
-            snapshot = await session.get(DatasetSnapshot, job.snapshot_id) if job.snapshot_id else None
+            snapshot = await dataset_store.get_snapshot(session, job.snapshot_id) if job.snapshot_id else None
             wanted = {
                 str(item.get("sha256"))
                 for item in ((snapshot.manifest or {}).get("images") or [] if snapshot else [])
                 if item.get("sha256")
             }
-            query = select(Image).where(Image.dataset_id == job.dataset_id)
-            images = [i for i in (await session.scalars(query)).all() if not wanted or i.sha256 in wanted]
+            dataset_images = await dataset_store.dataset_images(session, job.dataset_id)
+            images = [i for i in dataset_images if not wanted or i.sha256 in wanted]
             ids = {i.id for i in images} | {i.derived_from_id for i in images if i.derived_from_id}
-            faces = {
-                row.image_id: row.embedding
-                for row in (
-                    await session.scalars(
-                        select(FaceAnalysis).where(
-                            FaceAnalysis.image_id.in_(ids), FaceAnalysis.engine == engine
-                        )
-                    )
-                ).all()
-            }
+            faces = await dataset_store.face_embeddings(session, ids, engine)
         photos: list[TrainingPhoto] = []
         for image in images:
             raw = faces.get(image.id) or (faces.get(image.derived_from_id) if image.derived_from_id else None)
@@ -213,7 +198,7 @@ class ReviewService:
             return None
 
     async def review_checkpoint(
-        self, job: Job, checkpoint: Checkpoint, samples: Sequence[Sample]
+        self, job: JobView, checkpoint: CheckpointView, samples: Sequence[SampleView]
     ) -> CheckpointReview:
         """Score, store, render the row and chart, and decide on early stop for one checkpoint."""
         ordered = sorted(samples, key=lambda s: s.prompt_index)
@@ -237,39 +222,32 @@ class ReviewService:
             ]
             recognised = sum(1 for _, score in scored if is_recognised(score.similarity, score.engine))
             async with unit_of_work(self._sessions) as session:
-                row = await session.get(Checkpoint, checkpoint.id)
-                rows = {
-                    s.id: s
-                    for s in (
-                        await session.scalars(
-                            select(Sample).where(Sample.id.in_([sample.id for sample, _ in scored]))
-                        )
-                    ).all()
-                }
+                row = await job_store.checkpoint(session, checkpoint.id)
+                rows = await store.samples_by_id(session, [sample.id for sample, _ in scored])
                 assert row is not None
                 summary = record_scores(
                     row, [rows[sample.id] for sample, _ in scored], [s for _, s in scored]
                 )
                 faces_found = summary.faces
-                session.add(
-                    JobEvent(
-                        job_id=job.id,
-                        kind=SCORED_EVENT,
-                        payload={
-                            "step": checkpoint.step,
-                            "loss": job.loss,
-                            "mean": summary.mean,
-                            "max": summary.max,
-                            "face_share": summary.face_share,
-                            "engine": summary.engine,
-                            "ceiling": scorer.ceiling,
-                            "samples": len(scored),
-                            "faces": faces_found,
-                            "recognised": recognised,
-                            "copies": copies,
-                            "memorising": is_memorising(len(copies), faces_found),
-                        },
-                    )
+                job_store.add_event(
+                    session,
+                    job.id,
+                    SCORED_EVENT,
+                    {
+                        "step": checkpoint.step,
+                        "loss": job.loss,
+                        "mean": summary.mean,
+                        "max": summary.max,
+                        "face_share": summary.face_share,
+                        "engine": summary.engine,
+                        "ceiling": scorer.ceiling,
+                        "samples": len(scored),
+                        "faces": faces_found,
+                        "recognised": recognised,
+                        "copies": copies,
+                        "memorising": is_memorising(len(copies), faces_found),
+                    },
+                    at=utcnow(),
                 )
         ceiling = scorer.ceiling if scorer is not None else None
         engine = scorer.engine if scorer is not None else None
@@ -363,37 +341,29 @@ class ReviewService:
 
     async def _dataset_name(self, dataset_id: int) -> str:
         async with self._sessions() as session:
-            dataset = await session.get(Dataset, dataset_id)
+            dataset = await dataset_store.get_dataset(session, dataset_id)
         return dataset.name if dataset is not None else "the dataset"
 
     async def _note_early_stop(self, job_id: int, decision: EarlyStopDecision, saved: Decimal | None) -> None:
         async with unit_of_work(self._sessions) as session:
-            existing = await session.scalar(
-                select(JobEvent.id).where(JobEvent.job_id == job_id, JobEvent.kind == EARLY_STOP_EVENT)
-            )
-            if existing is None:
-                session.add(
-                    JobEvent(
-                        job_id=job_id,
-                        kind=EARLY_STOP_EVENT,
-                        payload={
-                            "reason": decision.reason,
-                            "best_step": decision.best_step,
-                            "saved_usd": str(saved) if saved is not None else None,
-                        },
-                    )
+            existing = await job_store.has_event(session, job_id, EARLY_STOP_EVENT)
+            if not existing:
+                job_store.add_event(
+                    session,
+                    job_id,
+                    EARLY_STOP_EVENT,
+                    {
+                        "reason": decision.reason,
+                        "best_step": decision.best_step,
+                        "saved_usd": str(saved) if saved is not None else None,
+                    },
+                    at=utcnow(),
                 )
 
     async def _history(self, job_id: int) -> dict[int, dict[str, Any]]:
         """The latest ``checkpoint_scored`` payload per step."""
         async with self._sessions() as session:
-            events = (
-                await session.scalars(
-                    select(JobEvent)
-                    .where(JobEvent.job_id == job_id, JobEvent.kind == SCORED_EVENT)
-                    .order_by(JobEvent.id)
-                )
-            ).all()
+            events = await job_store.events(session, job_id, SCORED_EVENT)
         return {int(e.payload["step"]): dict(e.payload) for e in events if "step" in e.payload}
 
     @staticmethod
@@ -433,7 +403,7 @@ class ReviewService:
         ceiling = next((d.get("ceiling") for d in reversed(list(history.values())) if d.get("ceiling")), None)
         engine = next((d.get("engine") for d in history.values() if d.get("engine")), None)
         async with self._sessions() as session:
-            job = await session.get(Job, job_id)
+            job = await job_store.job(session, job_id)
             if job is None:
                 raise NotFoundError(f"There is no job #{job_id}.")
         name = await self._dataset_name(job.dataset_id)
@@ -444,17 +414,11 @@ class ReviewService:
         checkpoint's row when ``step`` is given, else every checkpoint × prompt with the best outlined.
         Returns the image and its caption. For ``/train samples``."""
         async with self._sessions() as session:
-            job = await session.get(Job, job_id)
+            job = await job_store.job(session, job_id)
             if job is None:
                 raise NotFoundError(f"There is no job #{job_id}.")
-            query = select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step)
-            if step is not None:
-                query = query.where(Checkpoint.step == step)
-            checkpoints = (await session.scalars(query)).all()
-            samples_query = select(Sample).where(Sample.job_id == job_id)
-            if step is not None:
-                samples_query = samples_query.where(Sample.step == step)
-            samples = (await session.scalars(samples_query)).all()
+            checkpoints = await store.checkpoints_of(session, job_id, step=step)
+            samples = await job_store.samples(session, job_id, step=step)
         if not checkpoints:
             where = f" at step {step}" if step is not None else " yet"
             raise NotFoundError(f"Job #{job_id} has no checkpoint{where}.")
@@ -500,20 +464,14 @@ class ReviewService:
     ) -> FinalReview:
         """The summary text, full grid (checkpoints × prompts, best row outlined) and final chart."""
         async with self._sessions() as session:
-            job = await session.get(Job, job_id)
+            job = await job_store.job(session, job_id)
             if job is None:
                 raise NotFoundError(f"There is no job #{job_id}.")
-            dataset = await session.get(Dataset, job.dataset_id)
+            dataset = await dataset_store.get_dataset(session, job.dataset_id)
             assert dataset is not None
-            checkpoints = (
-                await session.scalars(
-                    select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step)
-                )
-            ).all()
-            samples = (await session.scalars(select(Sample).where(Sample.job_id == job_id))).all()
-            early = await session.scalar(
-                select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.kind == EARLY_STOP_EVENT)
-            )
+            checkpoints = await store.checkpoints_of(session, job_id)
+            samples = await job_store.samples(session, job_id)
+            early = next(iter(await job_store.events(session, job_id, EARLY_STOP_EVENT)), None)
         history = await self._history(job_id)
         ceiling = next((d.get("ceiling") for d in reversed(list(history.values())) if d.get("ceiling")), None)
         standings = await self.votes.standings(job_id)
@@ -660,7 +618,7 @@ async def _none() -> None:
     return None
 
 
-def _no_gpu(job: Job) -> bool:
+def _no_gpu(job: Job | JobView) -> bool:
     return bool(job.error and "no gpu" in job.error.lower())
 
 
@@ -687,9 +645,9 @@ def _stored_score(sample: Sample) -> SampleScore | None:
 class ReviewPublisher(Protocol):
     """What the cog implements to post reviews."""
 
-    async def checkpoint_reviewed(self, job: Job, review: CheckpointReview) -> None: ...
+    async def checkpoint_reviewed(self, job: JobView, review: CheckpointReview) -> None: ...
 
-    async def job_reviewed(self, job: Job, review: FinalReview) -> None: ...
+    async def job_reviewed(self, job: JobView, review: FinalReview) -> None: ...
 
     def reviewer_role_id(self, guild_id: int) -> int | None: ...
 
@@ -707,14 +665,16 @@ class ReviewListener(JobListener):
         self._stop_early = stop_early
         self.publisher = publisher
 
-    async def on_checkpoint(self, job: Job, checkpoint: Checkpoint, samples: Sequence[Sample]) -> None:
+    async def on_checkpoint(
+        self, job: JobView, checkpoint: CheckpointView, samples: Sequence[SampleView]
+    ) -> None:
         result = await self._review.review_checkpoint(job, checkpoint, samples)
         if result.early_stop.stop:
             result = replace(result, stopped_now=await self._stop(job, result))
         if self.publisher is not None:
             await self.publisher.checkpoint_reviewed(job, result)
 
-    async def _stop(self, job: Job, review: CheckpointReview) -> bool:
+    async def _stop(self, job: JobView, review: CheckpointReview) -> bool:
         decision = review.early_stop
         payload = {
             "best_step": decision.best_step,
@@ -727,7 +687,7 @@ class ReviewListener(JobListener):
             return False
         return stopped
 
-    async def on_state(self, job: Job, old: JobState, new: JobState, payload: Mapping[str, Any]) -> None:
+    async def on_state(self, job: JobView, old: JobState, new: JobState, payload: Mapping[str, Any]) -> None:
         if not new.is_terminal:
             return
         by = payload.get("by") if new is JobState.CANCELLED else None

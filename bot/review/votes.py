@@ -18,16 +18,19 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
 
-from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.errors import NotFoundError
 from bot.review.ranking import Standing, best, rank
 from bot.roles import Member, Role, RoleNames, require_role
+from storage import jobs as job_store
+from storage import outbox as outbox_store
+from storage import review as store
 from storage.db import unit_of_work
-from storage.models import LIVE_STATES, Checkpoint, GuildSettings, Job, JobEvent, JobState, OwedMessage, Vote
+from storage.models import Checkpoint, Job
 from storage.types import utcnow
+from storage.views import JobView
 
 CHART_MESSAGE_EVENT = "chart_message"
 
@@ -96,7 +99,7 @@ class VoteService:
     async def attach_summary_message(self, job_id: int, message_id: int) -> None:
         """Remember the summary message (✅ on it approves the best checkpoint)."""
         async with unit_of_work(self._sessions) as session:
-            job = await session.get(Job, job_id)
+            job = await job_store.job(session, job_id)
             if job is None:
                 raise NotFoundError(f"There is no job #{job_id}.")
             job.summary_message_id = message_id
@@ -104,23 +107,18 @@ class VoteService:
     async def attach_chart_message(self, job_id: int, *, channel_id: int, message_id: int) -> None:
         """Remember the job's chart message, so a restarted bot edits it instead of posting another."""
         async with unit_of_work(self._sessions) as session:
-            session.add(
-                JobEvent(
-                    job_id=job_id,
-                    kind=CHART_MESSAGE_EVENT,
-                    payload={"channel_id": channel_id, "message_id": message_id},
-                )
+            job_store.add_event(
+                session,
+                job_id,
+                CHART_MESSAGE_EVENT,
+                {"channel_id": channel_id, "message_id": message_id},
+                at=utcnow(),
             )
 
     async def chart_message(self, job_id: int) -> tuple[int, int] | None:
         """``(channel id, message id)`` of the job's newest chart message, if one was posted."""
         async with unit_of_work(self._sessions) as session:
-            event = await session.scalar(
-                select(JobEvent)
-                .where(JobEvent.job_id == job_id, JobEvent.kind == CHART_MESSAGE_EVENT)
-                .order_by(JobEvent.id.desc())
-                .limit(1)
-            )
+            event = await store.latest_job_event(session, job_id, CHART_MESSAGE_EVENT)
         if event is None:
             return None
         return int(event.payload["channel_id"]), int(event.payload["message_id"])
@@ -154,12 +152,7 @@ class VoteService:
         """Remove the vote that reaction made (whoever the user is now: no vote outlives its reaction)."""
         emoji = normalise_emoji(emoji)
         async with unit_of_work(self._sessions) as session:
-            result = await session.execute(
-                delete(Vote)
-                .where(Vote.message_id == message_id, Vote.user_id == user_id, Vote.emoji == emoji)
-                .returning(Vote.job_id, Vote.checkpoint_id)
-            )
-            rows = result.all()
+            rows = await store.delete_vote(session, message_id, user_id, emoji)
         if not rows:
             return ReactionResult(Outcome.UNCHANGED)
         job_id, checkpoint_id = rows[0]
@@ -169,15 +162,13 @@ class VoteService:
         self, session: AsyncSession, message_id: int, emoji: str
     ) -> tuple[Job, Checkpoint | None] | None:
         if emoji in VOTE_EMOJIS:
-            checkpoint = await session.scalar(
-                select(Checkpoint).where(Checkpoint.row_message_id == message_id)
-            )
+            checkpoint = await store.checkpoint_by_row_message(session, message_id)
             if checkpoint is None:
                 return None
-            job = await session.get(Job, checkpoint.job_id)
+            job = await job_store.job(session, checkpoint.job_id)
             return (job, checkpoint) if job is not None else None
         if emoji == APPROVE:
-            job = await session.scalar(select(Job).where(Job.summary_message_id == message_id))
+            job = await store.job_by_summary_message(session, message_id)
             return (job, None) if job is not None else None
         return None
 
@@ -190,22 +181,18 @@ class VoteService:
         job_id: int,
         checkpoint: Checkpoint | None,
     ) -> bool:
-        exists = await session.scalar(
-            select(Vote.id).where(Vote.message_id == message_id, Vote.user_id == user_id, Vote.emoji == emoji)
-        )
-        if exists is not None:
+        if await store.vote_exists(session, message_id, user_id, emoji):
             return False
         try:
             # A savepoint: a concurrent duplicate (unique constraint) leaves the outer transaction usable.
             async with session.begin_nested():
-                session.add(
-                    Vote(
-                        message_id=message_id,
-                        user_id=user_id,
-                        emoji=emoji,
-                        job_id=job_id,
-                        checkpoint_id=checkpoint.id if checkpoint else None,
-                    )
+                store.add_vote(
+                    session,
+                    message_id=message_id,
+                    user_id=user_id,
+                    emoji=emoji,
+                    job_id=job_id,
+                    checkpoint_id=checkpoint.id if checkpoint else None,
                 )
         except IntegrityError:
             return False
@@ -216,20 +203,8 @@ class VoteService:
     ) -> ReactionResult:
         required = await self.approvals_required(guild_id)
         async with unit_of_work(self._sessions) as session:
-            approvers = tuple(
-                (
-                    await session.scalars(
-                        select(Vote.user_id)
-                        .where(Vote.message_id == message_id, Vote.emoji == APPROVE)
-                        .order_by(Vote.id)
-                    )
-                ).all()
-            )
-            already = await session.scalar(
-                select(func.count())
-                .select_from(Checkpoint)
-                .where(Checkpoint.job_id == job_id, Checkpoint.approved)
-            )
+            approvers = await store.voters(session, message_id, APPROVE)
+            already = await store.approved_checkpoint_count(session, job_id)
             common = {
                 "job_id": job_id,
                 "approvals": len(approvers),
@@ -249,13 +224,8 @@ class VoteService:
         )
 
     async def _approve(self, session: AsyncSession, checkpoint_id: int, approvers: list[int]) -> bool:
-        # Conditional: of two racing approvers only one sees rowcount 1, so delivery starts once.
-        result = await session.execute(
-            update(Checkpoint)
-            .where(Checkpoint.id == checkpoint_id, Checkpoint.approved.is_(False))
-            .values(approved=True, approved_at=utcnow(), approved_by=approvers)
-        )
-        return (getattr(result, "rowcount", 0) or 0) == 1
+        # Conditional: of two racing approvers only one wins, so delivery starts once.
+        return await store.approve_checkpoint(session, checkpoint_id, approvers, at=utcnow())
 
     # --- promotion -----------------------------------------------------------------------------------------
 
@@ -276,9 +246,7 @@ class VoteService:
     async def approvals_required(self, guild_id: int) -> int:
         """The guild's setting, else the default from the environment."""
         async with self._sessions() as session:
-            value = await session.scalar(
-                select(GuildSettings.approvals_required).where(GuildSettings.guild_id == guild_id)
-            )
+            value = await store.approvals_required(session, guild_id)
         return max(1, value) if value else self._default_required
 
     async def standings(self, job_id: int) -> list[Standing]:
@@ -294,28 +262,12 @@ class VoteService:
         return best(await self.standings(job_id))
 
     async def _standings(self, session: AsyncSession, job_id: int) -> list[Standing]:
-        counts: dict[tuple[int, str], int] = {}
-        rows = await session.execute(
-            select(Vote.checkpoint_id, Vote.emoji, func.count())
-            .where(Vote.job_id == job_id, Vote.checkpoint_id.is_not(None), Vote.emoji.in_(VOTE_EMOJIS))
-            .group_by(Vote.checkpoint_id, Vote.emoji)
-        )
-        for checkpoint_id, emoji, count in rows.all():
-            counts[(checkpoint_id, emoji)] = count
-        checkpoints = (
-            await session.scalars(
-                select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step)
-            )
-        ).all()
+        counts = await store.vote_counts(session, job_id, VOTE_EMOJIS)
+        checkpoints = await store.checkpoints_of(session, job_id)
         # The review records whether a checkpoint's samples mostly copy training photos (latest wins).
         memorising: dict[int, bool] = {}
-        for payload in (
-            await session.scalars(
-                select(JobEvent.payload)
-                .where(JobEvent.job_id == job_id, JobEvent.kind == "checkpoint_scored")
-                .order_by(JobEvent.id)
-            )
-        ).all():
+        for event in await job_store.events(session, job_id, "checkpoint_scored"):
+            payload = event.payload
             if "step" in payload:
                 memorising[int(payload["step"])] = bool(payload.get("memorising"))
         return [
@@ -334,27 +286,16 @@ class VoteService:
 
     # --- what to read again after the bot was away (reactions are not replayed to a new session) -------
 
-    async def job(self, job_id: int) -> Job:
+    async def job(self, job_id: int) -> JobView:
         async with self._sessions() as session:
-            job = await session.get(Job, job_id)
-        if job is None:
-            raise NotFoundError(f"There is no job #{job_id}.")
-        return job
+            job = await job_store.job(session, job_id)
+            if job is None:
+                raise NotFoundError(f"There is no job #{job_id}.")
+            return JobView.of(job)
 
     async def _in_review(self, session: AsyncSession, within: timedelta) -> list[int]:
         """Jobs still in review: live, or succeeded recently with no checkpoint approved yet."""
-        approved = select(Checkpoint.job_id).where(Checkpoint.approved)
-        rows = await session.scalars(
-            select(Job.id).where(
-                or_(
-                    Job.state.in_([s.value for s in LIVE_STATES]),
-                    (Job.state == JobState.SUCCEEDED.value)
-                    & (Job.finished_at >= utcnow() - within)
-                    & Job.id.not_in(approved),
-                )
-            )
-        )
-        return list(rows.all())
+        return await store.jobs_in_review(session, finished_since=utcnow() - within)
 
     async def open_review_messages(
         self, *, within: timedelta = timedelta(days=14)
@@ -365,17 +306,7 @@ class VoteService:
             job_ids = await self._in_review(session, within)
             if not job_ids:
                 return []
-            owed = (
-                await session.scalars(
-                    select(OwedMessage)
-                    .where(
-                        OwedMessage.job_id.in_(job_ids),
-                        OwedMessage.message_id.is_not(None),
-                        OwedMessage.channel_id.is_not(None),
-                    )
-                    .order_by(OwedMessage.id)
-                )
-            ).all()
+            owed = await outbox_store.posted_of_jobs(session, job_ids)
         found: list[tuple[int, int, int, frozenset[str]]] = []
         for row in owed:
             assert row.message_id is not None and row.channel_id is not None
@@ -388,32 +319,14 @@ class VoteService:
     async def recorded(self, message_id: int) -> set[tuple[int, str]]:
         """``(user id, emoji)`` of the votes recorded on a message."""
         async with self._sessions() as session:
-            rows = await session.execute(
-                select(Vote.user_id, Vote.emoji).where(Vote.message_id == message_id)
-            )
-            return {(int(user), str(emoji)) for user, emoji in rows.all()}
+            return await store.votes_on_message(session, message_id)
 
     async def approved_undelivered(self) -> list[tuple[int, int, tuple[int, ...], int]]:
         """``(job id, step, approvers, channel id)`` of approved checkpoints whose delivery was never
         announced (the bot died between the approval and the delivery)."""
         async with self._sessions() as session:
-            rows = (
-                await session.execute(
-                    select(Checkpoint, Job.channel_id)
-                    .join(Job, Job.id == Checkpoint.job_id)
-                    .where(Checkpoint.approved)
-                )
-            ).all()
-            done = {
-                (job_id, key)
-                for job_id, key in (
-                    await session.execute(
-                        select(OwedMessage.job_id, OwedMessage.key).where(
-                            OwedMessage.key.like("delivery:%"), OwedMessage.done_at.is_not(None)
-                        )
-                    )
-                ).all()
-            }
+            rows = await store.approved_checkpoints_with_channel(session)
+            done = await outbox_store.done_keys_like(session, "delivery:%")
         return [
             (c.job_id, c.step, tuple(int(u) for u in c.approved_by or ()), int(channel_id))
             for c, channel_id in rows
@@ -421,9 +334,7 @@ class VoteService:
         ]
 
     async def _checkpoint(self, session: AsyncSession, job_id: int, step: int) -> Checkpoint:
-        checkpoint = await session.scalar(
-            select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step == step)
-        )
+        checkpoint = await job_store.checkpoint_at(session, job_id, step)
         if checkpoint is None:
             raise NotFoundError(f"Job #{job_id} has no checkpoint at step {step}.")
         return checkpoint

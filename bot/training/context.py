@@ -22,6 +22,7 @@ from bot.training.progress import ProgressView
 from storage.blobs import BlobStore
 from storage.models import Checkpoint, Job, JobState, Sample
 from storage.types import utcnow
+from storage.views import CheckpointView, JobView, SampleView
 from worker.protocol import BaseModelSource, JobSpec
 
 log = logging.getLogger(__name__)
@@ -83,28 +84,32 @@ class PodsApi(Protocol):
 
 class JobListener:
     """Subclass and override what you care about. Every method is awaited; exceptions are logged and
-    swallowed so a broken listener never stops a job. Objects passed are detached, committed rows."""
+    swallowed so a broken listener never stops a job. Listeners get frozen views of committed rows
+    (``storage/views.py``), never the rows themselves."""
 
-    async def on_state(self, job: Job, old: JobState, new: JobState, payload: Mapping[str, Any]) -> None:
+    async def on_state(self, job: JobView, old: JobState, new: JobState, payload: Mapping[str, Any]) -> None:
         """A committed transition. For terminal states the pod is already terminated and the cost final."""
 
     async def on_progress(self, view: ProgressView) -> None:
         """Throttled to ``progress_edit_interval_s`` per job, plus every state change."""
 
-    async def on_event(self, job: Job, kind: str, payload: Mapping[str, Any]) -> None:
+    async def on_event(self, job: JobView, kind: str, payload: Mapping[str, Any]) -> None:
         """Noteworthy non-transition events: ``no_capacity`` (trying the next GPU), ``pod_created``,
         ``pod_adopted``, ``pod_terminated``, ``orphan_terminated`` and ``extra_pod_terminated`` (a
         pod of the job's name it did not keep, terminated and charged: ``charged``, ``why``)."""
 
-    async def on_samples(self, job: Job, samples: Sequence[Sample]) -> None:
+    async def on_samples(self, job: JobView, samples: Sequence[SampleView]) -> None:
         """Newly collected (downloaded and verified) samples."""
 
-    async def on_checkpoint(self, job: Job, checkpoint: Checkpoint, samples: Sequence[Sample]) -> None:
+    async def on_checkpoint(
+        self, job: JobView, checkpoint: CheckpointView, samples: Sequence[SampleView]
+    ) -> None:
         """A checkpoint is in the blob store, with the samples of its step (once they are in too)."""
 
 
 class Listeners:
-    """Fan-out to every registered :class:`JobListener`."""
+    """Fan-out to every registered :class:`JobListener`. The training domain hands rows in; each
+    listener gets the same frozen views of them."""
 
     def __init__(self, listeners: Sequence[JobListener] = ()) -> None:
         self._listeners: list[JobListener] = list(listeners)
@@ -127,19 +132,24 @@ class Listeners:
                 log.exception("job listener %r failed in %s", listener, name)
 
     async def state(self, job: Job, old: JobState, new: JobState, payload: Mapping[str, Any]) -> None:
-        await self._each("on_state", lambda lst: lst.on_state(job, old, new, payload))
+        view = JobView.of(job)
+        await self._each("on_state", lambda lst: lst.on_state(view, old, new, payload))
 
     async def progress(self, view: ProgressView) -> None:
         await self._each("on_progress", lambda lst: lst.on_progress(view))
 
     async def event(self, job: Job, kind: str, payload: Mapping[str, Any]) -> None:
-        await self._each("on_event", lambda lst: lst.on_event(job, kind, payload))
+        view = JobView.of(job)
+        await self._each("on_event", lambda lst: lst.on_event(view, kind, payload))
 
     async def samples(self, job: Job, samples: Sequence[Sample]) -> None:
-        await self._each("on_samples", lambda lst: lst.on_samples(job, samples))
+        view, sample_views = JobView.of(job), [SampleView.of(s) for s in samples]
+        await self._each("on_samples", lambda lst: lst.on_samples(view, sample_views))
 
     async def checkpoint(self, job: Job, checkpoint: Checkpoint, samples: Sequence[Sample]) -> None:
-        await self._each("on_checkpoint", lambda lst: lst.on_checkpoint(job, checkpoint, samples))
+        view, checkpoint_view = JobView.of(job), CheckpointView.of(checkpoint)
+        sample_views = [SampleView.of(s) for s in samples]
+        await self._each("on_checkpoint", lambda lst: lst.on_checkpoint(view, checkpoint_view, sample_views))
 
 
 # --- the orchestrator --------------------------------------------------------------------------------

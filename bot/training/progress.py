@@ -8,6 +8,7 @@ from decimal import Decimal
 from bot.text import plain
 from bot.training.money import usd
 from storage.models import Job, JobState
+from storage.views import JobView
 
 BAR_WIDTH = 20
 
@@ -47,7 +48,7 @@ class ProgressView:
     has_pod: bool = False  # RunPod has given the job its pod (it may still be pulling the image)
 
     @classmethod
-    def from_job(cls, job: Job) -> ProgressView:
+    def from_job(cls, job: Job | JobView) -> ProgressView:
         return cls(
             job_id=job.id,
             guild_id=job.guild_id,

@@ -9,6 +9,7 @@ carries the job's bearer token; the token is never logged.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -20,6 +21,7 @@ from typing import Any, Literal
 import aiohttp
 from yarl import URL
 
+from bot.retry import TRANSIENT_HTTP_STATUSES, WORKER_DATASET_PARTS, WORKER_DOWNLOAD_CHUNK, RetryLater
 from storage.blobs import BlobStore
 from worker.protocol import PROTOCOL_VERSION, SHA256_HEADER, FileInfo, WorkerStatus
 
@@ -30,7 +32,6 @@ FileKind = Literal["samples", "checkpoints"]
 DEFAULT_TIMEOUT_S = 30.0
 UPLOAD_TIMEOUT_S = 90.0  # still under the proxy's 100 s
 DEFAULT_CHUNK = 8 * 1024 * 1024
-CHUNK_RETRIES = 3
 # Datasets go up in parts of at most this: under Cloudflare's 100 MB request body limit in front of
 # RunPod's proxy, and a part takes well under 100 s at a few MB/s. Halved on 413 or a cut request.
 DEFAULT_UPLOAD_PART = 64 * 1024 * 1024
@@ -41,7 +42,7 @@ class WorkerError(Exception):
     """The worker could not do what was asked."""
 
 
-class WorkerUnavailableError(WorkerError):
+class WorkerUnavailableError(WorkerError, RetryLater):
     """Not reachable right now (connection refused, proxy 502/503/524, timeout): try again later."""
 
 
@@ -55,9 +56,6 @@ class WorkerProtocolError(WorkerError):
 
 class IntegrityError(WorkerError):
     """Bytes did not match their announced size or sha256."""
-
-
-_TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
 
 
 class WorkerClient:
@@ -118,7 +116,7 @@ class WorkerClient:
             raise WorkerUnavailableError(f"{method} {url.path}: {type(exc).__name__}") from exc
         if status in (401, 403):
             raise WorkerAuthError(f"{method} {url.path}: the worker refused the token ({status})")
-        if status in _TRANSIENT_STATUS:
+        if status in TRANSIENT_HTTP_STATUSES:
             raise WorkerUnavailableError(f"{method} {url.path}: HTTP {status}")
         content_type = next((v for k, v in response_headers.items() if k.lower() == "content-type"), "")
         if status == 404 and content_type.startswith("text/html"):
@@ -187,7 +185,7 @@ class WorkerClient:
                 )
             except WorkerUnavailableError:
                 failures += 1
-                if failures > CHUNK_RETRIES:
+                if failures >= WORKER_DATASET_PARTS.attempts:
                     raise
                 part = max(MIN_UPLOAD_PART, part // 2)  # a 524: the part took too long
                 offset = await self._dataset_received()
@@ -280,7 +278,10 @@ class WorkerClient:
         with open(target, "wb") as handle:  # noqa: ASYNC230 - chunk writes go through to_thread below
             while offset < info.size or (info.size == 0 and offset == 0):
                 end = min(offset + self._chunk_size, info.size) - 1
-                chunk = await self._chunk_with_retries(url, offset, end, info)
+                chunk = await WORKER_DOWNLOAD_CHUNK.call(
+                    functools.partial(self._fetch_range, url, offset, end, info),
+                    what=f"downloading {kind}/{info.name}",
+                )
                 if not chunk and info.size == 0:
                     break
                 hasher.update(chunk)
@@ -289,17 +290,6 @@ class WorkerClient:
         if offset != info.size:
             raise IntegrityError(f"{kind}/{info.name}: got {offset} bytes, expected {info.size}")
         return hasher.hexdigest()
-
-    async def _chunk_with_retries(self, url: URL, start: int, end: int, info: FileInfo) -> bytes:
-        last: WorkerError | None = None
-        for attempt in range(CHUNK_RETRIES):
-            try:
-                return await self._fetch_range(url, start, end, info)
-            except WorkerUnavailableError as exc:
-                last = exc
-                await asyncio.sleep(0.2 * (attempt + 1))
-        assert last is not None
-        raise last
 
     async def _fetch_range(self, url: URL, start: int, end: int, info: FileInfo) -> bytes:
         if info.size == 0:

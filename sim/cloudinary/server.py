@@ -283,7 +283,19 @@ class CloudinarySim:
             f"v{asset.version}/{asset.public_id}{suffix}"
         )
 
-    def _brief(self, asset: SimAsset, *, tags: bool, context: bool, search: bool = False) -> dict[str, Any]:
+    def _brief(
+        self,
+        asset: SimAsset,
+        *,
+        tags: bool,
+        context: bool,
+        search: bool = False,
+        fields: frozenset[str] | None = None,
+    ) -> dict[str, Any]:
+        """One asset of a listing or search. ``fields`` (when given) takes precedence over ``tags`` and
+        ``context``: only those fields, plus the ones Cloudinary always includes, are returned."""
+        if fields is not None:
+            tags, context = "tags" in fields, "context" in fields
         url = self._secure_url(asset)
         item: dict[str, Any] = {
             "asset_id": asset.asset_id,
@@ -318,6 +330,9 @@ class CloudinarySim:
         if context and asset.context:
             # The Admin API nests custom context under "custom"; the Search API returns it flat.
             item["context"] = dict(asset.context) if search else {"custom": dict(asset.context)}
+        if fields is not None:
+            keep = fields | (_ALWAYS_IN_SEARCH if search else _ALWAYS_IN_LISTINGS)
+            item = {k: v for k, v in item.items() if k in keep}
         return item
 
     @staticmethod
@@ -446,7 +461,13 @@ class CloudinarySim:
         page, cursor = self._keyset_page(query_key, items, order, q.get("next_cursor"), size)
         result: dict[str, Any] = {
             "resources": [
-                self._brief(a, tags=q.get("tags") == "true", context=q.get("context") == "true") for a in page
+                self._brief(
+                    a,
+                    tags=q.get("tags") == "true",
+                    context=q.get("context") == "true",
+                    fields=_field_list(q.get("fields")),
+                )
+                for a in page
             ]
         }
         if cursor is not None:
@@ -499,7 +520,13 @@ class CloudinarySim:
             "total_count": len(items),
             "time": max(1, int((time.perf_counter() - started) * 1000)),
             "resources": [
-                self._brief(a, tags="tags" in with_fields, context="context" in with_fields, search=True)
+                self._brief(
+                    a,
+                    tags="tags" in with_fields,
+                    context="context" in with_fields,
+                    search=True,
+                    fields=_field_list(body.get("fields")),
+                )
                 for a in page
             ],
         }
@@ -739,6 +766,22 @@ def _sort_value(asset: SimAsset, field: str) -> Any:
         case "height":
             return asset.height or 0
     raise _BadRequestError(f"Unsupported sort_by field {field}")
+
+
+# "The following fields are always included in the response" (Admin API reference, ``fields``; the
+# asset-management SDK's search parameters).
+_ALWAYS_IN_LISTINGS = frozenset({"public_id", "asset_id"})
+_ALWAYS_IN_SEARCH = frozenset(
+    {"public_id", "asset_id", "asset_folder", "created_at", "status", "type", "resource_type"}
+)
+
+
+def _field_list(raw: Any) -> frozenset[str] | None:
+    """``fields`` as a comma-separated string (Admin API query) or a list (Search body); None: absent."""
+    if raw in (None, "", []):
+        return None
+    parts = raw.split(",") if isinstance(raw, str) else [str(p) for p in raw]
+    return frozenset(p.strip() for p in parts if p.strip())
 
 
 _SORTABLE = ("public_id", "created_at", "uploaded_at", "bytes", "filename", "display_name", "width", "height")

@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.clients.cloudinary import CloudinaryClient, RetryPolicy
+from bot.clients.cloudinary import CloudinaryClient
 from bot.clients.fetch import SafeFetcher
 from bot.datasets.gather import DatasetGatherService
 from bot.datasets.ingest import IngestLimits
+from bot.retry import RetryPolicy
 from sim.cloudinary import CloudinarySim
 from storage.blobs import BlobStore
 from storage.db import unit_of_work

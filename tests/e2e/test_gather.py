@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import re
 import struct
@@ -190,6 +191,81 @@ async def test_after_the_15_minute_token_the_report_goes_to_the_channel(cloud_ha
     message = await h.sim.wait_until(channel_report, 60)
     assert message.content.startswith(f"<@{_trainer(h).id}> **elena** from Cloudinary folder")
     assert "added 20 images (#1–#20)" in message.content
+
+
+async def test_a_search_with_or_not_and_ranges_gathers_exactly_the_matching_photos(
+    cloud_harness: BotHarness,
+) -> None:
+    h = cloud_harness
+    cloud = _cloud(h)
+    dataset_id = await _dataset(h)
+    wanted = {
+        "elena/close_1": (["elena", "close-up"], (512, 512)),
+        "elena/close_2": (["elena", "close-up"], (640, 480)),
+        "elena/studio": (["elena", "studio"], (1024, 768)),
+    }
+    unwanted = {
+        "elena/blurry": (["elena", "close-up", "blurry"], (512, 512)),  # NOT tags=blurry
+        "elena/thumb": (["elena", "close-up"], (200, 200)),  # too small for the range
+        "marco/close": (["marco", "close-up"], (512, 512)),  # another person
+        "elena/street": (["elena", "street"], (800, 600)),  # neither close-up nor studio
+    }
+    for seed, (public_id, (tags, size)) in enumerate({**wanted, **unwanted}.items()):
+        cloud.add_asset(public_id, jpeg(seed, size=size), asset_folder=public_id.split("/")[0], tags=tags)
+    query = "tags=elena AND (tags:close-up OR tags=studio) AND NOT tags=blurry AND width:[500 TO 2000]"
+
+    handle = await h.sim.invoke_slash(
+        "dataset gather", {"name": "elena", "source": "cloudinary", "query": query}, user=_trainer(h)
+    )
+    message = await _final(h, handle)
+    assert "added 3 images (#1–#3)" in message.content
+    images = await _images(h, dataset_id)
+    assert {i.source_ref.split("@")[0] for i in images} == {f"image/upload/{p}" for p in wanted}
+    assert all("elena" in (i.tags or []) for i in images)  # tags asked for and kept for captions
+    (search,) = [r for r in cloud.admin_calls() if r.api == "search"]
+    assert search.body["expression"] == query and set(search.body["with_field"]) >= {"tags", "context"}
+
+
+async def test_a_malformed_search_is_answered_with_cloudinarys_reason(cloud_harness: BotHarness) -> None:
+    h = cloud_harness
+    await _dataset(h)
+    handle = await h.sim.invoke_slash(
+        "dataset gather",
+        {"name": "elena", "source": "cloudinary", "query": "(tags=elena OR tags=marco"},
+        user=_trainer(h),
+    )
+    (reply,) = await handle.wait_followups(1, timeout=20)
+    assert reply.ephemeral
+    assert reply.content.startswith("Cloudinary rejected the request: ")
+    assert "missing ')'" in reply.content
+    assert "Something went wrong" not in reply.content
+
+
+async def test_cloudinary_answering_502_is_retried_then_reported_plainly(cloud_harness: BotHarness) -> None:
+    h = cloud_harness
+    cloud = _cloud(h)
+    await _dataset(h)
+    cloud.seed_folder("elena", 5)
+    client = h.bot_app.services.gather.cloudinary
+    assert client is not None
+    client.retry = dataclasses.replace(client.retry, attempts=3, base_delay_s=0.01, max_delay_s=0.02)
+    for _ in range(3):
+        cloud.fail_next(502, "Bad Gateway")
+
+    handle = await h.sim.invoke_slash(
+        "dataset gather", {"name": "elena", "source": "cloudinary", "folder": "elena"}, user=_trainer(h)
+    )
+    (reply,) = await handle.wait_followups(1, timeout=20)
+    assert reply.content == (
+        "Cloudinary is not answering properly (HTTP 502) after 3 tries: Bad Gateway. Try again later."
+    )
+    assert [r.status for r in cloud.admin_calls()] == [502, 502, 502]
+
+    # Once Cloudinary answers again, the same command gathers everything.
+    again = await h.sim.invoke_slash(
+        "dataset gather", {"name": "elena", "source": "cloudinary", "folder": "elena"}, user=_trainer(h)
+    )
+    assert "added 5 images (#1–#5)" in (await _final(h, again)).content
 
 
 async def test_gather_options_must_fit_the_source(cloud_harness: BotHarness) -> None:

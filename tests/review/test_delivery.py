@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.clients.cloudinary import CloudinaryClient, CloudinaryCredentials, RetryPolicy
+from bot.clients.cloudinary import CloudinaryClient, CloudinaryCredentials
 from bot.config import Settings
 from bot.errors import ConflictError
+from bot.retry import RetryPolicy
 from bot.review.delivery import DeliveryService, lora_file_name, slug, write_atomic
 from bot.review.votes import VoteService
 from bot.roles import Member, RoleNames
@@ -52,7 +53,7 @@ def _client(sim: CloudinarySim) -> CloudinaryClient:
     credentials = CloudinaryCredentials(
         sim.cloud_name, sim.api_key, sim.api_secret, upload_prefix=sim.base_url
     )
-    return CloudinaryClient(credentials, retry=RetryPolicy(attempts=1, base_delay_s=0.0))
+    return CloudinaryClient(credentials, retry=RetryPolicy(attempts=1, base_delay_s=0.0, max_delay_s=0.0))
 
 
 def test_file_names_are_safe() -> None:

@@ -554,3 +554,32 @@ async def test_any_status_with_the_error_json_and_what_the_sdk_raises(sim: Cloud
     sim.fail_next(502, json_body=False)  # a proxy's HTML page: the SDK cannot parse it
     with pytest.raises(cx.GeneralError, match=r"Error parsing server response \(502\)"):
         await call(api.ping, **creds(sim))
+
+
+async def test_fields_takes_precedence_over_tags_context_and_with_field(library: CloudinarySim) -> None:
+    listed = await call(
+        api.resources_by_asset_folder, "marco", fields=["context", "width"], tags=True, **creds(library)
+    )
+    assert listed["resources"] == [
+        {
+            "public_id": MARCO,
+            "asset_id": library.assets[("image", "upload", MARCO)].asset_id,
+            "width": 2048,
+            "context": {"custom": {"caption": "Marco at the beach"}},
+        }
+    ]
+
+    def run() -> dict[str, Any]:
+        return (
+            Search()
+            .expression(f"public_id={MARCO}")
+            .with_field("context")
+            .fields("tags")
+            .execute(**creds(library))
+        )
+
+    (found,) = (await call(run))["resources"]
+    assert set(found) == {
+        "public_id", "asset_id", "asset_folder", "created_at", "status", "type", "resource_type", "tags"
+    }  # fmt: skip
+    assert found["tags"] == ["marco", "close-up"]
