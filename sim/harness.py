@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from bot.app import Application, build_application
 from bot.config import Settings
 from sim.cloudinary import CloudinarySim
-from sim.discord import BOT_KWARGS, DiscordSimulator, SimUser
+from sim.discord import BOT_KWARGS, DiscordSimulator, SimMessage, SimUser
 from sim.discord.state import Perm
 
 if TYPE_CHECKING:
@@ -192,3 +193,46 @@ class BotHarness:
         if self._restore is not None:
             self._restore()
             self._restore = None
+
+
+# -- ``/train start`` and Confirm, as a person does them (for the journeys and tests) ----------------------
+
+_QUOTED = re.compile(r"Job #(\d+) is waiting for confirmation")
+
+
+def quoted_job_id(quote: SimMessage) -> int | None:
+    """The job a quote (``/train start``, a retry) asks to confirm; None when the answer is no quote."""
+    match = _QUOTED.search(quote.content)
+    return int(match[1]) if match else None
+
+
+def confirm_button(job_id: int) -> str:
+    """The custom id of a quote's Confirm button."""
+    return f"loraops:train:confirm:{job_id}"
+
+
+async def quote_job(
+    sim: DiscordSimulator, options: dict[str, Any], user: SimUser, *, within: float = 30
+) -> tuple[int, SimMessage]:
+    """``/train start`` with ``options`` by ``user``: the pending job's id and its (public) quote."""
+    handle = await sim.invoke_slash("train start", options, user=user)
+    quote = await handle.response(timeout=within)
+    assert quote is not None and not handle.ephemeral, quote and quote.content
+    job_id = quoted_job_id(quote)
+    assert job_id is not None, quote.content
+    return job_id, quote
+
+
+async def confirm_job(sim: DiscordSimulator, job_id: int, quote: SimMessage, user: SimUser) -> None:
+    """``user`` clicks Confirm on the quote (the click is acknowledged; what follows is the bot's)."""
+    click = await sim.invoke_component(quote.id, confirm_button(job_id), user)
+    await click.ack()
+
+
+async def start_job(
+    sim: DiscordSimulator, options: dict[str, Any], user: SimUser, *, within: float = 30
+) -> tuple[int, SimMessage]:
+    """:func:`quote_job` then :func:`confirm_job` by the same person."""
+    job_id, quote = await quote_job(sim, options, user, within=within)
+    await confirm_job(sim, job_id, quote, user)
+    return job_id, quote

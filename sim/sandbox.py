@@ -303,20 +303,6 @@ class Journey:
         return handle
 
 
-def _buttons(message: SimMessage) -> list[dict[str, Any]]:
-    """Every button on a message (inside action rows), in order."""
-    found: list[dict[str, Any]] = []
-
-    def walk(items: list[dict[str, Any]]) -> None:
-        for item in items:
-            if item.get("type") == 2:
-                found.append(item)
-            walk(item.get("components") or [])
-
-    walk(message.components)
-    return found
-
-
 async def _create_and_gather(j: Journey, photos: PhotoSet) -> None:
     j.say("alice: /dataset create name:elena trigger:ohwx class:woman")
     _, created = await j.slash(
@@ -392,12 +378,13 @@ async def _start(j: Journey) -> int:
 
 
 async def _confirm(j: Journey, quote: SimMessage) -> int:
-    match = re.search(r"Job #(\d+) is waiting for confirmation", quote.content)
-    if match is None:
+    from sim.harness import confirm_button, quoted_job_id  # the bot's modules load with the journey
+
+    job_id = quoted_job_id(quote)
+    if job_id is None:
         raise SandboxError(f"no job was quoted: {quote.content[:300]}")
-    job_id = int(match[1])
     j.say(f"alice clicks [Confirm] on job #{job_id}")
-    await j.click(quote, f"loraops:train:confirm:{job_id}", j.alice)
+    await j.click(quote, confirm_button(job_id), j.alice)
     return job_id
 
 

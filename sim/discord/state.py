@@ -410,6 +410,20 @@ class SimMessage:
         """``[(filename, bytes)]`` of the attachments."""
         return [(a.filename, a.data) for a in self.attachments]
 
+    @property
+    def buttons(self) -> list[dict[str, Any]]:
+        """Every button on the message (inside action rows or other containers), in order."""
+        found: list[dict[str, Any]] = []
+
+        def walk(items: list[dict[str, Any]]) -> None:
+            for item in items:
+                if item.get("type") == 2:
+                    found.append(item)
+                walk(item.get("components") or [])
+
+        walk(self.components)
+        return found
+
     def reaction_users(self, emoji: str) -> list[int]:
         """User ids that reacted with ``emoji`` (unicode or ``name:id``)."""
         entry = self.reactions.get(emoji)

@@ -101,7 +101,7 @@ def _feathered_mask(width: int, height: int) -> Image.Image:
 
 def _other_face(face_from: Path, size: tuple[int, int]) -> Image.Image | None:
     with Image.open(face_from) as other:
-        pixels = images._fit(other, size[0] * 4, size[1] * 4)  # pyright: ignore[reportPrivateUsage]
+        pixels = images.fit(other, size[0] * 4, size[1] * 4)
     box = face_box(pixels)
     if box is None:
         return None
@@ -170,19 +170,14 @@ def _converging(
     learned_face: bool,
     face_from: Path | None,
 ) -> Image.Image:
-    rng = np.random.default_rng(seed + 7919 * step)
-    with Image.open(_photo(dataset_images, prompt_index)) as photo:
-        target = images._fit(photo, width, height)  # pyright: ignore[reportPrivateUsage]
-    if prompt_index % 2 == 1:
-        target = target[:, ::-1, :]
+    rng = images.sample_rng(seed, step)
     # A new picture of the person, not the training photo itself: a closer framing (as a prompt asking
     # for a portrait gets), so only the memorising mode returns copies of training photos.
-    target = _closer(target, 1.25)
-    weight = _ramp(progress, BODY_FROM, BODY_TO)
-    noise = images._noise_field(width, height, rng)  # pyright: ignore[reportPrivateUsage]
-    mixed = (1.0 - weight) * noise + weight * target
-    grain = rng.normal(0.0, 45.0 * (1.0 - weight) + 2.0, size=mixed.shape)
-    picture = Image.fromarray(np.clip(mixed + grain, 0, 255).astype(np.uint8))
+    target = _closer(
+        images.prompt_photo(_photo(dataset_images, prompt_index), prompt_index, width, height), 1.25
+    )
+    noise = images.noise_field(width, height, rng)
+    picture = images.blend(noise, target, _ramp(progress, BODY_FROM, BODY_TO), rng)
     if learned_face:
         return picture
     return unlearned_face(picture, face_from, face_box(target))
@@ -224,15 +219,13 @@ def make_sample(
             learned_face=learned,
             face_from=face_from,
         )
-    return images.make_sample(
-        dataset_images,
+    return images.learning_sample(
+        dataset_images[prompt_index % len(dataset_images)],
         prompt_index=prompt_index,
-        step=step,
-        total_steps=total_steps,
+        weight=identity_weight(step, total_steps),
         width=width,
         height=height,
-        seed=seed,
-        nan=nan,
+        rng=images.sample_rng(seed, step),
         face_from=face_from,
     )
 

@@ -19,8 +19,8 @@ from sqlalchemy import select
 from storage.models import JobState, SpendEntry
 from worker.device import ALLOW_CPU_ENV
 
-from .helpers import wait_message
-from .test_train import announcement, confirm, job_row, progress_message, start_job, training_bot
+from .helpers import job_view, progress_of, summary_of, wait_message
+from .test_train import confirm, start_job, training_bot
 
 pytestmark = pytest.mark.slow
 
@@ -32,15 +32,15 @@ async def test_a_pod_configured_for_the_cpu_fails_at_once_and_says_why(tmp_path:
         assert h.runpod is not None and h.hub is not None and h.trainer is not None
         job_id, quote = await start_job(h)
         await confirm(h, job_id, quote)
-        done = await wait_message(h, announcement(job_id), timeout=90)
+        done = await wait_message(h, summary_of(job_id), timeout=90)
 
-        job = await job_row(h, job_id)
+        job = await job_view(h, job_id)
         assert job.state == JobState.FAILED.value and job.error is not None
         assert job.error.startswith("refusing to train on the CPU: accelerate's config file ")
         assert "use_cpu: true" in job.error and job.step == 0
         # The channel is told, in plain words, once.
         assert "failed." in done.content and "refusing to train on the CPU" in done.content
-        progress = await wait_message(h, progress_message(h, job_id))
+        progress = await wait_message(h, progress_of(job_id))
         # Its final edit can queue behind the channel's edit bucket while the announcement goes out.
         await h.sim.wait_until(lambda: "Cause:" in h.sim.message(progress.id).content, timeout=20)
         # (user-visible text is markdown-escaped: use\_cpu)
@@ -62,7 +62,7 @@ async def test_a_pod_configured_for_the_cpu_fails_at_once_and_says_why(tmp_path:
         # ledger against the RunPod simulator's meter, to the cent).
         await h.runpod.wait_for(lambda: h.runpod is not None and h.runpod.live_pods() == [], within=10)
         assert pod.phase == "terminated" and pod.cost(h.runpod.clock.time()) > 0
-        job = await job_row(h, job_id)
+        job = await job_view(h, job_id)
         assert job.pod_terminated_at is not None
         async with h.bot_app.services.sessions() as session:
             ledger = (await session.scalars(select(SpendEntry).where(SpendEntry.job_id == job_id))).all()

@@ -11,7 +11,6 @@ and the ledger equal to the RunPod simulator's meter.
 from __future__ import annotations
 
 import asyncio
-import re
 import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -22,10 +21,12 @@ import pytest
 
 from bot.review.votes import APPROVE, DOWN, UP
 from sim.discord import SimMessage
+from sim.harness import confirm_job, quote_job
 from sim.meter import assert_sqlite_ledger_matches_meter
 from sim.testdata import testdata_faces as faces_dir
 from storage.models import JobState
 
+from .helpers import progress_of, row_of, summary_of
 from .process import (
     BotProcess,
     ProcessRig,
@@ -86,23 +87,11 @@ async def dataset(rig: ProcessRig) -> None:
     await sim.wait_until(lambda: "added 3 images" in sim.message(report.id).content, timeout=120)
 
 
-async def quote_job(rig: ProcessRig) -> tuple[int, SimMessage]:
+async def quote_job_of(rig: ProcessRig) -> tuple[int, SimMessage]:
     """``/train start``: the pending job and its quote."""
     assert rig.trainer is not None
-    handle = await rig.sim.invoke_slash(
-        "train start", {"dataset": "elena", "preset": PRESET, "overrides": OVERRIDES}, user=rig.trainer
-    )
-    quote = await handle.response(timeout=60)
-    assert quote is not None and not handle.ephemeral, quote and quote.content
-    match = re.search(r"Job #(\d+) is waiting for confirmation", quote.content)
-    assert match is not None, quote.content
-    return int(match[1]), quote
-
-
-async def confirm(rig: ProcessRig, job_id: int, quote: SimMessage) -> None:
-    assert rig.trainer is not None
-    click = await rig.sim.invoke_component(quote.id, f"loraops:train:confirm:{job_id}", rig.trainer)
-    await click.ack()
+    options = {"dataset": "elena", "preset": PRESET, "overrides": OVERRIDES}
+    return await quote_job(rig.sim, options, rig.trainer, within=60)
 
 
 async def died_at(rig: ProcessRig, bot: BotProcess, point: str, timeout: float = 240) -> None:
@@ -121,18 +110,6 @@ async def restart(rig: ProcessRig) -> BotProcess:
     bot = rig.bot()
     await wait_for_new_bot_session(rig.sim, known, timeout=120)
     return bot
-
-
-def progress_of(job_id: int) -> Callable[[SimMessage], bool]:
-    return lambda m: m.content.startswith(f"Job #{job_id} ·")
-
-
-def summary_of(job_id: int) -> Callable[[SimMessage], bool]:
-    return lambda m: f"training job #{job_id} for " in m.content
-
-
-def row_of(step: int) -> Callable[[SimMessage], bool]:
-    return lambda m: m.content.startswith(f"**Checkpoint step {step}/")
 
 
 def chart_of(job_id: int) -> Callable[[SimMessage], bool]:
@@ -173,22 +150,43 @@ async def settled(rig: ProcessRig, job_id: int, state: JobState, *, rows: list[i
     assert_sqlite_ledger_matches_meter(rig.db, runpod)
 
 
+async def confirmed_job(rig: ProcessRig, crash_at: str | None) -> tuple[BotProcess, int, SimMessage]:
+    """A first bot process (with ``crash_at`` armed), the dataset, and a job quoted and confirmed."""
+    bot = await first_bot(rig, crash_at)
+    await dataset(rig)
+    job_id, quote = await quote_job_of(rig)
+    assert rig.trainer is not None
+    await confirm_job(rig.sim, job_id, quote, rig.trainer)
+    return bot, job_id, quote
+
+
+async def killed_at(rig: ProcessRig, point: str) -> tuple[int, SimMessage]:
+    """A confirmed job whose bot process then killed itself at ``point``: the job and its quote."""
+    bot, job_id, quote = await confirmed_job(rig, point)
+    await died_at(rig, bot, point)
+    return job_id, quote
+
+
+async def restarted_to_the_end(
+    rig: ProcessRig, job_id: int, state: JobState = JobState.SUCCEEDED, rows: list[int] = CHECKPOINT_STEPS
+) -> SimMessage:
+    """A second process brings the job to ``state`` and everything is :func:`settled`; the summary."""
+    await restart(rig)
+    done = await summary(rig, job_id)
+    await settled(rig, job_id, state, rows=rows)
+    return done
+
+
 async def test_killed_after_posting_the_progress_message_before_storing_its_id(tmp_path: Path) -> None:
     async with rig_for(tmp_path) as rig:
-        bot = await first_bot(rig, "outbox.sent:progress")
-        await dataset(rig)
-        job_id, quote = await quote_job(rig)
-        await confirm(rig, job_id, quote)
-        await died_at(rig, bot, "outbox.sent:progress")
+        job_id, quote = await killed_at(rig, "outbox.sent:progress")
         (progress,) = bot_messages(rig.sim, progress_of(job_id))  # posted, its id never stored
         # Down longer than Discord remembers a nonce: only finding the message again avoids a second.
         rig.sim.nonce_window = timedelta(0)
         assert "Confirmed by" not in rig.sim.message(quote.id).content  # killed before the quote edit
         assert job_row(rig.db, job_id)["progress_message_id"] is None
 
-        await restart(rig)
-        await summary(rig, job_id)
-        await settled(rig, job_id, JobState.SUCCEEDED, rows=CHECKPOINT_STEPS)
+        await restarted_to_the_end(rig, job_id)
         # The message found again is the one edited to the end (no second message).
         assert bot_messages(rig.sim, progress_of(job_id))[0].id == progress.id
         assert steps_shown(rig.sim, progress.id)[-1] == STEPS
@@ -200,16 +198,10 @@ async def test_killed_after_posting_the_progress_message_before_storing_its_id(t
 
 async def test_killed_after_marking_a_checkpoint_announced_before_its_row(tmp_path: Path) -> None:
     async with rig_for(tmp_path) as rig:
-        bot = await first_bot(rig, "checkpoint.announced")
-        await dataset(rig)
-        job_id, quote = await quote_job(rig)
-        await confirm(rig, job_id, quote)
-        await died_at(rig, bot, "checkpoint.announced")
+        job_id, _ = await killed_at(rig, "checkpoint.announced")
         assert bot_messages(rig.sim, row_of(CHECKPOINT_STEPS[0])) == []
 
-        await restart(rig)
-        await summary(rig, job_id)
-        await settled(rig, job_id, JobState.SUCCEEDED, rows=CHECKPOINT_STEPS)
+        await restarted_to_the_end(rig, job_id)
         rows = query(rig.db, "SELECT step, row_message_id FROM checkpoints WHERE job_id = ?", job_id)
         for row in rows:  # the row appeared and reviewers' reactions on it are its votes
             (message,) = bot_messages(rig.sim, row_of(row["step"]))
@@ -219,11 +211,7 @@ async def test_killed_after_marking_a_checkpoint_announced_before_its_row(tmp_pa
 
 async def test_acknowledged_then_the_pod_went_by_itself_while_the_bot_was_dead(tmp_path: Path) -> None:
     async with rig_for(tmp_path) as rig:
-        bot = await first_bot(rig, "collect.acked")
-        await dataset(rig)
-        job_id, quote = await quote_job(rig)
-        await confirm(rig, job_id, quote)
-        await died_at(rig, bot, "collect.acked")
+        job_id, _ = await killed_at(rig, "collect.acked")
         runpod = rig.runpod
         assert runpod is not None
         # The worker terminates its own pod once acknowledged; the bot is not there to see it.
@@ -234,9 +222,7 @@ async def test_acknowledged_then_the_pod_went_by_itself_while_the_bot_was_dead(t
         await asyncio.sleep(3)  # the gap a restart takes: it must not be billed
         restarted_at = datetime.now(UTC)
 
-        await restart(rig)
-        await summary(rig, job_id)
-        await settled(rig, job_id, JobState.SUCCEEDED, rows=CHECKPOINT_STEPS)
+        await restarted_to_the_end(rig, job_id)
         # Billed until the pod went (the acknowledgement), not until the new process noticed.
         ended = datetime.fromisoformat(str(job_row(rig.db, job_id)["pod_terminated_at"]))
         assert ended.replace(tzinfo=ended.tzinfo or UTC) < restarted_at
@@ -244,27 +230,17 @@ async def test_acknowledged_then_the_pod_went_by_itself_while_the_bot_was_dead(t
 
 async def test_killed_after_storing_succeeded_before_the_summary(tmp_path: Path) -> None:
     async with rig_for(tmp_path) as rig:
-        bot = await first_bot(rig, "transition:succeeded")
-        await dataset(rig)
-        job_id, quote = await quote_job(rig)
-        await confirm(rig, job_id, quote)
-        await died_at(rig, bot, "transition:succeeded")
+        job_id, _ = await killed_at(rig, "transition:succeeded")
         assert job_row(rig.db, job_id)["state"] == JobState.SUCCEEDED.value
         assert bot_messages(rig.sim, summary_of(job_id)) == []
 
-        await restart(rig)
-        done = await summary(rig, job_id)
+        done = await restarted_to_the_end(rig, job_id)
         assert "finished" in done.content
-        await settled(rig, job_id, JobState.SUCCEEDED, rows=CHECKPOINT_STEPS)
 
 
 async def test_killed_after_posting_the_summary_before_storing_its_id(tmp_path: Path) -> None:
     async with rig_for(tmp_path, faces=True) as rig:
-        bot = await first_bot(rig, "outbox.sent:summary")
-        await dataset(rig)
-        job_id, quote = await quote_job(rig)
-        await confirm(rig, job_id, quote)
-        await died_at(rig, bot, "outbox.sent:summary")
+        job_id, _ = await killed_at(rig, "outbox.sent:summary")
         posted = await summary(rig, job_id, timeout=5)
         assert job_row(rig.db, job_id)["summary_message_id"] is None
 
@@ -288,10 +264,7 @@ async def test_killed_after_posting_the_summary_before_storing_its_id(tmp_path: 
 
 async def test_cancel_stored_then_killed_at_the_terminate_call(tmp_path: Path) -> None:
     async with rig_for(tmp_path) as rig:
-        bot = await first_bot(rig, "stop:cancelled")
-        await dataset(rig)
-        job_id, quote = await quote_job(rig)
-        await confirm(rig, job_id, quote)
+        bot, job_id, _ = await confirmed_job(rig, "stop:cancelled")
         progress: list[SimMessage] = await rig.sim.wait_until(
             lambda: bot_messages(rig.sim, progress_of(job_id)), timeout=60
         )
@@ -304,10 +277,8 @@ async def test_cancel_stored_then_killed_at_the_terminate_call(tmp_path: Path) -
         assert job_row(rig.db, job_id)["state"] == JobState.CANCELLED.value
         assert rig.runpod is not None and len(rig.runpod.live_pods()) == 1  # still billing
 
-        await restart(rig)
-        cancelled = await summary(rig, job_id)
+        cancelled = await restarted_to_the_end(rig, job_id, JobState.CANCELLED, rows=[])
         assert "was cancelled" in cancelled.content
-        await settled(rig, job_id, JobState.CANCELLED, rows=[])
 
 
 async def test_reactions_made_while_the_bot_was_down_are_applied_once(tmp_path: Path) -> None:
@@ -316,7 +287,7 @@ async def test_reactions_made_while_the_bot_was_down_are_applied_once(tmp_path: 
         assert rig.trainer is not None and rig.reviewer is not None
         bot = await first_bot(rig, None)
         await dataset(rig)
-        job_id, quote = await quote_job(rig)
+        job_id, quote = await quote_job_of(rig)
 
         # The requester's ✅ on the quote while no bot runs (once the bot has recorded its quote).
         await poll_until(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import re
 from pathlib import Path
-from typing import Any
 
 from PIL import Image as PILImage
 from sqlalchemy import select
@@ -58,10 +57,6 @@ async def _final(h: BotHarness, handle: InteractionHandle) -> SimMessage:
     return await h.sim.wait_until(done, 90)
 
 
-def _buttons(message: SimMessage) -> list[dict[str, Any]]:
-    return [c for row in message.components for c in row.get("components", [])]
-
-
 async def _images(h: BotHarness, dataset_id: int) -> list[Image]:
     async with unit_of_work(h.bot_app.services.sessions) as session:
         rows = await session.scalars(
@@ -98,7 +93,7 @@ async def test_curate_posts_the_report_card_and_its_button_applies_it(harness: B
     assert "Face crops of #3" in fields["Suggested"]
     assert "#1: a crop would be" in fields["Suggested"]
     assert "different person" in embed["description"]
-    buttons = _buttons(message)
+    buttons = message.buttons
     assert [b["label"] for b in buttons] == ["Exclude 2 flagged", "Add 1 face crop", "Both"]
     assert all(f":{dataset_id}:" in b["custom_id"] for b in buttons)
     async with unit_of_work(h.bot_app.services.sessions) as session:
@@ -138,10 +133,10 @@ async def test_curate_posts_the_report_card_and_its_button_applies_it(harness: B
     assert h.bot_app.services.blobs.exists(crop.sha256)
     updated = await h.sim.wait_until(
         lambda: (
-            all(b.get("disabled") for b in _buttons(h.sim.message(message.id))) and h.sim.message(message.id)
+            all(b.get("disabled") for b in h.sim.message(message.id).buttons) and h.sim.message(message.id)
         )
     )
-    assert [b["label"] for b in _buttons(updated)] == ["Exclude 2 flagged", "Add 1 face crop", "Both"]
+    assert [b["label"] for b in updated.buttons] == ["Exclude 2 flagged", "Add 1 face crop", "Both"]
 
 
 async def test_curate_refuses_visitors_and_unknown_datasets(harness: BotHarness) -> None:
@@ -169,13 +164,13 @@ async def test_buttons_one_at_a_time_disable_what_is_done(harness: BotHarness) -
     dataset_id = await _setup(h)
     handle = await h.sim.invoke_slash("dataset curate", {"name": "elena", "engine": "dlib"}, user=trainer)
     message = await _final(h, handle)
-    exclude, crops, both = (b["custom_id"] for b in _buttons(message))
+    exclude, crops, both = (b["custom_id"] for b in message.buttons)
 
     first = await h.sim.invoke_component(message.id, exclude, trainer)
     assert "excluded #4, #5." in (await first.followup(timeout=30)).content
 
     def states() -> list[bool] | None:
-        current = [bool(b.get("disabled")) for b in _buttons(h.sim.message(message.id))]
+        current = [bool(b.get("disabled")) for b in h.sim.message(message.id).buttons]
         return current if any(current) else None
 
     assert await h.sim.wait_until(states) == [True, False, True]  # only "Add 1 face crop" is left

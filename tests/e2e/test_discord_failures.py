@@ -9,7 +9,7 @@ a RESUME replays the events missed, an invalidated session (op 9) does not.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -22,8 +22,7 @@ from sim.harness import BotHarness
 from sim.testdata import testdata_faces as faces_dir
 from storage.models import Job, JobState, OwedMessage, Vote
 
-from .helpers import bot_messages, create_dataset_with_photos, eventually
-from .test_review import run_job
+from .helpers import bot_messages, eventually, faces_bot, progress_of, row_of, run_job, summary_of
 
 pytestmark = pytest.mark.slow
 
@@ -35,25 +34,8 @@ OVERRIDES = "steps=12 save_every_n_steps=4 sample_every_n_steps=4"
 @asynccontextmanager
 async def bot_with_job_sims(tmp_path: Path, **standin_env: str) -> AsyncIterator[BotHarness]:
     photos = sorted((faces_dir() / "obama").glob("obama_[0-9].jpg"))[:3]
-    env = {"SDSTANDIN_FACE_FROM": str(faces_dir() / "kit_harington" / "kit_1.jpg"), **standin_env}
-    settings = {"comfyui_loras_dir": tmp_path / "comfyui" / "loras", "face_engine": "dlib"}
-    async with BotHarness(
-        tmp_path / "bot", settings_overrides=settings, with_training=True, standin_env=env
-    ) as h:
-        await create_dataset_with_photos(h, photos)
+    async with faces_bot(tmp_path, photos, **standin_env) as h:
         yield h
-
-
-def progress_of(job_id: int) -> Callable[[SimMessage], bool]:
-    return lambda m: m.content.startswith(f"Job #{job_id} ·")
-
-
-def summary_of(job_id: int) -> Callable[[SimMessage], bool]:
-    return lambda m: f"training job #{job_id} for " in m.content
-
-
-def row_of(step: int) -> Callable[[SimMessage], bool]:
-    return lambda m: m.content.startswith(f"**Checkpoint step {step}/")
 
 
 async def job_row(h: BotHarness, job_id: int) -> Job:

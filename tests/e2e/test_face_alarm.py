@@ -10,79 +10,20 @@ over-trained run (``memorising``: from 70 % of the run on, the samples are the t
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import select
 
 from bot.review.notify import money
-from sim.discord import SimMessage
-from sim.harness import BotHarness
+from sim.harness import BotHarness, confirm_button, quoted_job_id
 from sim.testdata import testdata_faces as faces_dir
-from storage.models import Checkpoint, Job, JobEvent, JobState
+from storage.models import Checkpoint, JobEvent, JobState
 
-from .helpers import bot_messages, create_dataset_with_photos, wait_message
+from .helpers import PRESET, bot_messages, faces_bot, job_view, posted, run_job, wait_message
 
 pytestmark = pytest.mark.slow
-
-PRESET = "sd15-local"
-
-
-@asynccontextmanager
-async def alarm_bot(tmp_path: Path, photos: Sequence[Path], **standin_env: str) -> AsyncIterator[BotHarness]:
-    settings = {"comfyui_loras_dir": tmp_path / "comfyui" / "loras", "face_engine": "dlib"}
-    env = {"SDSTANDIN_FACE_FROM": str(faces_dir() / "kit_harington" / "kit_1.jpg"), **standin_env}
-    async with BotHarness(
-        tmp_path / "bot", settings_overrides=settings, with_training=True, standin_env=env
-    ) as h:
-        await create_dataset_with_photos(h, photos)
-        yield h
-
-
-async def run_job(h: BotHarness, overrides: str, gpu: str | None = None) -> int:
-    assert h.trainer is not None
-    options = {"dataset": "elena", "preset": PRESET, "overrides": overrides}
-    if gpu is not None:
-        options["gpu"] = gpu
-    handle = await h.sim.invoke_slash("train start", options, user=h.trainer)
-    quote = await handle.response(timeout=30)
-    assert quote is not None, "no quote"
-    match = re.search(r"Job #(\d+) is waiting for confirmation", quote.content)
-    assert match is not None, quote.content
-    job_id = int(match[1])
-    click = await h.sim.invoke_component(quote.id, f"loraops:train:confirm:{job_id}", h.trainer)
-    await click.ack()
-    return job_id
-
-
-def buttons(message: SimMessage) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = []
-
-    def walk(items: list[dict[str, Any]]) -> None:
-        for item in items:
-            if item.get("type") == 2:
-                found.append(item)
-            walk(item.get("components") or [])
-
-    walk(message.components)
-    return found
-
-
-def posted(h: BotHarness, content: str) -> dict[str, Any]:
-    for request in h.sim.requests:
-        if request.method == "POST" and request.json and request.json.get("content") == content:
-            return request.json
-    raise AssertionError(f"no request posted {content[:60]!r}")
-
-
-async def job_row(h: BotHarness, job_id: int) -> Job:
-    training = h.bot_app.services.training
-    assert training is not None
-    return await training.service.get(job_id)
 
 
 async def events(h: BotHarness, job_id: int, kind: str) -> list[JobEvent]:
@@ -100,7 +41,7 @@ async def test_failing_run_alarms_at_the_second_checkpoint_stop_keeps_checkpoint
     tmp_path: Path,
 ) -> None:
     photos = sorted((faces_dir() / "obama").glob("obama_[0-9].jpg"))[:3]
-    async with alarm_bot(tmp_path, photos, SDSTANDIN_SAMPLES="failing", SDSTANDIN_STEP_SECONDS="0.5") as h:
+    async with faces_bot(tmp_path, photos, SDSTANDIN_SAMPLES="failing", SDSTANDIN_STEP_SECONDS="0.5") as h:
         assert h.trainer is not None and h.visitor is not None and h.runpod is not None
         # An H100 at $2+/h: the seconds this short run saves are worth whole cents.
         job_id = await run_job(
@@ -118,14 +59,14 @@ async def test_failing_run_alarms_at_the_second_checkpoint_stop_keeps_checkpoint
         assert posted(h, content)["allowed_mentions"]["users"] == [h.trainer.id]
         ((name, data),) = h.sim.files_of(alarm.id)
         assert name == f"job{job_id}-step8-alarm.jpg" and data[:2] == b"\xff\xd8"
-        ids = [b["custom_id"] for b in buttons(alarm)]
+        ids = [b["custom_id"] for b in alarm.buttons]
         assert ids == [f"loraops:alarm:{a}:{job_id}" for a in ("stop", "run", "retry")]
         # What to change, from the report card and the job's settings (rank 8 is low for a face).
         assert "What to change:" in content and "network_dim 16" in content
         # The row itself carries the same verdict.
         row = await wait_message(h, lambda m: m.content.startswith("**Checkpoint step 8/40**"))
         assert "recognised as elena in 0 of 4 samples" in row.content
-        assert (await job_row(h, job_id)).state == JobState.TRAINING.value
+        assert (await job_view(h, job_id)).state == JobState.TRAINING.value
 
         # Someone without a role cannot press it; the requester stops the run now.
         refused = await h.sim.invoke_component(alarm.id, f"loraops:alarm:stop:{job_id}", h.visitor)
@@ -136,7 +77,7 @@ async def test_failing_run_alarms_at_the_second_checkpoint_stop_keeps_checkpoint
         said = await wait_message(h, lambda m: m.content.startswith(f"🛑 Job #{job_id} stopped by"))
         summary = await wait_message(h, lambda m: f"training job #{job_id} for **elena**" in m.content, 120)
 
-        job = await job_row(h, job_id)
+        job = await job_view(h, job_id)
         assert job.state == JobState.SUCCEEDED.value and job.step < 40
         assert job.pod_terminated_at is not None
         assert h.runpod.pods[job.pod_id].phase == "terminated"  # type: ignore[index]
@@ -152,8 +93,8 @@ async def test_failing_run_alarms_at_the_second_checkpoint_stop_keeps_checkpoint
         assert f"(saved about {money(saved)})" in summary.content
         assert "recognised as elena in 0 of 4 samples" in summary.content
         # The poor run's summary offers the retry as well; the alarm keeps only the retry button.
-        assert [b["custom_id"] for b in buttons(summary)] == [f"loraops:alarm:retry:{job_id}"]
-        await h.sim.wait_until(lambda: len(buttons(h.sim.message(alarm.id))) == 1)
+        assert [b["custom_id"] for b in summary.buttons] == [f"loraops:alarm:retry:{job_id}"]
+        await h.sim.wait_until(lambda: len(h.sim.message(alarm.id).buttons) == 1)
         assert len(await events(h, job_id, "face_alarm")) == 1
 
         # Retry with these changes: a quote for a new job with the suggested preset and overrides.
@@ -163,20 +104,20 @@ async def test_failing_run_alarms_at_the_second_checkpoint_stop_keeps_checkpoint
         assert quote is not None and not retry.ephemeral, quote and quote.content
         assert f"Retry of job #{job_id} with the suggested changes: preset `{PRESET}`" in quote.content
         assert "network_dim=16" in quote.content and "network_alpha=8" in quote.content
-        match = re.search(r"Job #(\d+) is waiting for confirmation", quote.content)
-        assert match is not None, quote.content
-        new_job = await job_row(h, int(match[1]))
+        new_id = quoted_job_id(quote)
+        assert new_id is not None, quote.content
+        new_job = await job_view(h, new_id)
         assert new_job.state == JobState.PENDING.value and new_job.preset == PRESET
         overrides = new_job.params["overrides"]
         assert overrides["network_dim"] == "16" and overrides["network_alpha"] == "8"
         assert overrides["steps"] == "40" and overrides["save_every_n_steps"] == "4"
-        assert next(b["custom_id"] for b in buttons(quote)) == f"loraops:train:confirm:{new_job.id}"
+        assert next(b["custom_id"] for b in quote.buttons) == confirm_button(new_job.id)
         assert len(h.runpod.pods) == pods_before  # nothing rented until confirmed
 
 
 async def test_memorising_run_is_flagged_and_the_best_checkpoint_does_not_copy(tmp_path: Path) -> None:
     photos = sorted((faces_dir() / "obama").glob("obama_[0-9].jpg"))[:3]
-    async with alarm_bot(tmp_path, photos, SDSTANDIN_SAMPLES="memorising", SDSTANDIN_STEP_SECONDS="0.2") as h:
+    async with faces_bot(tmp_path, photos, SDSTANDIN_SAMPLES="memorising", SDSTANDIN_STEP_SECONDS="0.2") as h:
         job_id = await run_job(h, "steps=20 save_every_n_steps=4 sample_every_n_steps=4")
         summary = await wait_message(h, lambda m: f"training job #{job_id} for **elena**" in m.content, 180)
         scored = {int(e.payload["step"]): e.payload for e in await events(h, job_id, "checkpoint_scored")}
@@ -202,10 +143,10 @@ async def test_memorising_run_is_flagged_and_the_best_checkpoint_does_not_copy(t
 
 async def test_let_it_run_is_said_once_and_the_run_goes_to_its_end(tmp_path: Path) -> None:
     photos = sorted((faces_dir() / "obama").glob("obama_[0-9].jpg"))[:3]
-    async with alarm_bot(tmp_path, photos, SDSTANDIN_SAMPLES="failing", SDSTANDIN_STEP_SECONDS="0.3") as h:
+    async with faces_bot(tmp_path, photos, SDSTANDIN_SAMPLES="failing", SDSTANDIN_STEP_SECONDS="0.3") as h:
         assert h.trainer is not None and h.reviewer is not None
         job_id = await run_job(h, "steps=16 save_every_n_steps=4 sample_every_n_steps=4")
-        assert (await job_row(h, job_id)).params["face_alarm"] == {"checkpoint": 2, "fraction": 0.3}
+        assert (await job_view(h, job_id)).params["face_alarm"] == {"checkpoint": 2, "fraction": 0.3}
         alarm = await wait_message(h, lambda m: "the face is not being learned" in m.content, timeout=120)
         # A reviewer without the trainer role (and not the requester) cannot decide for the requester.
         refused = await h.sim.invoke_component(alarm.id, f"loraops:alarm:run:{job_id}", h.reviewer)
@@ -217,9 +158,9 @@ async def test_let_it_run_is_said_once_and_the_run_goes_to_its_end(tmp_path: Pat
             h, lambda m: m.content.startswith(f"▶️ <@{h.trainer.id}> lets job #{job_id}")
         )
         assert said.content.endswith("run to the end.")
-        await h.sim.wait_until(lambda: len(buttons(h.sim.message(alarm.id))) == 1)
+        await h.sim.wait_until(lambda: len(h.sim.message(alarm.id).buttons) == 1)
         summary = await wait_message(h, lambda m: f"training job #{job_id} for **elena**" in m.content, 120)
-        job = await job_row(h, job_id)
+        job = await job_view(h, job_id)
         assert job.state == JobState.SUCCEEDED.value and job.step == 16
         assert "Stopped early" not in summary.content and "What to change:" in summary.content
         (choice,) = await events(h, job_id, "face_alarm_choice")

@@ -7,7 +7,6 @@ message that carried user text without a tight ``allowed_mentions`` would really
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 
 from sim.cloudinary import generated_image
 from sim.discord import Perm, SimMessage
-from sim.harness import BotHarness
+from sim.harness import BotHarness, quoted_job_id
 from sim.testdata import testdata_faces as faces_dir
 
 from .helpers import bot_messages, create_dataset_with_photos, wait_message
@@ -178,13 +177,13 @@ async def test_overrides_and_display_names_in_training_messages_ping_nobody(tmp_
         )
         quote = await quoted.response(timeout=30)
         assert quote is not None
-        match = re.search(r"Job #(\d+) is waiting for confirmation", quote.content)
-        assert match is not None, quote.content
-        cancel = await h.sim.invoke_component(quote.id, f"loraops:train:cancel:{match[1]}", sneaky)
+        job_id = quoted_job_id(quote)
+        assert job_id is not None, quote.content
+        cancel = await h.sim.invoke_component(quote.id, f"loraops:train:cancel:{job_id}", sneaky)
         await cancel.ack()
         await h.sim.wait_until(lambda: "Cancelled by" in h.sim.message(quote.id).content, timeout=20)
         # The reason recorded with the job carries the nickname; status and list show it.
-        for command, options in (("train status", {"job": int(match[1])}), ("train list", {})):
+        for command, options in (("train status", {"job": job_id}), ("train list", {})):
             shown = await h.sim.invoke_slash(command, options, user=sneaky)
             assert await shown.response(timeout=30) is not None
         said = bot_messages_since(h, first)

@@ -10,7 +10,6 @@ the job up again, keep editing the same progress message and finish it on the sa
 
 from __future__ import annotations
 
-import re
 import signal
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from sim.discord import DiscordSimulator, SimMessage, SimUser
-from sim.harness import HARNESS_HF_TOKEN, HARNESS_RUNPOD_KEY
+from sim.harness import HARNESS_HF_TOKEN, HARNESS_RUNPOD_KEY, start_job
 from sim.huggingface import HuggingFaceSim
 from sim.meter import assert_sqlite_ledger_matches_meter
 from sim.runpod import RunPodSim, worker_launcher
@@ -114,16 +113,8 @@ async def test_sigkilled_bot_process_resumes_the_job_on_the_same_pod(tmp_path: P
         await sim.wait_until(lambda: "added 3 images" in sim.message(report.id).content, timeout=60)
 
         # /train start, then Confirm.
-        handle = await sim.invoke_slash(
-            "train start", {"dataset": "elena", "preset": PRESET, "overrides": OVERRIDES}, user=trainer
-        )
-        quote = await handle.response(timeout=30)
-        assert quote is not None and not handle.ephemeral, quote and quote.content
-        match = re.search(r"Job #(\d+) is waiting for confirmation", quote.content)
-        assert match is not None, quote.content
-        job_id = int(match[1])
-        click = await sim.invoke_component(quote.id, f"loraops:train:confirm:{job_id}", trainer)
-        await click.ack()
+        options = {"dataset": "elena", "preset": PRESET, "overrides": OVERRIDES}
+        job_id, quote = await start_job(sim, options, trainer)
         await sim.wait_until(lambda: "Confirmed by" in sim.message(quote.id).content, timeout=30)
 
         def is_progress(m: SimMessage) -> bool:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from decimal import Decimal
@@ -23,18 +22,27 @@ from sqlalchemy import select
 
 from bot.review.notify import money
 from bot.review.votes import APPROVE, DOWN, UP
-from sim.discord import SimMessage
 from sim.harness import BotHarness
 
 # tests/conftest.py (pytest puts tests/ on sys.path; pyright resolves the e2e one)
 from sim.testdata import testdata_faces as faces_dir
-from storage.models import Checkpoint, Job, JobEvent, JobState, Vote
+from storage.models import Checkpoint, JobEvent, JobState, Vote
 
-from .helpers import bot_messages, create_dataset_with_photos, eventually, wait_message
+from .helpers import (
+    PRESET,
+    bot_messages,
+    eventually,
+    faces_bot,
+    job_view,
+    posted,
+    row_of,
+    run_job,
+    summary_of,
+    wait_message,
+)
 
 pytestmark = pytest.mark.slow
 
-PRESET = "sd15-local"
 PROMPTS = 4  # sd15-local samples four prompts
 
 
@@ -42,39 +50,10 @@ PROMPTS = 4  # sd15-local samples four prompts
 async def review_bot(
     tmp_path: Path, photos: Sequence[Path], face_from: Path, **standin_env: str
 ) -> AsyncIterator[BotHarness]:
-    """The bot with training, dlib faces and a ComfyUI loras folder; dataset ``elena`` from ``photos``."""
-    settings = {"comfyui_loras_dir": tmp_path / "comfyui" / "loras", "face_engine": "dlib"}
-    env = {"SDSTANDIN_FACE_FROM": str(face_from), **standin_env}
-    async with BotHarness(
-        tmp_path / "bot", settings_overrides=settings, with_training=True, standin_env=env
-    ) as h:
-        await create_dataset_with_photos(h, photos)
+    """:func:`faces_bot`, and every test that rents a pod ends with the money right."""
+    async with faces_bot(tmp_path, photos, face_from=face_from, **standin_env) as h:
         yield h
-        await h.assert_ledger_matches_meter()  # every test that rents a pod ends with the money right
-
-
-async def run_job(h: BotHarness, overrides: str, *, gpu: str | None = None) -> int:
-    """``/train start`` and confirm; returns the job id."""
-    options = {"dataset": "elena", "preset": PRESET, "overrides": overrides}
-    if gpu is not None:
-        options["gpu"] = gpu
-    handle = await h.sim.invoke_slash("train start", options, user=h.trainer)  # type: ignore[arg-type]
-    quote = await handle.response(timeout=30)
-    assert quote is not None and not handle.ephemeral, quote and quote.content
-    match = re.search(r"Job #(\d+) is waiting for confirmation", quote.content)
-    assert match is not None, quote.content
-    job_id = int(match[1])
-    click = await h.sim.invoke_component(quote.id, f"loraops:train:confirm:{job_id}", h.trainer)  # type: ignore[arg-type]
-    await click.ack()
-    return job_id
-
-
-def summary_of(job_id: int) -> Callable[[SimMessage], bool]:
-    return lambda m: f"training job #{job_id} for **elena**" in m.content
-
-
-def row_of(step: int) -> Callable[[SimMessage], bool]:
-    return lambda m: m.content.startswith(f"**Checkpoint step {step}/")
+        await h.assert_ledger_matches_meter()
 
 
 async def checkpoints_of(h: BotHarness, job_id: int) -> list[Checkpoint]:
@@ -94,20 +73,6 @@ async def votes_on(h: BotHarness, message_id: int) -> list[tuple[int, str]]:
     return [(v.user_id, v.emoji) for v in rows]
 
 
-async def job_row(h: BotHarness, job_id: int) -> Job:
-    training = h.bot_app.services.training
-    assert training is not None
-    return await training.service.get(job_id)
-
-
-def posted(h: BotHarness, content: str) -> dict[str, object]:
-    """The JSON (or multipart payload_json) the bot sent to create the message with ``content``."""
-    for request in h.sim.requests:
-        if request.method == "POST" and request.json and request.json.get("content") == content:
-            return request.json
-    raise AssertionError(f"no request posted {content[:60]!r}")
-
-
 async def test_scores_rise_grid_chart_summary_votes_and_approval_delivers(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -117,8 +82,8 @@ async def test_scores_rise_grid_chart_summary_votes_and_approval_delivers(
     async with review_bot(tmp_path, photos, other) as h:
         assert h.trainer is not None and h.reviewer is not None and h.visitor is not None
         job_id = await run_job(h, "steps=12 save_every_n_steps=4 sample_every_n_steps=4")
-        summary = await wait_message(h, summary_of(job_id), timeout=120)
-        job = await job_row(h, job_id)
+        summary = await wait_message(h, summary_of(job_id, "elena"), timeout=120)
+        job = await job_view(h, job_id)
         assert job.state == JobState.SUCCEEDED.value, job.error
 
         # Scores rise as the samples turn from another person into the dataset's.
@@ -239,9 +204,9 @@ async def test_early_stop_when_the_face_is_lost_stops_the_pod_and_says_what_it_s
         )
         job_id = await run_job(h, overrides, gpu="NVIDIA H100 80GB HBM3")
         stopped = await wait_message(h, lambda m: m.content.startswith(f"Job #{job_id} stops early"))
-        summary = await wait_message(h, summary_of(job_id), timeout=120)
+        summary = await wait_message(h, summary_of(job_id, "elena"), timeout=120)
 
-        job = await job_row(h, job_id)
+        job = await job_view(h, job_id)
         assert job.state == JobState.SUCCEEDED.value, job.error
         assert job.early_stop_patience == 1 and job.total_steps == 40
         # The pod was stopped before the run's end, and is gone.
@@ -290,7 +255,7 @@ async def test_early_stop_is_carried_out_by_the_domain_with_no_review_cog_loaded
         job_id = await run_job(h, overrides, gpu="NVIDIA H100 80GB HBM3")
 
         async with asyncio.timeout(120):
-            while not JobState((job := await job_row(h, job_id)).state).is_terminal:
+            while not JobState((job := await job_view(h, job_id)).state).is_terminal:
                 await asyncio.sleep(0.2)
         assert job.state == JobState.SUCCEEDED.value, job.error
         assert job.step < job.total_steps and job.pod_terminated_at is not None
@@ -315,8 +280,8 @@ async def test_a_failed_run_is_summarised_with_its_cause_and_log_and_pings_only_
     async with review_bot(tmp_path, photos, other, SDSTANDIN_NAN_AT_STEP="3") as h:
         assert h.trainer is not None
         job_id = await run_job(h, "steps=8 save_every_n_steps=4 sample_every_n_steps=4")
-        summary = await wait_message(h, summary_of(job_id), timeout=120)
-        job = await job_row(h, job_id)
+        summary = await wait_message(h, summary_of(job_id, "elena"), timeout=120)
+        job = await job_view(h, job_id)
         assert job.state == JobState.FAILED.value and job.error is not None
         assert (
             f"training job #{job_id} for **elena** (trigger `ohwx`, preset {PRESET}) failed."

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import re
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,10 +22,10 @@ from bot.log import setup_logging
 from bot.training.tokens import worker_token
 from sim.cloudinary import CloudinarySim
 from sim.discord import DiscordSimulator, SimMessage
-from sim.harness import HARNESS_HF_TOKEN, HARNESS_RUNPOD_KEY, BotHarness
+from sim.harness import HARNESS_HF_TOKEN, HARNESS_RUNPOD_KEY, BotHarness, confirm_job, quoted_job_id
 from sim.testdata import testdata_faces as faces_dir
 from sim.transcript import write_transcript
-from storage.models import Job, JobState
+from storage.models import JobState
 
 from .helpers import wait_message
 
@@ -106,18 +105,21 @@ async def test_a_debug_journey_leaves_no_secret_nor_worker_token_anywhere(
         )
         quote = await start.response(timeout=30)
         assert quote is not None
-        match = re.search(r"Job #(\d+) is waiting for confirmation", quote.content)
-        assert match is not None, quote.content
-        job_id = int(match[1])
-        click = await h.sim.invoke_component(quote.id, f"loraops:train:confirm:{job_id}", h.trainer)
-        await click.ack()
+        job_id = quoted_job_id(quote)
+        assert job_id is not None, quote.content
+        await confirm_job(h.sim, job_id, quote, h.trainer)
         done: SimMessage = await wait_message(h, lambda m: f"training job #{job_id} for " in m.content, 120)
         assert done is not None
         training = h.bot_app.services.training
         assert training is not None
-        job: Job = await training.service.get(job_id)
+        job = await training.service.get(job_id)
         assert job.state == JobState.SUCCEEDED.value, job.error
-        token = worker_token(h.settings, job_id, job.worker_token_nonce)
+        # The nonce the token derives from stays in storage: the job view handed upward leaves it out.
+        database = h.settings.data_dir / "loraops.db"
+        with sqlite3.connect(database) as db:
+            (nonce,) = db.execute("SELECT worker_token_nonce FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        assert not hasattr(job, "worker_token_nonce")
+        token = worker_token(h.settings, job_id, nonce)
         assert token is not None
         # The token was real: the pod got it and the bot used it for every call.
         (pod,) = h.runpod.pods.values()

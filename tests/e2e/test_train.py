@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
@@ -21,17 +21,25 @@ from sqlalchemy import select
 
 from bot.training.money import usd
 from sim.discord import SimMessage, SimUser
-from sim.harness import HARNESS_HF_TOKEN, BotHarness
+from sim.harness import HARNESS_HF_TOKEN, BotHarness, confirm_button, confirm_job, quote_job
 
 # tests/conftest.py (pytest puts tests/ on sys.path; pyright resolves the e2e one)
 from sim.testdata import testdata_faces as faces_dir
-from storage.models import Checkpoint, Job, JobState, Sample, SpendEntry
+from storage.models import Checkpoint, JobState, Sample, SpendEntry
 
-from .helpers import bot_messages, create_dataset_with_photos, eventually, wait_message
+from .helpers import (
+    PRESET,
+    bot_messages,
+    create_dataset_with_photos,
+    eventually,
+    job_view,
+    progress_of,
+    summary_of,
+    wait_message,
+)
 
 pytestmark = pytest.mark.slow
 
-PRESET = "sd15-local"
 PROMPTS = 4  # sd15-local samples four prompts
 OVERRIDES = "steps=8 save_every_n_steps=4 sample_every_n_steps=4"
 STEP_OF = re.compile(r"(\d+)/(\d+) \(")
@@ -49,36 +57,12 @@ async def training_bot(tmp_path: Path, **standin_env: str) -> AsyncIterator[BotH
 async def start_job(
     h: BotHarness, *, user: SimUser | None = None, overrides: str = OVERRIDES
 ) -> tuple[int, SimMessage]:
-    handle = await h.sim.invoke_slash(
-        "train start",
-        {"dataset": "elena", "preset": PRESET, "overrides": overrides},
-        user=user or h.trainer,  # type: ignore[arg-type]
-    )
-    quote = await handle.response(timeout=30)
-    assert quote is not None and not handle.ephemeral, quote and quote.content
-    match = re.search(r"Job #(\d+) is waiting for confirmation", quote.content)
-    assert match is not None, quote.content
-    return int(match[1]), quote
+    options = {"dataset": "elena", "preset": PRESET, "overrides": overrides}
+    return await quote_job(h.sim, options, user or h.trainer)
 
 
 async def confirm(h: BotHarness, job_id: int, quote: SimMessage) -> None:
-    click = await h.sim.invoke_component(quote.id, f"loraops:train:confirm:{job_id}", h.trainer)  # type: ignore[arg-type]
-    await click.ack()
-
-
-async def job_row(h: BotHarness, job_id: int) -> Job:
-    training = h.bot_app.services.training
-    assert training is not None
-    return await training.service.get(job_id)
-
-
-def progress_message(h: BotHarness, job_id: int) -> Callable[[SimMessage], bool]:
-    return lambda m: m.content.startswith(f"Job #{job_id} ·")
-
-
-def announcement(job_id: int) -> Callable[[SimMessage], bool]:
-    """The end-of-job summary (posted by the review cog; the progress message gets a final edit)."""
-    return lambda m: f"training job #{job_id} for " in m.content
+    await confirm_job(h.sim, job_id, quote, h.trainer)
 
 
 def steps_shown(h: BotHarness, message: SimMessage) -> list[int]:
@@ -96,11 +80,11 @@ async def test_start_confirm_train_collect_and_pay(tmp_path: Path) -> None:
         await h.sim.wait_until(lambda: "Confirmed by" in h.sim.message(quote.id).content)
         assert h.sim.message(quote.id).components == []  # no second confirmation possible
 
-        progress = await wait_message(h, progress_message(h, job_id))
-        assert (await job_row(h, job_id)).progress_message_id == progress.id
-        done = await wait_message(h, announcement(job_id), timeout=90)
+        progress = await wait_message(h, progress_of(job_id))
+        assert (await job_view(h, job_id)).progress_message_id == progress.id
+        done = await wait_message(h, summary_of(job_id), timeout=90)
 
-        job = await job_row(h, job_id)
+        job = await job_view(h, job_id)
         assert job.state == JobState.SUCCEEDED.value, job.error
         # The requester is mentioned, and nobody else can be.
         assert done.content.startswith(f"<@{h.trainer.id}> training job #{job_id} for ")
@@ -115,7 +99,7 @@ async def test_start_confirm_train_collect_and_pay(tmp_path: Path) -> None:
         assert mentions.get("parse", []) == []
 
         # One message, edited in place while training: the step went up through several edits.
-        assert len(bot_messages(h, progress_message(h, job_id))) == 1
+        assert len(bot_messages(h, progress_of(job_id))) == 1
         steps = steps_shown(h, progress)
         assert steps == sorted(steps) and steps[-1] == 8
         assert len(set(steps)) >= 3, steps
@@ -207,7 +191,7 @@ async def test_only_trainers_start_and_only_the_requester_confirms(
         assert shown is not None and unknown.ephemeral and "`Voodoo 2` is not offered" in shown.content
 
         job_id, quote = await start_job(h)
-        click = await h.sim.invoke_component(quote.id, f"loraops:train:confirm:{job_id}", h.visitor)
+        click = await h.sim.invoke_component(quote.id, confirm_button(job_id), h.visitor)
         answer = await click.response()
         assert answer is not None and click.ephemeral
         assert f"Only <@{h.trainer.id}> or an admin" in answer.content
@@ -218,14 +202,14 @@ async def test_only_trainers_start_and_only_the_requester_confirms(
         cancel_other = await h.sim.invoke_slash("train cancel", {"job": job_id}, user=h.visitor)
         message = await cancel_other.response()
         assert message is not None and cancel_other.ephemeral and "Only" in message.content
-        assert (await job_row(h, job_id)).state == JobState.PENDING.value
+        assert (await job_view(h, job_id)).state == JobState.PENDING.value
 
         cancel = await h.sim.invoke_component(quote.id, f"loraops:train:cancel:{job_id}", h.trainer)
         await cancel.ack()
         await h.sim.wait_until(lambda: "Cancelled by" in h.sim.message(quote.id).content)
-        assert (await job_row(h, job_id)).state == JobState.CANCELLED.value
+        assert (await job_view(h, job_id)).state == JobState.CANCELLED.value
         assert h.runpod.calls_for("podFindAndDeployOnDemand") == []  # nothing was ever rented
-        assert bot_messages(h, progress_message(h, job_id)) == []
+        assert bot_messages(h, progress_of(job_id)) == []
 
         # Refusals known only after planning (the month's budget) are private too.
         budgets = await h.sim.invoke_slash("budget set", {"job": "0.01", "month": "0.01"}, user=h.admin)  # type: ignore[arg-type]
@@ -247,20 +231,20 @@ async def test_bot_restarts_resume_the_quote_and_the_same_pod(tmp_path: Path) ->
         await h.restart_bot()  # the quote's buttons outlive the process that posted them
         await confirm(h, job_id, quote)
         await h.sim.wait_until(lambda: "Confirmed by" in h.sim.message(quote.id).content)
-        progress = await wait_message(h, progress_message(h, job_id))
+        progress = await wait_message(h, progress_of(job_id))
         await h.sim.wait_until(lambda: any(s >= 2 for s in steps_shown(h, progress)), timeout=60)
 
         await h.restart_bot()  # the bot dies mid-training; the pod goes on
         before = len(h.sim.message(progress.id).versions)
-        done = await wait_message(h, announcement(job_id), timeout=90)
+        done = await wait_message(h, summary_of(job_id), timeout=90)
         assert "finished" in done.content
 
-        job = await job_row(h, job_id)
+        job = await job_view(h, job_id)
         assert job.state == JobState.SUCCEEDED.value and job.step == 16
         assert len(h.runpod.calls_for("podFindAndDeployOnDemand")) == 1
         assert h.runpod.live_pods() == []
         # The restarted bot kept editing the same message; it posted no second one.
-        assert len(bot_messages(h, progress_message(h, job_id))) == 1
+        assert len(bot_messages(h, progress_of(job_id))) == 1
         assert len(h.sim.message(progress.id).versions) > before
         assert "16/16" in h.sim.message(progress.id).content
 
@@ -270,11 +254,11 @@ async def test_nan_loss_fails_and_the_channel_says_why(tmp_path: Path) -> None:
         assert h.runpod is not None
         job_id, quote = await start_job(h)
         await confirm(h, job_id, quote)
-        done = await wait_message(h, announcement(job_id), timeout=90)
-        job = await job_row(h, job_id)
+        done = await wait_message(h, summary_of(job_id), timeout=90)
+        job = await job_view(h, job_id)
         assert job.state == JobState.FAILED.value and job.error is not None and "nan" in job.error.lower()
         assert "failed." in done.content and "nan" in done.content.lower()
-        progress = await wait_message(h, progress_message(h, job_id))
+        progress = await wait_message(h, progress_of(job_id))
         # Its final edit can queue behind the channel's edit bucket while the announcement goes out.
         await h.sim.wait_until(lambda: "Cause:" in h.sim.message(progress.id).content, timeout=20)
         assert "failed" in h.sim.message(progress.id).content
@@ -285,20 +269,20 @@ async def test_no_capacity_falls_back_to_the_next_gpu(tmp_path: Path) -> None:
     async with training_bot(tmp_path) as h:
         assert h.runpod is not None and h.trainer is not None
         job_id, quote = await start_job(h, overrides="steps=4 save_every_n_steps=4 sample_every_n_steps=4")
-        options = (await job_row(h, job_id)).estimate["options"]
+        options = (await job_view(h, job_id)).estimate["options"]
         first, second = options[0]["gpu_type_id"], options[1]["gpu_type_id"]
         h.runpod.set_capacity(first, 0)
         await h.sim.react(quote.id, "✅", h.trainer)  # the requester's reaction confirms too
         await h.sim.wait_until(lambda: "Confirmed by" in h.sim.message(quote.id).content)
 
-        progress = await wait_message(h, progress_message(h, job_id))
+        progress = await wait_message(h, progress_of(job_id))
         await h.sim.wait_until(
             lambda: f"No {first} available: trying {second}." in h.sim.message(progress.id).content,
             timeout=30,
         )
-        done = await wait_message(h, announcement(job_id), timeout=90)
+        done = await wait_message(h, summary_of(job_id), timeout=90)
         assert "finished" in done.content
-        job = await job_row(h, job_id)
+        job = await job_view(h, job_id)
         assert job.gpu_type == second and job.price_per_hour == Decimal(options[1]["price_per_hour"])
         assert [pod.gpu.id for pod in h.runpod.pods.values()] == [second]
 
@@ -310,18 +294,18 @@ async def test_the_requester_cancels_and_the_pod_is_terminated(tmp_path: Path) -
             h, overrides="steps=200 save_every_n_steps=100 sample_every_n_steps=100"
         )
         await confirm(h, job_id, quote)
-        progress = await wait_message(h, progress_message(h, job_id))
+        progress = await wait_message(h, progress_of(job_id))
         await h.sim.wait_until(lambda: any(s >= 1 for s in steps_shown(h, progress)), timeout=60)
 
         cancel = await h.sim.invoke_slash("train cancel", {"job": job_id}, user=h.trainer)
         answer = await cancel.response(timeout=15)
         assert answer is not None and cancel.ephemeral
         assert answer.content == f"Job #{job_id} cancelled and its pod terminated."
-        job = await job_row(h, job_id)
+        job = await job_view(h, job_id)
         assert job.state == JobState.CANCELLED.value and job.pod_terminated_at is not None
         pod = h.runpod.pods[job.pod_id]  # type: ignore[index]
         await h.runpod.wait_for(lambda: pod.phase == "terminated", within=10)
-        done = await wait_message(h, announcement(job_id))
+        done = await wait_message(h, summary_of(job_id))
         assert done.content.startswith(f"<@{h.trainer.id}> training job #{job_id}")
         assert f"was cancelled by <@{h.trainer.id}>" in done.content
         await h.sim.wait_until(lambda: "cancelled" in h.sim.message(progress.id).content, timeout=20)
@@ -334,16 +318,16 @@ async def test_a_pod_whose_host_dies_fails_the_job_and_the_channel_says_why(tmp_
             h, overrides="steps=200 save_every_n_steps=100 sample_every_n_steps=100"
         )
         await confirm(h, job_id, quote)
-        progress = await wait_message(h, progress_message(h, job_id))
+        progress = await wait_message(h, progress_of(job_id))
         await h.sim.wait_until(lambda: any(s >= 1 for s in steps_shown(h, progress)), timeout=60)
         # While RunPod pulled the image (minutes, runtime null), the progress message said so.
         assert any("pulling the image" in v.content for v in h.sim.message(progress.id).versions)
-        pod_id = (await job_row(h, job_id)).pod_id
+        pod_id = (await job_view(h, job_id)).pod_id
         assert pod_id is not None
         h.runpod.exit_pod(pod_id, dead=True)  # the host is gone; RunPod reports the pod DEAD
 
-        done = await wait_message(h, announcement(job_id), timeout=60)
-        job = await job_row(h, job_id)
+        done = await wait_message(h, summary_of(job_id), timeout=60)
+        job = await job_view(h, job_id)
         assert job.state == JobState.FAILED.value and job.error is not None
         assert "failed." in done.content and "host failed" in done.content and "DEAD" in done.content
         # The progress message's final edit can queue behind the channel's edit bucket: wait for it.

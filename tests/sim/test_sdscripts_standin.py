@@ -229,11 +229,13 @@ def test_sample_resemblance_grows_with_the_step() -> None:
     assert identity_weight(80, 100) == 1.0
 
 
-def test_late_samples_show_the_dataset_face_and_early_ones_do_not() -> None:
+def test_late_samples_show_the_dataset_face_and_early_ones_do_not(monkeypatch: pytest.MonkeyPatch) -> None:
     import dlib
     import numpy as np
 
-    from sim.sdscripts.images import make_sample
+    from sim.sdscripts.sample_modes import make_sample
+
+    monkeypatch.delenv("SDSTANDIN_SAMPLES", raising=False)  # the default mode: learning
 
     photos = sorted((FACES / "obama").glob("*.jpg"))
     detector = dlib.get_frontal_face_detector()

@@ -1,22 +1,33 @@
-"""Fixtures for the training domain: a migrated SQLite DB, fake RunPod and worker, the services."""
+"""Fixtures for the training domain: a migrated database, and the RunPod simulator whose pods run the
+real worker (``python -m worker``) with the sd-scripts stand-in, driven by the real services.
+
+Nothing on the bot's side is faked: the real SDK talks GraphQL to the simulator, the simulator boots a
+pod that runs the worker with the pod's environment, and the worker runs the stand-in trainer (a tiny
+step time; polling every 0.1 s). Only the planner is fixed (:class:`FakePlanner`: a run over a zip of
+real photos already in the blob store).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
+import sys
 import zipfile
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.clients.runpod import RunPodClient
 from bot.config import Settings
 from bot.training.context import JobListener, Listeners, TrainingContext
 from bot.training.estimate import SpeedProfile
@@ -25,13 +36,14 @@ from bot.training.money import Money
 from bot.training.orchestrator import Orchestrator
 from bot.training.progress import ProgressView
 from bot.training.reconciler import Reconciler
+from sim.meter import assert_ledger_matches_meter
+from sim.runpod import RunPodSim, SimClock, worker_launcher
+from sim.testdata import TESTDATA_FACES
 from storage.blobs import BlobStore
 from storage.db import unit_of_work
 from storage.models import Checkpoint, Dataset, Job, JobState, Sample
 from storage.types import utcnow
 from worker.protocol import BaseModelSource
-
-from .fakes import FakeRunPod, FakeWorkerFarm
 
 
 class ShiftableClock:
@@ -76,12 +88,48 @@ class RecordingListener(JobListener):
         return [new for _, _, new, _ in self.states]
 
 
-def make_zip() -> bytes:
+KEY = "rpa_TRAININGE2EKEY0123456789"
+BASE_MODEL = b"not really a checkpoint\n" * 256
+
+# What the planner hands the worker: a small sd15 run the stand-in trains in well under a second a step.
+CONFIG_TOML = """\
+[model_arguments]
+pretrained_model_name_or_path = "models/base.safetensors"
+[additional_network_arguments]
+network_module = "networks.lora"
+network_dim = 8
+network_alpha = 4.0
+[training_arguments]
+output_dir = "output"
+output_name = "elena"
+max_train_steps = {steps}
+save_every_n_steps = 4
+sample_every_n_steps = 4
+sample_prompts = "prompts.txt"
+mixed_precision = "bf16"
+save_precision = "fp16"
+seed = 42
+"""
+DATASET_TOML = """\
+[general]
+caption_extension = ".txt"
+[[datasets]]
+resolution = 512
+batch_size = 1
+  [[datasets.subsets]]
+  image_dir = "dataset/img"
+  num_repeats = 2
+"""
+PROMPTS = "ohwx man, portrait --w 128 --h 128 --d 42\nohwx man, beach --w 128 --h 128 --d 7\n"
+
+
+def snapshot_zip() -> bytes:
+    """A dataset snapshot of three real photos with captions, as the bot freezes one."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        for index in range(3):
-            archive.writestr(f"img/{index:03d}.png", hashlib.sha256(str(index).encode()).digest() * 40)
-            archive.writestr(f"img/{index:03d}.txt", "ohwx woman, portrait")
+        for index, photo in enumerate(sorted((TESTDATA_FACES / "obama").glob("*.jpg"))[:3]):
+            archive.write(photo, f"img/{index:03d}.jpg")
+            archive.writestr(f"img/{index:03d}.txt", "ohwx man, photo")
     return buffer.getvalue()
 
 
@@ -95,21 +143,19 @@ PROFILE = SpeedProfile(
 )
 
 
-TEST_BASE_MODEL = BaseModelSource(kind="url", url="http://127.0.0.1:9/base.safetensors")
-
-
 @dataclass
 class FakePlanner:
-    """Plans a run over a fixed dataset zip already in the blob store."""
+    """Plans a run over a fixed dataset zip already in the blob store (``{steps}`` in the config is the
+    run's steps)."""
 
     dataset_id: int
     archive_sha256: str
+    base_model: BaseModelSource
     total_steps: int = 10
-    prompts_txt: str = "ohwx woman, portrait --d 42\nohwx woman, smiling --d 7\n"
-    config_toml: str = 'output_name = "lora"\n'
-    dataset_toml: str = "[general]\n"
-    model_family: str = "sdxl"
-    base_model: BaseModelSource = TEST_BASE_MODEL
+    prompts_txt: str = PROMPTS
+    config_toml: str = CONFIG_TOML
+    dataset_toml: str = DATASET_TOML
+    model_family: str = "sd15"
     profile: SpeedProfile = PROFILE
 
     async def plan(self, *, guild_id: int, dataset: str, preset: str, params: Any, user_id: int) -> RunPlan:
@@ -121,7 +167,7 @@ class FakePlanner:
             profile=self.profile,
             model_family=self.model_family,
             base_model=self.base_model,
-            config_toml=self.config_toml,
+            config_toml=self.config_toml.replace("{steps}", str(steps)),
             dataset_toml=self.dataset_toml,
             prompts_txt=self.prompts_txt,
             total_steps=steps,
@@ -132,44 +178,109 @@ GUILD = 1001
 USER = 42
 
 
+class SimTime:
+    """The bot reads the RunPod simulator's clock, as the harness wires it: the minutes a pod spends
+    pulling its image pass fast for both, and the ledger stays comparable with the meter."""
+
+    def __init__(self, clock: SimClock) -> None:
+        self.clock = clock
+
+    def __call__(self) -> datetime:
+        return self.clock.now()
+
+    def advance(self, **delta: float) -> None:
+        self.clock.advance(timedelta(**delta).total_seconds())
+
+
 @dataclass
 class Harness:
+    """The training services of one bot process over the RunPod simulator (see the module docstring)."""
+
+    sim: RunPodSim
     settings: Settings
     sessions: async_sessionmaker[AsyncSession]
     blobs: BlobStore
-    farm: FakeWorkerFarm
-    runpod: FakeRunPod
+    client: RunPodClient
     http: aiohttp.ClientSession
-    clock: ShiftableClock
+    clock: SimTime
     listener: RecordingListener
     planner: FakePlanner
-    ctx: TrainingContext
-    orchestrator: Orchestrator
-    service: JobService
-    reconciler: Reconciler
+    ctx: TrainingContext = field(init=False)
+    orchestrator: Orchestrator = field(init=False)
+    service: JobService = field(init=False)
+    reconciler: Reconciler = field(init=False)
+    # Pods the test rented itself under a name no job has: RunPod bills them, no ledger can.
+    outside_pods: set[str] = field(default_factory=set)
 
-    def fresh_services(self) -> tuple[Orchestrator, JobService, Reconciler]:
-        """A new process over the same database (after a crash or restart)."""
-        ctx = TrainingContext(
+    def __post_init__(self) -> None:
+        self.new_process()
+
+    def new_process(self) -> None:
+        """A fresh set of services over the same database and RunPod account (after a restart)."""
+        self.ctx = TrainingContext(
             sessions=self.sessions,
             settings=self.settings,
-            runpod=self.runpod,
+            runpod=self.client,
             blobs=self.blobs,
             http=self.http,
             money=Money(self.sessions, self.settings, clock=self.clock),
             listeners=Listeners([self.listener]),
             clock=self.clock,
         )
-        orchestrator = Orchestrator(ctx)
-        return orchestrator, JobService(ctx, orchestrator, self.planner), Reconciler(orchestrator)
+        self.orchestrator = Orchestrator(self.ctx)
+        self.service = JobService(self.ctx, self.orchestrator, self.planner)
+        self.reconciler = Reconciler(self.orchestrator)
 
-    async def start_and_confirm(self, **params: Any) -> int:
+    def standin(self, **env: str) -> None:
+        """Environment for the workers and stand-in trainers of pods started from now on, e.g.
+        ``SDSTANDIN_STEP_SECONDS`` (a slower run) or ``SDSTANDIN_NAN_AT_STEP``."""
+        launcher = self.sim.launcher
+        assert launcher is not None
+        launcher.extra_env = {**launcher.extra_env, **env}
+
+    def advance(self, **delta: float) -> None:
+        """Time passes for the bot and for RunPod alike (the meter must see what the ledger sees)."""
+        self.clock.advance(**delta)
+
+    def created(self) -> list[dict[str, Any]]:
+        """The input of every pod create RunPod received (those it refused included)."""
+        return [
+            call.args["podFindAndDeployOnDemand"]["input"]
+            for call in self.sim.calls_for("podFindAndDeployOnDemand")
+        ]
+
+    async def start(
+        self,
+        *,
+        steps: int = 10,
+        budget: Decimal | None = None,
+        before_confirm: Callable[[], None] | None = None,
+    ) -> int:
+        """``/train start`` by the requester, then Confirm; the job id."""
         quote = await self.service.start(
-            guild_id=GUILD, dataset="elena", preset="test-sdxl", user_id=USER, channel_id=555, params=params
+            guild_id=GUILD,
+            dataset="elena",
+            preset=PROFILE.preset,
+            user_id=USER,
+            channel_id=555,
+            budget_usd=budget,
+            params={"steps": steps},
         )
         assert quote.job_id is not None
+        if before_confirm is not None:
+            before_confirm()
         await self.service.confirm(quote.job_id, user_id=USER)
         return quote.job_id
+
+    async def finish(self, job_id: int, timeout: float = 90) -> JobState | None:
+        return await asyncio.wait_for(self.orchestrator.wait(job_id), timeout)
+
+    async def wait_step(self, job_id: int, step: int, timeout: float = 60) -> None:
+        async def poll() -> None:
+            while (await self.service.status(job_id)).step < step:
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(poll(), timeout)
 
     async def job(self, job_id: int) -> Job:
         async with self.sessions() as session:
@@ -184,7 +295,7 @@ def training_settings(tmp_path: Path, database_url: str) -> Settings:
         _env_file=None,  # type: ignore[call-arg]
         database_url=database_url,
         data_dir=tmp_path / "data",
-        poll_interval_s=0.05,
+        poll_interval_s=0.1,
         progress_edit_interval_s=1.0,
         default_job_budget_usd=Decimal("5.00"),
         monthly_budget_usd=Decimal("50.00"),
@@ -204,56 +315,82 @@ async def make_dataset(sessions: async_sessionmaker[AsyncSession], guild_id: int
 
 
 @pytest.fixture
-async def harness(training_settings: Settings) -> AsyncIterator[Harness]:
-    from storage.db import make_engine, make_sessionmaker
-    from storage.migrate import upgrade_to_head
+async def model_url() -> AsyncIterator[str]:
+    """Where the worker downloads the base model from (its sha256 is checked)."""
 
-    upgrade_to_head(training_settings.database_url)
-    engine = make_engine(training_settings.database_url)
-    sessions = make_sessionmaker(engine)
-    blobs = BlobStore(training_settings.blob_dir)
-    archive_sha = blobs.put(make_zip())
-    dataset_id = await make_dataset(sessions)
-    farm = FakeWorkerFarm()
-    await farm.start()
-    runpod = FakeRunPod(farm)
-    clock = ShiftableClock()
-    listener = RecordingListener()
-    async with aiohttp.ClientSession() as http:
-        ctx = TrainingContext(
-            sessions=sessions,
-            settings=training_settings,
-            runpod=runpod,
-            blobs=blobs,
-            http=http,
-            money=Money(sessions, training_settings, clock=clock),
-            listeners=Listeners([listener]),
-            clock=clock,
+    async def serve(_request: web.Request) -> web.Response:
+        return web.Response(body=BASE_MODEL)
+
+    app = web.Application()
+    app.router.add_get("/base.safetensors", serve)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}/base.safetensors"
+    await runner.cleanup()
+
+
+def make_harness(**standin_env: str) -> Any:
+    """A fixture: the :class:`Harness`, its stand-in tuned by ``standin_env``. Every test ends with no pod
+    billing and the ledger equal to RunPod's meter."""
+
+    @pytest.fixture
+    async def fixture(
+        tmp_path: Path, training_settings: Settings, model_url: str, monkeypatch: pytest.MonkeyPatch
+    ) -> AsyncIterator[Harness]:
+        from storage.db import make_engine, make_sessionmaker
+        from storage.migrate import upgrade_to_head
+
+        monkeypatch.delenv("RUNPOD_API_BASE_URL", raising=False)
+        env = {"SDSTANDIN_STEP_SECONDS": "0.02", "LORAOPS_SCAN_SECONDS": "0.1", **standin_env}
+        launcher = worker_launcher(
+            trainer_cmd=f"{sys.executable} -m sim.sdscripts accelerate launch",
+            extra_env=env,
+            stop_grace_s=2.0,
         )
-        orchestrator = Orchestrator(ctx)
-        planner = FakePlanner(dataset_id=dataset_id, archive_sha256=archive_sha)
-        service = JobService(ctx, orchestrator, planner)
-        h = Harness(
-            training_settings,
-            sessions,
-            blobs,
-            farm,
-            runpod,
-            http,
-            clock,
-            listener,
-            planner,
-            ctx,
-            orchestrator,
-            service,
-            Reconciler(orchestrator),
+        sim = RunPodSim(api_key=KEY, data_dir=tmp_path / "rp", launcher=launcher)
+        await sim.start()
+        settings = training_settings.model_copy(
+            update={
+                "runpod_api_key": SecretStr(KEY),
+                "runpod_api_base_url": sim.base_url,
+                "runpod_proxy_url_template": sim.proxy_url_template,
+            }
         )
-        try:
-            yield h
-        finally:
-            await h.orchestrator.close()
-            await farm.close()
-    await engine.dispose()
+        upgrade_to_head(settings.database_url)
+        engine = make_engine(settings.database_url)
+        sessions = make_sessionmaker(engine)
+        blobs = BlobStore(settings.blob_dir)
+        planner = FakePlanner(
+            dataset_id=await make_dataset(sessions),
+            archive_sha256=blobs.put(snapshot_zip()),
+            base_model=BaseModelSource(
+                kind="url", url=model_url, sha256=hashlib.sha256(BASE_MODEL).hexdigest()
+            ),
+        )
+        async with aiohttp.ClientSession() as http:
+            h = Harness(
+                sim,
+                settings,
+                sessions,
+                blobs,
+                RunPodClient.from_settings(settings),
+                http,
+                SimTime(sim.clock),
+                RecordingListener(),
+                planner,
+            )
+            try:
+                yield h
+                await sim.wait_for(lambda: not sim.live_pods(), within=15)
+                await assert_ledger_matches_meter(sessions, sim, exclude=h.outside_pods)
+            finally:
+                await h.orchestrator.close()
+                await sim.close()
+        await engine.dispose()
+
+    return fixture
 
 
-FIXED_START = datetime(2026, 11, 30, 23, 0, tzinfo=UTC)
+harness = make_harness()

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 
+from bot.clients.runpod import GpuType
 from bot.training.estimate import (
     DEADLINE_FACTOR,
     DEADLINE_SLACK_S,
@@ -21,7 +22,29 @@ from storage.db import unit_of_work
 from storage.models import Job, JobEvent, JobState
 
 from .conftest import GUILD, PROFILE, make_dataset
-from .fakes import GPUS, gpu_type
+
+
+def gpu_type(
+    id: str, display_name: str, memory_gb: int, secure: Decimal | None, community: Decimal | None
+) -> GpuType:
+    return GpuType(
+        id=id,
+        display_name=display_name,
+        memory_gb=memory_gb,
+        secure_price=secure,
+        community_price=community,
+        stock_status="High",
+    )
+
+
+# RunPod's listing as the estimate reads it (prices of the time; the A40 is not in the community cloud).
+GPUS = [
+    gpu_type("NVIDIA RTX A5000", "RTX A5000", 24, Decimal("0.27"), Decimal("0.16")),
+    gpu_type("NVIDIA GeForce RTX 4090", "RTX 4090", 24, Decimal("0.59"), Decimal("0.34")),
+    gpu_type("NVIDIA A40", "A40", 48, Decimal("0.44"), None),
+    gpu_type("NVIDIA RTX A4000", "RTX A4000", 16, Decimal("0.17"), Decimal("0.10")),
+    gpu_type("NVIDIA H100 80GB HBM3", "H100 SXM", 80, Decimal("3.99"), Decimal("2.69")),
+]
 
 
 def test_memory_floor_and_cheapest_run_first() -> None:

@@ -1,268 +1,32 @@
-"""End to end: JobService → RunPodClient → RunPod simulator → real worker → sd-scripts stand-in.
-
-Nothing here is faked on the bot's side: the real SDK talks GraphQL to the simulator, the simulator
-boots a pod that runs the real worker (``python -m worker``) with the pod's environment, and the
-worker runs the stand-in trainer. The stand-in's step time is tiny and polling is every 0.1 s.
-"""
+"""End to end: JobService → RunPodClient → RunPod simulator → real worker → sd-scripts stand-in, and
+what RunPod does on its own (ambiguous creates, ghosts, exits, the balance, network volumes). The harness
+is tests/training/conftest.py's."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
-import sys
-import zipfile
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp import web
-from pydantic import SecretStr
 from sqlalchemy import select
 
-from bot.clients.runpod import RunPodClient
-from bot.config import Settings
-from bot.training.context import Listeners, TrainingContext
-from bot.training.jobs import JobService
-from bot.training.money import Money
-from bot.training.orchestrator import Orchestrator
-from bot.training.reconciler import Reconciler
 from bot.training.worker_client import WorkerAuthError, WorkerClient
-from sim.meter import assert_ledger_matches_meter
-from sim.runpod import RunPodSim, SimClock, worker_launcher
-from sim.testdata import TESTDATA_FACES
-from storage.blobs import BlobStore
-from storage.db import make_engine, make_sessionmaker
-from storage.migrate import upgrade_to_head
 from storage.models import Checkpoint, JobEvent, JobState, Sample, SpendEntry
-from worker.protocol import ENV_JOB_SPEC, BaseModelSource, JobSpec
+from worker.protocol import ENV_JOB_SPEC, JobSpec
 
-from .conftest import GUILD, PROFILE, USER, FakePlanner, RecordingListener, make_dataset
+from .conftest import GUILD, KEY, PROFILE, USER, Harness, make_harness, snapshot_zip
 
 pytestmark = pytest.mark.slow
 
-KEY = "rpa_TRAININGE2EKEY0123456789"
-FACES = TESTDATA_FACES
-BASE_MODEL = b"not really a checkpoint\n" * 256
-
-CONFIG_TOML = """\
-[model_arguments]
-pretrained_model_name_or_path = "models/base.safetensors"
-[additional_network_arguments]
-network_module = "networks.lora"
-network_dim = 8
-network_alpha = 4.0
-[training_arguments]
-output_dir = "output"
-output_name = "elena"
-max_train_steps = {steps}
-save_every_n_steps = 4
-sample_every_n_steps = 4
-sample_prompts = "prompts.txt"
-mixed_precision = "bf16"
-save_precision = "fp16"
-seed = 42
-"""
-DATASET_TOML = """\
-[general]
-caption_extension = ".txt"
-[[datasets]]
-resolution = 512
-batch_size = 1
-  [[datasets.subsets]]
-  image_dir = "dataset/img"
-  num_repeats = 2
-"""
-PROMPTS = "ohwx man, portrait --w 128 --h 128 --d 1\nohwx man, beach --w 128 --h 128 --d 2\n"
+e2e = make_harness()
+e2e_nan = make_harness(SDSTANDIN_NAN_AT_STEP="6")
+e2e_slow = make_harness(SDSTANDIN_STEP_SECONDS="0.15")
 
 
-def snapshot_zip() -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for index, photo in enumerate(sorted((FACES / "obama").glob("*.jpg"))[:3]):
-            archive.write(photo, f"img/{index:03d}.jpg")
-            archive.writestr(f"img/{index:03d}.txt", "ohwx man, photo")
-    return buffer.getvalue()
-
-
-class SimTime:
-    """The bot reads the RunPod simulator's clock, as the harness wires it: the minutes a pod spends
-    pulling its image pass fast for both, and the ledger stays comparable with the meter."""
-
-    def __init__(self, clock: SimClock) -> None:
-        self.clock = clock
-
-    def __call__(self) -> datetime:
-        return self.clock.now()
-
-    def advance(self, **delta: float) -> None:
-        self.clock.advance(timedelta(**delta).total_seconds())
-
-
-@dataclass
-class E2E:
-    sim: RunPodSim
-    settings: Settings
-    sessions: Any
-    blobs: BlobStore
-    client: RunPodClient
-    http: aiohttp.ClientSession
-    clock: SimTime
-    listener: RecordingListener
-    planner: FakePlanner
-    orchestrator: Orchestrator
-    service: JobService
-    reconciler: Reconciler
-    # Pods the test rented itself under a name no job has: RunPod bills them, no ledger can.
-    outside_pods: set[str] = field(default_factory=set)
-
-    def advance(self, **delta: float) -> None:
-        """Time passes for the bot and for RunPod alike (the meter must see what the ledger sees)."""
-        self.clock.advance(**delta)
-
-    def new_process(self) -> None:
-        """A fresh set of services over the same database and RunPod account (after a restart)."""
-        ctx = TrainingContext(
-            sessions=self.sessions,
-            settings=self.settings,
-            runpod=self.client,
-            blobs=self.blobs,
-            http=self.http,
-            money=Money(self.sessions, self.settings, clock=self.clock),
-            listeners=Listeners([self.listener]),
-            clock=self.clock,
-        )
-        self.orchestrator = Orchestrator(ctx)
-        self.service = JobService(ctx, self.orchestrator, self.planner)
-        self.reconciler = Reconciler(self.orchestrator)
-
-    async def start(
-        self,
-        *,
-        steps: int = 8,
-        budget: Decimal | None = None,
-        before_confirm: Callable[[], None] | None = None,
-    ) -> int:
-        self.planner.total_steps = steps
-        self.planner.config_toml = CONFIG_TOML.format(steps=steps)
-        quote = await self.service.start(
-            guild_id=GUILD,
-            dataset="obama",
-            preset=PROFILE.preset,
-            user_id=USER,
-            channel_id=1,
-            budget_usd=budget,
-        )
-        assert quote.job_id is not None
-        if before_confirm is not None:
-            before_confirm()
-        await self.service.confirm(quote.job_id, user_id=USER)
-        return quote.job_id
-
-    async def finish(self, job_id: int, timeout: float = 90) -> JobState | None:
-        return await asyncio.wait_for(self.orchestrator.wait(job_id), timeout)
-
-    async def wait_step(self, job_id: int, step: int, timeout: float = 60) -> None:
-        async def poll() -> None:
-            while (await self.service.status(job_id)).step < step:
-                await asyncio.sleep(0.05)
-
-        await asyncio.wait_for(poll(), timeout)
-
-
-@pytest.fixture
-async def model_url() -> AsyncIterator[str]:
-    async def serve(_request: web.Request) -> web.Response:
-        return web.Response(body=BASE_MODEL)
-
-    app = web.Application()
-    app.router.add_get("/base.safetensors", serve)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}/base.safetensors"
-    await runner.cleanup()
-
-
-def make_e2e_fixture(**standin_env: str) -> Any:
-    @pytest.fixture
-    async def fixture(tmp_path: Path, model_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[E2E]:
-        monkeypatch.delenv("RUNPOD_API_BASE_URL", raising=False)
-        env = {"SDSTANDIN_STEP_SECONDS": "0.02", "LORAOPS_SCAN_SECONDS": "0.1", **standin_env}
-        launcher = worker_launcher(
-            trainer_cmd=f"{sys.executable} -m sim.sdscripts accelerate launch",
-            extra_env=env,
-            stop_grace_s=2.0,
-        )
-        sim = RunPodSim(api_key=KEY, data_dir=tmp_path / "rp", launcher=launcher)
-        await sim.start()
-        settings = Settings(
-            _env_file=None,  # type: ignore[call-arg]
-            database_url=f"sqlite+aiosqlite:///{tmp_path / 'loraops.db'}",
-            data_dir=tmp_path / "data",
-            poll_interval_s=0.1,
-            progress_edit_interval_s=1.0,
-            runpod_api_key=SecretStr(KEY),
-            runpod_api_base_url=sim.base_url,
-            runpod_proxy_url_template=sim.proxy_url_template,
-        )
-        upgrade_to_head(settings.database_url)
-        engine = make_engine(settings.database_url)
-        sessions = make_sessionmaker(engine)
-        blobs = BlobStore(settings.blob_dir)
-        archive = blobs.put(snapshot_zip())
-        dataset_id = await make_dataset(sessions)
-        planner = FakePlanner(
-            dataset_id=dataset_id,
-            archive_sha256=archive,
-            model_family="sd15",
-            prompts_txt=PROMPTS,
-            dataset_toml=DATASET_TOML,
-            base_model=BaseModelSource(
-                kind="url", url=model_url, sha256=hashlib.sha256(BASE_MODEL).hexdigest()
-            ),
-        )
-        async with aiohttp.ClientSession() as http:
-            e2e = E2E(
-                sim,
-                settings,
-                sessions,
-                blobs,
-                RunPodClient.from_settings(settings),
-                http,
-                SimTime(sim.clock),
-                RecordingListener(),
-                planner,
-                None,  # type: ignore[arg-type]  # new_process() builds these three
-                None,  # type: ignore[arg-type]
-                None,  # type: ignore[arg-type]
-            )
-            e2e.new_process()
-            try:
-                yield e2e
-                # Every test here rents pods: it ends with none billing and the ledger equal to the meter.
-                await sim.wait_for(lambda: not sim.live_pods(), within=15)
-                await assert_ledger_matches_meter(sessions, sim, exclude=e2e.outside_pods)
-            finally:
-                await e2e.orchestrator.close()
-                await sim.close()
-        await engine.dispose()
-
-    return fixture
-
-
-e2e = make_e2e_fixture()
-e2e_nan = make_e2e_fixture(SDSTANDIN_NAN_AT_STEP="6")
-e2e_slow = make_e2e_fixture(SDSTANDIN_STEP_SECONDS="0.15")
-
-
-async def test_trains_collects_and_terminates(e2e: E2E) -> None:
+async def test_trains_collects_and_terminates(e2e: Harness) -> None:
     stray = await e2e.client.create_pod(
         name="loraops-999",
         gpu_type_id="NVIDIA RTX A5000",
@@ -312,7 +76,7 @@ async def test_trains_collects_and_terminates(e2e: E2E) -> None:
     assert len(uploads) == 1
 
 
-async def test_nan_is_failed_and_reported(e2e_nan: E2E) -> None:
+async def test_nan_is_failed_and_reported(e2e_nan: Harness) -> None:
     job_id = await e2e_nan.start(steps=12)
     assert await e2e_nan.finish(job_id) == JobState.FAILED
     job = await e2e_nan.service.get(job_id)
@@ -323,7 +87,7 @@ async def test_nan_is_failed_and_reported(e2e_nan: E2E) -> None:
     assert payload["cause"] == job.error and payload["log_tail"]
 
 
-async def test_no_capacity_on_first_gpu_uses_the_next(e2e: E2E) -> None:
+async def test_no_capacity_on_first_gpu_uses_the_next(e2e: Harness) -> None:
     job_id = await e2e.start(steps=4, before_confirm=lambda: e2e.sim.set_capacity("NVIDIA RTX A5000", 0))
     assert await e2e.finish(job_id) == JobState.SUCCEEDED
     job = await e2e.service.get(job_id)
@@ -336,7 +100,7 @@ async def test_no_capacity_on_first_gpu_uses_the_next(e2e: E2E) -> None:
     assert kinds.count("no_capacity") == 1 and kinds.count("pod_created") == 1
 
 
-async def test_restart_mid_training_resumes_without_a_second_pod(e2e_slow: E2E) -> None:
+async def test_restart_mid_training_resumes_without_a_second_pod(e2e_slow: Harness) -> None:
     e = e2e_slow
     job_id = await e.start(steps=24)
     await e.wait_step(job_id, 3)
@@ -350,7 +114,7 @@ async def test_restart_mid_training_resumes_without_a_second_pod(e2e_slow: E2E) 
     assert job.step == 24 and job.pod_terminated_at is not None
 
 
-async def test_budget_crossed_mid_run_terminates_the_pod(e2e_slow: E2E) -> None:
+async def test_budget_crossed_mid_run_terminates_the_pod(e2e_slow: Harness) -> None:
     e = e2e_slow
     job_id = await e.start(steps=200, budget=Decimal("0.05"))
     await e.wait_step(job_id, 2)
@@ -366,7 +130,7 @@ async def test_budget_crossed_mid_run_terminates_the_pod(e2e_slow: E2E) -> None:
 # ---------------------------------------------------------------------- what RunPod does on its own
 
 
-async def _events_of(e: E2E, job_id: int, kind: str) -> list[JobEvent]:
+async def _events_of(e: Harness, job_id: int, kind: str) -> list[JobEvent]:
     async with e.sessions() as session:
         return list(
             (
@@ -377,7 +141,7 @@ async def _events_of(e: E2E, job_id: int, kind: str) -> list[JobEvent]:
         )
 
 
-async def test_a_create_that_errors_but_made_a_pod_adopts_that_pod(e2e: E2E) -> None:
+async def test_a_create_that_errors_but_made_a_pod_adopts_that_pod(e2e: Harness) -> None:
     e2e.sim.fail_create_after_creating()  # "Something went wrong", yet the pod exists and bills
     job_id = await e2e.start(steps=4)
     assert await e2e.finish(job_id) == JobState.SUCCEEDED
@@ -389,17 +153,16 @@ async def test_a_create_that_errors_but_made_a_pod_adopts_that_pod(e2e: E2E) -> 
     assert len(await _events_of(e2e, job_id, "pod_adopted")) == 1
 
 
-async def test_an_error_page_after_creating_is_ambiguous_too(e2e: E2E) -> None:
+async def test_an_error_page_after_creating_is_ambiguous_too(e2e: Harness) -> None:
     e2e.sim.fail_create_after_creating(None, http_status=502, html=True)
     job_id = await e2e.start(steps=4)
     assert await e2e.finish(job_id) == JobState.SUCCEEDED
     assert len(e2e.sim.pods) == 1 and len(e2e.sim.calls_for("podFindAndDeployOnDemand")) == 1
 
 
-async def test_two_pods_of_the_jobs_name_one_is_kept_the_other_terminated_and_charged(e2e: E2E) -> None:
+async def test_two_pods_of_the_jobs_name_one_is_kept_the_other_terminated_and_charged(e2e: Harness) -> None:
     e = e2e
     e.planner.total_steps = 4
-    e.planner.config_toml = CONFIG_TOML.format(steps=4)
     quote = await e.service.start(
         guild_id=GUILD, dataset="obama", preset=PROFILE.preset, user_id=USER, channel_id=1
     )
@@ -430,7 +193,7 @@ async def test_two_pods_of_the_jobs_name_one_is_kept_the_other_terminated_and_ch
     assert len(e.sim.calls_for("podFindAndDeployOnDemand")) == 2  # the bot rented nothing itself
 
 
-async def test_a_ghost_found_late_is_terminated_and_charged_by_the_reconciler(e2e_slow: E2E) -> None:
+async def test_a_ghost_found_late_is_terminated_and_charged_by_the_reconciler(e2e_slow: Harness) -> None:
     e = e2e_slow
     job_id = await e.start(steps=40)
     await e.wait_step(job_id, 2)
@@ -444,7 +207,7 @@ async def test_a_ghost_found_late_is_terminated_and_charged_by_the_reconciler(e2
     assert (await e.service.get(job_id)).pod_terminated_at is not None
 
 
-async def _exits(e: E2E, **how: Any) -> tuple[int, Any]:
+async def _exits(e: Harness, **how: Any) -> tuple[int, Any]:
     job_id = await e.start(steps=200)
     await e.wait_step(job_id, 2)
     job = await e.service.get(job_id)
@@ -454,7 +217,7 @@ async def _exits(e: E2E, **how: Any) -> tuple[int, Any]:
     return job_id, await e.service.get(job_id)
 
 
-async def test_a_pod_that_exits_on_its_own_ends_the_job_and_billing_stops_there(e2e_slow: E2E) -> None:
+async def test_a_pod_that_exits_on_its_own_ends_the_job_and_billing_stops_there(e2e_slow: Harness) -> None:
     e = e2e_slow
     job_id, job = await _exits(e, reason="host restart")
     assert job.state == JobState.FAILED.value and job.step < 200
@@ -465,12 +228,12 @@ async def test_a_pod_that_exits_on_its_own_ends_the_job_and_billing_stops_there(
     assert payload["reason"] == "pod_exited" and payload["cause"] == job.error  # the channel is told
 
 
-async def test_a_dead_pod_fails_the_job_with_its_cause(e2e_slow: E2E) -> None:
+async def test_a_dead_pod_fails_the_job_with_its_cause(e2e_slow: Harness) -> None:
     _, job = await _exits(e2e_slow, dead=True)
     assert job.state == JobState.FAILED.value and job.error is not None and "DEAD" in job.error
 
 
-async def test_a_pod_stopped_from_the_console_cancels_the_job(e2e_slow: E2E) -> None:
+async def test_a_pod_stopped_from_the_console_cancels_the_job(e2e_slow: Harness) -> None:
     e = e2e_slow
     job_id = await e.start(steps=200)
     await e.wait_step(job_id, 2)
@@ -494,7 +257,7 @@ async def test_a_pod_stopped_from_the_console_cancels_the_job(e2e_slow: E2E) -> 
     assert job.error is not None and "stopped outside loraops" in job.error
 
 
-async def test_the_balance_running_out_stops_the_pod_and_the_job_says_so(e2e_slow: E2E) -> None:
+async def test_the_balance_running_out_stops_the_pod_and_the_job_says_so(e2e_slow: Harness) -> None:
     e = e2e_slow
     e.sim.balance = Decimal("0.28")  # RunPod deploys with an hour of credit left
     job_id = await e.start(steps=4000, budget=Decimal("5"))  # a deadline hours away
@@ -505,7 +268,7 @@ async def test_the_balance_running_out_stops_the_pod_and_the_job_says_so(e2e_slo
     assert job.error is not None and "ran out of credit" in job.error
 
 
-async def test_a_pod_reported_at_zero_per_hour_is_billed_at_the_catalogue_price(e2e: E2E) -> None:
+async def test_a_pod_reported_at_zero_per_hour_is_billed_at_the_catalogue_price(e2e: Harness) -> None:
     e2e.sim.cost_per_hr_shown = "zero"
     job_id = await e2e.start(steps=4)
     assert await e2e.finish(job_id) == JobState.SUCCEEDED
@@ -513,7 +276,7 @@ async def test_a_pod_reported_at_zero_per_hour_is_billed_at_the_catalogue_price(
     assert job.price_per_hour == Decimal("0.27") and job.cost_usd > 0
 
 
-async def test_the_pod_is_told_when_to_stop_itself_if_the_bot_is_gone(e2e: E2E) -> None:
+async def test_the_pod_is_told_when_to_stop_itself_if_the_bot_is_gone(e2e: Harness) -> None:
     job_id = await e2e.start(steps=4, budget=Decimal("2.00"))
     assert await e2e.finish(job_id) == JobState.SUCCEEDED
     (pod,) = e2e.sim.pods.values()
@@ -524,7 +287,7 @@ async def test_the_pod_is_told_when_to_stop_itself_if_the_bot_is_gone(e2e: E2E) 
     assert abs(hours - 2.00 / (0.27 + 60 * 0.10 / 730)) < 0.01
 
 
-async def test_a_dataset_over_the_proxys_body_limit_goes_up_in_parts(e2e: E2E) -> None:
+async def test_a_dataset_over_the_proxys_body_limit_goes_up_in_parts(e2e: Harness) -> None:
     e2e.sim.proxy_max_body_bytes = 40_000  # Cloudflare's 100 MB, scaled down to the test's zip
     assert len(snapshot_zip()) > 2 * 40_000
     job_id = await e2e.start(steps=4)
@@ -534,7 +297,7 @@ async def test_a_dataset_over_the_proxys_body_limit_goes_up_in_parts(e2e: E2E) -
     assert statuses[0] == 413 and statuses[-1] == 201 and statuses.count(202) >= 2, statuses
 
 
-async def test_a_pod_that_exited_while_the_bot_was_down_is_found_at_start_up(e2e_slow: E2E) -> None:
+async def test_a_pod_that_exited_while_the_bot_was_down_is_found_at_start_up(e2e_slow: Harness) -> None:
     e = e2e_slow
     job_id = await e.start(steps=200)
     await e.wait_step(job_id, 2)
@@ -553,7 +316,7 @@ async def test_a_pod_that_exited_while_the_bot_was_down_is_found_at_start_up(e2e
     assert datetime.fromisoformat(exited.payload["at"]) < job.pod_terminated_at - timedelta(minutes=29)
 
 
-async def test_too_little_credit_to_rent_fails_at_once_and_says_so(e2e: E2E) -> None:
+async def test_too_little_credit_to_rent_fails_at_once_and_says_so(e2e: Harness) -> None:
     e2e.sim.balance = Decimal("0.10")  # RunPod wants an hour of the pod's price in credit
     job_id = await e2e.start(steps=4)
     assert await e2e.finish(job_id) == JobState.FAILED
@@ -563,7 +326,7 @@ async def test_too_little_credit_to_rent_fails_at_once_and_says_so(e2e: E2E) -> 
     assert len(e2e.sim.calls_for("podFindAndDeployOnDemand")) == 1
 
 
-async def test_the_network_volume_bills_every_month_budget_with_or_without_jobs(e2e: E2E) -> None:
+async def test_the_network_volume_bills_every_month_budget_with_or_without_jobs(e2e: Harness) -> None:
     e = e2e
     volume = e.sim.add_network_volume("models", 500, "EU-RO-1")
     e.settings.runpod_network_volume_id = volume
