@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,19 +33,6 @@ DISCORD_TOKEN = "MTk4NjIyNDgzNDcxOTI1MjQ4.Gx7Yq2.DISTINCT-discord-zq8w4r1t6y0p"
 CLOUDINARY_SECRET = "DISTINCT-cloudinary-secret-zq8w4r"
 WORKER_TOKEN_KEY = "DISTINCT-worker-token-key-zq8w4r"
 SECRETS = [DISCORD_TOKEN, CLOUDINARY_SECRET, WORKER_TOKEN_KEY, HARNESS_RUNPOD_KEY, HARNESS_HF_TOKEN]
-
-
-@pytest.fixture
-def root_logging() -> Iterator[None]:
-    """setup_logging replaces the root handlers and levels: pytest's come back afterwards."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    levels = {name: logging.getLogger(name).level for name in logging.root.manager.loggerDict}
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    for name, value in levels.items():
-        logging.getLogger(name).setLevel(value)
 
 
 def _messages_text(sim: DiscordSimulator) -> str:
@@ -110,10 +95,9 @@ async def test_a_debug_journey_leaves_no_secret_nor_worker_token_anywhere(
         await confirm_job(h.sim, job_id, quote, h.trainer)
         done: SimMessage = await wait_message(h, lambda m: f"training job #{job_id} for " in m.content, 120)
         assert done is not None
-        training = h.bot_app.services.training
-        assert training is not None
-        job: Job = await training.service.get(job_id)
-        assert job.state == JobState.SUCCEEDED.value, job.error
+        async with h.bot_app.services.sessions() as session:  # the row: views carry no token nonce
+            job = await session.get(Job, job_id)
+        assert job is not None and job.state == JobState.SUCCEEDED.value, job and job.error
         token = worker_token(h.settings, job_id, job.worker_token_nonce)
         assert token is not None
         # The token was real: the pod got it and the bot used it for every call.
