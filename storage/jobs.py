@@ -19,11 +19,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from storage.models import (
     LIVE_STATES,
     TERMINAL_STATES,
+    Caption,
     Checkpoint,
     DatasetSnapshot,
+    FaceAnalysis,
+    Image,
     Job,
     JobEvent,
     JobState,
+    OwedMessage,
     Sample,
 )
 
@@ -241,3 +245,73 @@ async def add_snapshot(session: AsyncSession, row: DatasetSnapshot) -> DatasetSn
     session.add(row)
     await session.flush()
     return row
+
+
+# -- the quote messages of jobs (the owed-message ledger's ``quote`` rows) ------------------------------
+
+
+async def pending_quote_messages(session: AsyncSession, quote_key: str) -> list[tuple[int, int, int]]:
+    """``(job id, channel id, message id)`` of the posted quotes of jobs still pending, by job."""
+    rows = await session.execute(
+        select(OwedMessage.job_id, OwedMessage.channel_id, OwedMessage.message_id)
+        .join(Job, Job.id == OwedMessage.job_id)
+        .where(
+            Job.state == JobState.PENDING.value,
+            OwedMessage.key == quote_key,
+            OwedMessage.message_id.is_not(None),
+            OwedMessage.channel_id.is_not(None),
+        )
+        .order_by(Job.id)
+    )
+    return [(int(j), int(c), int(m)) for j, c, m in rows.all()]
+
+
+async def quotes_left_pending(
+    session: AsyncSession, quote_key: str, since: datetime
+) -> list[tuple[int, int, int, JobEvent]]:
+    """``(job id, channel id, message id, the transition out of pending)`` of the posted quotes of jobs
+    created since ``since`` that left ``pending``, by job."""
+    rows = (
+        await session.execute(
+            select(OwedMessage.job_id, OwedMessage.channel_id, OwedMessage.message_id, JobEvent)
+            .join(Job, Job.id == OwedMessage.job_id)
+            .join(JobEvent, JobEvent.job_id == Job.id)
+            .where(
+                Job.created_at >= since,
+                OwedMessage.key == quote_key,
+                OwedMessage.message_id.is_not(None),
+                OwedMessage.channel_id.is_not(None),
+                JobEvent.kind == "state",
+                JobEvent.from_state == JobState.PENDING.value,
+            )
+            .order_by(Job.id)
+        )
+    ).all()
+    return [(int(j), int(c), int(m), event) for j, c, m, event in rows]
+
+
+# -- what a run plan reads of its dataset ---------------------------------------------------------------
+
+
+async def images_to_train(session: AsyncSession, dataset_id: int) -> Sequence[Image]:
+    """The dataset's images that are not excluded, by position (the order the snapshot keeps)."""
+    return (
+        await session.scalars(
+            select(Image)
+            .where(Image.dataset_id == dataset_id, Image.excluded.is_(False))
+            .order_by(Image.position)
+        )
+    ).all()
+
+
+async def captions_of(session: AsyncSession, image_ids: Collection[int]) -> dict[int, str]:
+    """``image id → caption text`` for those of the images that have a caption."""
+    rows = await session.scalars(select(Caption).where(Caption.image_id.in_(list(image_ids))))
+    return {caption.image_id: caption.text for caption in rows.all()}
+
+
+async def face_analyses_of(session: AsyncSession, image_ids: Collection[int]) -> Sequence[FaceAnalysis]:
+    """Every face analysis of the images (each may have several: one per engine and run)."""
+    return (
+        await session.scalars(select(FaceAnalysis).where(FaceAnalysis.image_id.in_(list(image_ids))))
+    ).all()

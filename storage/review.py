@@ -1,5 +1,6 @@
-"""The queries of the review (design §2 steps 6–8): checkpoints, samples, votes and the job events the
-review writes (``checkpoint_scored``, ``early_stop``, the alarm's, the chart message's).
+"""The queries only the review (design §2 steps 6–8) makes: the messages reviewers react on, votes and
+approvals, the chart message, the jobs still in review. A job's plain reads and writes (the job, its
+checkpoints, samples and events) are ``storage/jobs.py``'s, shared with the training domain.
 
 Every function takes the caller's session: the service in ``bot/review/`` owns the unit of work (and
 any savepoint), so a read and the write that depends on it stay in one transaction as before.
@@ -7,9 +8,8 @@ any savepoint), so a read and the write that depends on it stay in one transacti
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,29 +28,8 @@ from storage.models import (
 # --- jobs and their events ------------------------------------------------------------------------------
 
 
-async def get_job(session: AsyncSession, job_id: int) -> Job | None:
-    return await session.get(Job, job_id)
-
-
 async def job_by_summary_message(session: AsyncSession, message_id: int) -> Job | None:
     return await session.scalar(select(Job).where(Job.summary_message_id == message_id))
-
-
-def add_job_event(session: AsyncSession, job_id: int, kind: str, payload: Mapping[str, Any]) -> None:
-    """Stage a job event in the caller's unit of work (written when it commits)."""
-    session.add(JobEvent(job_id=job_id, kind=kind, payload=dict(payload)))
-
-
-async def first_job_event_id(session: AsyncSession, job_id: int, kind: str) -> int | None:
-    """The id of one event of ``kind`` of the job, if it has any (for "recorded once" checks)."""
-    return await session.scalar(
-        select(JobEvent.id).where(JobEvent.job_id == job_id, JobEvent.kind == kind).limit(1)
-    )
-
-
-async def job_event(session: AsyncSession, job_id: int, kind: str) -> JobEvent | None:
-    """An event of ``kind`` of the job (the review writes these once)."""
-    return await session.scalar(select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.kind == kind))
 
 
 async def latest_job_event(session: AsyncSession, job_id: int, kind: str) -> JobEvent | None:
@@ -60,26 +39,6 @@ async def latest_job_event(session: AsyncSession, job_id: int, kind: str) -> Job
         .order_by(JobEvent.id.desc())
         .limit(1)
     )
-
-
-async def job_events(session: AsyncSession, job_id: int, kind: str) -> Sequence[JobEvent]:
-    """Every event of ``kind`` of the job, oldest first."""
-    return (
-        await session.scalars(
-            select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.kind == kind).order_by(JobEvent.id)
-        )
-    ).all()
-
-
-async def job_event_payloads(session: AsyncSession, job_id: int, kind: str) -> Sequence[dict[str, Any]]:
-    """The payloads of every event of ``kind`` of the job, oldest first."""
-    return (
-        await session.scalars(
-            select(JobEvent.payload)
-            .where(JobEvent.job_id == job_id, JobEvent.kind == kind)
-            .order_by(JobEvent.id)
-        )
-    ).all()
 
 
 async def jobs_in_review(session: AsyncSession, *, finished_since: datetime) -> list[int]:
@@ -99,16 +58,6 @@ async def jobs_in_review(session: AsyncSession, *, finished_since: datetime) -> 
 
 
 # --- checkpoints and samples -----------------------------------------------------------------------------
-
-
-async def get_checkpoint(session: AsyncSession, checkpoint_id: int) -> Checkpoint | None:
-    return await session.get(Checkpoint, checkpoint_id)
-
-
-async def checkpoint_at(session: AsyncSession, job_id: int, step: int) -> Checkpoint | None:
-    return await session.scalar(
-        select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step == step)
-    )
 
 
 async def checkpoint_by_row_message(session: AsyncSession, message_id: int) -> Checkpoint | None:
@@ -159,13 +108,6 @@ async def approved_checkpoints_with_channel(session: AsyncSession) -> Sequence[t
         select(Checkpoint, Job.channel_id).join(Job, Job.id == Checkpoint.job_id).where(Checkpoint.approved)
     )
     return [(checkpoint, channel_id) for checkpoint, channel_id in rows.tuples().all()]
-
-
-async def samples_of(session: AsyncSession, job_id: int, *, step: int | None = None) -> Sequence[Sample]:
-    query = select(Sample).where(Sample.job_id == job_id)
-    if step is not None:
-        query = query.where(Sample.step == step)
-    return (await session.scalars(query)).all()
 
 
 async def samples_by_id(session: AsyncSession, sample_ids: Collection[int]) -> dict[int, Sample]:

@@ -24,10 +24,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Modules whose queries have not moved to storage/ yet. bot/training/** is being moved by its owner;
-# delete an entry here when its queries are in storage/ (the test then holds it to the rule).
-NOT_YET_MOVED: frozenset[str] = frozenset({"bot/training/"})
-
 # Methods only a database session has: on any name that says "session" they run a query.
 SQL_ONLY_METHODS = frozenset(
     {
@@ -116,8 +112,6 @@ def test_no_query_outside_storage() -> None:
     offenders: list[str] = []
     for path in _modules("bot"):
         relative = _relative(path)
-        if any(relative.startswith(prefix) for prefix in NOT_YET_MOVED):
-            continue
         offenders.extend(f"{relative}:{hit}" for hit in query_calls(path.read_text(), relative))
     assert offenders == [], (
         "queries belong in storage/ (a query module there, called from bot/):\n" + "\n".join(offenders)
@@ -140,12 +134,6 @@ def test_cogs_never_import_storage() -> None:
     assert offenders == [], "cogs read frozen views from bot/views.py, never storage:\n" + "\n".join(
         offenders
     )
-
-
-def test_not_yet_moved_entries_exist() -> None:
-    # A stale entry would silently exempt whatever later appears under its name.
-    for prefix in NOT_YET_MOVED:
-        assert (ROOT / prefix).exists(), prefix
 
 
 # The checker itself: it must see a query written back into bot/, in each form, and pass clean code.

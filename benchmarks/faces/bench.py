@@ -207,7 +207,7 @@ def _median(values: list[float]) -> float:
 
 def compare_curation(
     label: str, folder: Path, known: Path, runs: int, fr_cli: Path, fr_env: dict[str, str]
-) -> tuple[float, float]:
+) -> dict[str, float]:
     count = len(list(folder.glob("*.jpg")))
     tools = {
         "loraops curate": (
@@ -234,7 +234,7 @@ def compare_curation(
     ours, theirs = results["loraops curate"], results["face_recognition"]
     if any(r.code != 0 for r in ours + theirs):
         print("  => a run failed: no ratio")
-        return float("nan"), float("nan")
+        return {}
     wall_ratio = _median([r.wall for r in theirs]) / _median([r.wall for r in ours])
     cpu_ratio = _median([r.cpu for r in theirs]) / _median([r.cpu for r in ours])
     for name, rs in results.items():
@@ -247,13 +247,21 @@ def compare_curation(
     print(
         f"  => loraops is {wall_ratio:.2f}x face_recognition's throughput (wall), {cpu_ratio:.2f}x less CPU"
     )
-    return wall_ratio, cpu_ratio
+    loads = [r.load for r in ours + theirs]
+    return {
+        "wall": wall_ratio,
+        "cpu": cpu_ratio,
+        "pss": max(r.peak_pss_mib for r in ours),
+        "rss": max(r.peak_rss_mib for r in ours),
+        "load_min": min(loads),
+        "load_max": max(loads),
+    }
 
 
 # ---------------------------------------------------------------------------------------- scoring
 
 
-def compare_scoring(photos: list[Path], rounds: int) -> float:
+def compare_scoring(photos: list[Path], rounds: int) -> dict[str, float]:
     from bot.faces.analysis import analyse_image
     from bot.faces.engines import DlibEngine
     from bot.faces.report import build_report
@@ -266,38 +274,55 @@ def compare_scoring(photos: list[Path], rounds: int) -> float:
     assert reference is not None
     before_t: list[float] = []
     after_t: list[float] = []
+    before_w: list[float] = []
+    after_w: list[float] = []
+    load = os.getloadavg()[0]
     scored_before: list[Any] = []
     scored_after: list[Any] = []
     worst = 0.0
     for index in range(rounds):
         for which in ("before", "after") if index % 2 == 0 else ("after", "before"):
-            started = time.process_time()
+            started, wall_started = time.process_time(), time.perf_counter()
             if which == "before":
                 scored_before = [reference.score(analyse_image(before_engine, s)) for s in samples]
                 before_t.append((time.process_time() - started) / len(samples))
+                before_w.append((time.perf_counter() - wall_started) / len(samples))
             else:
                 scored_after = [
                     reference.score(analyse_image(after_engine, s, scoring=True)) for s in samples
                 ]
                 after_t.append((time.process_time() - started) / len(samples))
+                after_w.append((time.perf_counter() - wall_started) / len(samples))
         for a, b in zip(scored_before, scored_after, strict=True):
             assert a.face_found == b.face_found
             if a.similarity is not None and b.similarity is not None:
                 worst = max(worst, abs(a.similarity - b.similarity))
     ratio = _median(before_t) / _median(after_t)
+    wall_ratio = _median(before_w) / _median(after_w)
+    load_after = os.getloadavg()[0]
     print(
-        f"\nscoring, {len(samples)} samples of 1024×1024 px (PNG), {rounds} rounds in turn, CPU per sample:"
+        f"\nscoring, {len(samples)} samples of 1024×1024 px (PNG), {rounds} rounds in turn, one process, "
+        f"per sample (load {load:.2f} .. {load_after:.2f}):"
     )
     print(
-        f"  today's path (dlib upsample 1 + dlib ResNet + phash): median {1000 * _median(before_t):6.1f} ms"
+        "  today's path (dlib upsample 1 + dlib ResNet + phash): "
+        f"median wall {1000 * _median(before_w):6.1f} ms  CPU {1000 * _median(before_t):6.1f} ms"
     )
     print(
-        f"  fast path (coarse levels, onnxruntime, no phash):       median {1000 * _median(after_t):6.1f} ms"
+        "  fast path (coarse levels, onnxruntime, no phash):       "
+        f"median wall {1000 * _median(after_w):6.1f} ms  CPU {1000 * _median(after_t):6.1f} ms"
     )
     print(
-        f"  => {ratio:.2f}x faster; largest score difference {worst:.2e} (same to 3 decimals: {worst < 5e-4})"
+        f"  => {wall_ratio:.2f}x faster (wall), {ratio:.2f}x less CPU; largest score difference {worst:.2e} "
+        f"(same to 3 decimals: {worst < 5e-4})"
     )
-    return ratio
+    return {
+        "wall": wall_ratio,
+        "cpu": ratio,
+        "worst": worst,
+        "load_min": min(load, load_after),
+        "load_max": max(load, load_after),
+    }
 
 
 # -------------------------------------------------------------------------------------- event loop
@@ -310,16 +335,20 @@ async def _ticker(done: asyncio.Event, lags: list[float]) -> None:
         lags.append(time.perf_counter() - before - 0.01)
 
 
+def _p99(lags: list[float]) -> float:
+    return sorted(lags)[int(0.99 * (len(lags) - 1))]
+
+
 def _lag_line(lags: list[float]) -> str:
     lags = sorted(lags)
-    p99 = lags[int(0.99 * (len(lags) - 1))]
+    p99 = _p99(lags)
     return (
         f"10 ms ticker overshoot median {1000 * statistics.median(lags):.2f} ms, p99 {1000 * p99:.2f} ms, "
         f"max {1000 * lags[-1]:.2f} ms over {len(lags)} ticks"
     )
 
 
-async def _lag(images: list[Path], samples: list[bytes], reference: Any) -> None:
+async def _lag(images: list[Path], samples: list[bytes], reference: Any) -> dict[str, float]:
     from bot.faces.engines import EngineSpec
     from bot.faces.service import FaceService
 
@@ -329,7 +358,8 @@ async def _lag(images: list[Path], samples: list[bytes], reference: Any) -> None
     await asyncio.sleep(5)
     done.set()
     await task
-    print(f"\nevent loop idle (5 s): {_lag_line(idle)}")
+    print(f"\nevent loop idle (5 s, load {os.getloadavg()[0]:.2f}): {_lag_line(idle)}")
+    load = os.getloadavg()[0]
     service = FaceService(EngineSpec("dlib"))
     service.start()
     await service.warm_up()
@@ -344,13 +374,21 @@ async def _lag(images: list[Path], samples: list[bytes], reference: Any) -> None
         done.set()
         await task
         await service.close()
+    load_after = os.getloadavg()[0]
     print(
         f"FaceService curating {len(report.images)} photos while scoring {len(scores)} samples "
-        f"({elapsed:.1f} s, workers nice {service.nice}): {_lag_line(lags)}"
+        f"({elapsed:.1f} s, workers nice {service.nice}, load {load:.2f} .. {load_after:.2f}): "
+        f"{_lag_line(lags)}"
     )
+    return {
+        "p99": _p99(lags),
+        "idle_p99": _p99(idle),
+        "load_min": min(load, load_after),
+        "load_max": max(load, load_after),
+    }
 
 
-def event_loop_lag(photos: list[Path], generated: list[Path]) -> None:
+def event_loop_lag(photos: list[Path], generated: list[Path]) -> dict[str, float]:
     from bot.faces.analysis import analyse_image
     from bot.faces.engines import DlibEngine
     from bot.faces.report import build_report
@@ -359,7 +397,7 @@ def event_loop_lag(photos: list[Path], generated: list[Path]) -> None:
     reference = build_report(
         [analyse_image(engine, p) for p in photos if "obama_obama" in p.name]
     ).reference()
-    asyncio.run(_lag(generated, _samples(photos[:8]), reference))
+    return asyncio.run(_lag(generated, _samples(photos[:8]), reference))
 
 
 # -------------------------------------------------------------------------------------------- main
@@ -374,6 +412,7 @@ def main() -> int:
     parser.add_argument("--testdata", type=Path, default=ROOT.parent / "shared" / "testdata" / "faces")
     parser.add_argument("--skip", nargs="*", default=[], choices=["shared", "generated", "scoring", "lag"])
     args = parser.parse_args()
+    bench_started = time.perf_counter()
 
     import psutil
 
@@ -401,12 +440,13 @@ def main() -> int:
         f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}"
     )
     fr_env = dict(os.environ)
+    figures: dict[str, dict[str, float]] = {}
     if "shared" not in args.skip:
-        compare_curation(
+        figures["shared"] = compare_curation(
             "shared photos @1024", args.out / "photos1024", known, args.runs, args.fr_cli, fr_env
         )
     if "generated" not in args.skip:
-        compare_curation(
+        figures["generated"] = compare_curation(
             f"generated @1024 ({args.count})",
             args.out / f"generated{args.count}",
             known,
@@ -415,11 +455,43 @@ def main() -> int:
             fr_env,
         )
     if "scoring" not in args.skip:
-        compare_scoring(photos, max(3, args.runs))
+        figures["scoring"] = compare_scoring(photos, max(3, args.runs))
     if "lag" not in args.skip:
-        event_loop_lag(photos, generated)
+        figures["lag"] = event_loop_lag(photos, generated)
     print(f"\nload average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    _summary(figures, args.count, time.perf_counter() - bench_started)
     return 0
+
+
+def _summary(figures: dict[str, dict[str, float]], count: int, elapsed: float) -> None:
+    """Every figure of issue 14 against its target, in one place."""
+
+    def loads(f: dict[str, float]) -> str:
+        return f"load {f['load_min']:.1f}-{f['load_max']:.1f}"
+
+    print(f"\nsummary (issue 14 targets; bench took {elapsed / 60:.1f} min)")
+    for key, label in (("shared", "curation, 19 shared photos"), ("generated", f"curation, {count} photos")):
+        f = figures.get(key)
+        if f:
+            print(f"  {label:<30} {f['wall']:5.2f}x wall  {f['cpu']:5.2f}x CPU   target >= 3x   ({loads(f)})")
+    f = figures.get("scoring")
+    if f:
+        print(
+            f"  {'scoring per 1024 px sample':<30} {f['wall']:5.2f}x wall  {f['cpu']:5.2f}x CPU   "
+            f"target >= 3x, scores within {f['worst']:.1e}   ({loads(f)})"
+        )
+    f = figures.get("generated")
+    if f:
+        print(
+            f"  {f'peak memory, {count} photos':<30} {f['pss']:5.0f} MiB PSS "
+            f"({f['rss']:.0f} RSS sum)   target <= 400 MiB"
+        )
+    f = figures.get("lag")
+    if f:
+        print(
+            f"  {'event loop p99 lag':<30} {1000 * f['p99']:5.1f} ms (idle {1000 * f['idle_p99']:.1f} ms)"
+            f"   target < 20 ms   ({loads(f)})"
+        )
 
 
 if __name__ == "__main__":

@@ -170,7 +170,7 @@ def _curate(args: argparse.Namespace) -> int:
 
     from bot.faces.report import build_report
 
-    report = build_report(analyses, phash_threshold=settings.phash_threshold)
+    report = build_report(analyses, phash_threshold=settings.phash_threshold, threads=2)
     payload = report.to_json()
     if args.crops:
         _write_crops(report, paths, args, payload)

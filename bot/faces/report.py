@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -256,11 +257,14 @@ def build_report(
     *,
     phash_threshold: int = 4,
     pictures: PictureMatcher | None = None,
+    threads: int = 1,
 ) -> DatasetReport:
     """Judge a set of analyses of one person's photos (all by the same engine).
 
     ``pictures`` finds each analysis's pixels by its ``source`` for the same-picture check of
-    near-duplicates; by default a source that is a file path is read from disk.
+    near-duplicates; by default a source that is a file path is read from disk. ``threads``: how many
+    photos' near-duplicate searches run at once (keypoint matching releases the GIL; 2 suits the
+    CLI, where nothing else waits for the interpreter).
     """
     matcher = pictures or PictureMatcher()
     for analysis in analyses:
@@ -326,7 +330,10 @@ def build_report(
             item.flags.append("face_cut")
         if face.sharpness < BLURRY_SHARPNESS:
             item.flags.append("blurry")
-    for j, later in enumerate(items):
+
+    def first_duplicate(j: int) -> ImageReport | None:
+        """The first earlier photo that ``items[j]`` duplicates, if any."""
+        later = items[j]
         for earlier in items[:j]:
             if "unreadable" in later.flags or "unreadable" in earlier.flags:
                 continue
@@ -357,9 +364,22 @@ def build_report(
                         same if same is not None else face_cos >= IDENTICAL_FACE.get(profile.family, 1.0)
                     )
             if duplicate:
+                return earlier
+        return None
+
+    # Each photo's search is independent of the others'. Keypoint matching releases the GIL, so two
+    # threads halve the wait where many pairs need it (200 photos of a few sessions: ~250 matches, the
+    # longest serial step after the analyses). Each match is deterministic (RANSAC seeds its own RNG).
+    if threads > 1 and len(items) > 1:
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="faces-report") as pool:
+            duplicates = list(pool.map(first_duplicate, range(len(items))))
+    else:
+        duplicates = [first_duplicate(j) for j in range(len(items))]
+    if duplicates:
+        for later, earlier in zip(items, duplicates, strict=True):
+            if earlier is not None:
                 later.flags.append("near_duplicate")
                 later.duplicate_of = earlier.analysis.source
-                break
 
     report = DatasetReport(
         engine=engine,

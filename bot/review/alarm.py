@@ -34,10 +34,12 @@ from bot.review.verdict import AlarmDecision, CheckpointVerdict, verdicts
 from bot.training.presets import OverrideError, apply_overrides, load_preset
 from bot.training.triggers import check_trigger
 from storage import datasets as dataset_store
+from storage import jobs as job_store
 from storage import outbox as outbox_store
 from storage import review as store
 from storage.db import unit_of_work
 from storage.models import JobState
+from storage.types import utcnow
 from storage.views import JobView
 
 if TYPE_CHECKING:
@@ -132,7 +134,7 @@ class AlarmActions:
 
     async def _job(self, job_id: int, guild_id: int | None) -> JobView:
         async with self._sessions() as session:
-            job = await store.get_job(session, job_id)
+            job = await job_store.job(session, job_id)
             if job is None or (guild_id is not None and job.guild_id != guild_id):
                 raise NotFoundError(f"there is no job #{job_id} here")
             return JobView.of(job)
@@ -143,11 +145,11 @@ class AlarmActions:
         """Record the alarm of ``job``; True when it is to be posted: the first time, or again at a later
         checkpoint when the earlier one never reached the channel (the bot died in between)."""
         async with unit_of_work(self._sessions) as session:
-            existing = await store.first_job_event_id(session, job.id, ALARM_EVENT)
-            if existing is not None:
+            existing = await job_store.has_event(session, job.id, ALARM_EVENT)
+            if existing:
                 owed = await outbox_store.owed(session, job.id, FACE_ALARM)
                 return owed is None or (owed.message_id is None and owed.done_at is None)
-            store.add_job_event(
+            job_store.add_event(
                 session,
                 job.id,
                 ALARM_EVENT,
@@ -157,6 +159,7 @@ class AlarmActions:
                     "samples": decision.verdict.samples,
                     "loss": decision.loss.text(),
                 },
+                at=utcnow(),
             )
         return True
 
@@ -193,7 +196,9 @@ class AlarmActions:
         }
         stopped_job, stopped = await self._jobs.stop_early(job_id, reason, payload=payload)
         async with unit_of_work(self._sessions) as session:
-            store.add_job_event(session, job_id, ALARM_CHOICE_EVENT, {"choice": "stop", "by": user_id})
+            job_store.add_event(
+                session, job_id, ALARM_CHOICE_EVENT, {"choice": "stop", "by": user_id}, at=utcnow()
+            )
         async with self._sessions() as session:
             kept = len(await store.checkpoint_ids_of(session, job_id))
         return StopOutcome(stopped, stopped_job.step, stopped_job.total_steps, saved, kept)
@@ -202,10 +207,12 @@ class AlarmActions:
         """Record that ``user_id`` lets the run go on; False when someone already chose."""
         await self._job(job_id, guild_id)
         async with unit_of_work(self._sessions) as session:
-            existing = await store.first_job_event_id(session, job_id, ALARM_CHOICE_EVENT)
-            if existing is not None:
+            existing = await job_store.has_event(session, job_id, ALARM_CHOICE_EVENT)
+            if existing:
                 return False
-            store.add_job_event(session, job_id, ALARM_CHOICE_EVENT, {"choice": "run", "by": user_id})
+            job_store.add_event(
+                session, job_id, ALARM_CHOICE_EVENT, {"choice": "run", "by": user_id}, at=utcnow()
+            )
         return True
 
     # -- suggestions and the retry ------------------------------------------------------------------------
@@ -248,7 +255,7 @@ class AlarmActions:
         dim = preset.train.get("network_dim")
         rising = False
         async with self._sessions() as session:
-            events = await store.job_events(session, job.id, "checkpoint_scored")
+            events = await job_store.events(session, job.id, "checkpoint_scored")
         history = {int(e.payload["step"]): dict(e.payload) for e in events if "step" in e.payload}
         if history:
             ceiling = next((d.get("ceiling") for d in history.values() if d.get("ceiling")), None)
@@ -301,8 +308,12 @@ class AlarmActions:
             params=dict(suggestions.overrides),
         )
         async with unit_of_work(self._sessions) as session:
-            store.add_job_event(
-                session, job_id, "retry", {"by": user_id, "new_job": quote.job_id, "applied": applied}
+            job_store.add_event(
+                session,
+                job_id,
+                "retry",
+                {"by": user_id, "new_job": quote.job_id, "applied": applied},
+                at=utcnow(),
             )
         return RetryOutcome(tuple(applied), quote, suggestions)
 

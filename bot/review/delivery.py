@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.errors import ConflictError, NotFoundError, UserError
 from bot.review.notify import neutralise
 from storage import datasets as dataset_store
+from storage import jobs as job_store
 from storage import review as store
 from storage.blobs import BlobStore
 from storage.db import unit_of_work
@@ -271,7 +272,7 @@ class DeliveryService:
             record["cloudinary"] = await self._upload(source, checkpoint, file_name, dataset, job, result, at)
 
         async with unit_of_work(self._sessions) as session:
-            row = await store.get_checkpoint(session, checkpoint.id)
+            row = await job_store.checkpoint(session, checkpoint.id)
             assert row is not None
             row.delivered_to = record
         return result
@@ -322,10 +323,10 @@ class DeliveryService:
         return {"url": url, "public_id": uploaded.get("public_id"), "bytes": uploaded.get("bytes"), "at": at}
 
     async def _load(self, session: AsyncSession, job_id: int, step: int) -> tuple[Checkpoint, Job, Dataset]:
-        checkpoint = await store.checkpoint_at(session, job_id, step)
+        checkpoint = await job_store.checkpoint_at(session, job_id, step)
         if checkpoint is None:
             raise NotFoundError(f"Job #{job_id} has no checkpoint at step {step}.")
-        job = await store.get_job(session, job_id)
+        job = await job_store.job(session, job_id)
         assert job is not None  # the foreign key guarantees it
         dataset = await dataset_store.get_dataset(session, job.dataset_id)
         assert dataset is not None

@@ -60,10 +60,12 @@ from bot.review.verdict import (
 from bot.review.votes import VoteService
 from bot.training.context import JobListener
 from storage import datasets as dataset_store
+from storage import jobs as job_store
 from storage import review as store
 from storage.blobs import BlobNotFoundError, BlobStore
 from storage.db import unit_of_work
 from storage.models import Checkpoint, Job, JobState, Sample
+from storage.types import utcnow
 from storage.views import CheckpointView, JobView, SampleView
 
 log = logging.getLogger(__name__)
@@ -220,14 +222,14 @@ class ReviewService:
             ]
             recognised = sum(1 for _, score in scored if is_recognised(score.similarity, score.engine))
             async with unit_of_work(self._sessions) as session:
-                row = await store.get_checkpoint(session, checkpoint.id)
+                row = await job_store.checkpoint(session, checkpoint.id)
                 rows = await store.samples_by_id(session, [sample.id for sample, _ in scored])
                 assert row is not None
                 summary = record_scores(
                     row, [rows[sample.id] for sample, _ in scored], [s for _, s in scored]
                 )
                 faces_found = summary.faces
-                store.add_job_event(
+                job_store.add_event(
                     session,
                     job.id,
                     SCORED_EVENT,
@@ -245,6 +247,7 @@ class ReviewService:
                         "copies": copies,
                         "memorising": is_memorising(len(copies), faces_found),
                     },
+                    at=utcnow(),
                 )
         ceiling = scorer.ceiling if scorer is not None else None
         engine = scorer.engine if scorer is not None else None
@@ -343,9 +346,9 @@ class ReviewService:
 
     async def _note_early_stop(self, job_id: int, decision: EarlyStopDecision, saved: Decimal | None) -> None:
         async with unit_of_work(self._sessions) as session:
-            existing = await store.first_job_event_id(session, job_id, EARLY_STOP_EVENT)
-            if existing is None:
-                store.add_job_event(
+            existing = await job_store.has_event(session, job_id, EARLY_STOP_EVENT)
+            if not existing:
+                job_store.add_event(
                     session,
                     job_id,
                     EARLY_STOP_EVENT,
@@ -354,12 +357,13 @@ class ReviewService:
                         "best_step": decision.best_step,
                         "saved_usd": str(saved) if saved is not None else None,
                     },
+                    at=utcnow(),
                 )
 
     async def _history(self, job_id: int) -> dict[int, dict[str, Any]]:
         """The latest ``checkpoint_scored`` payload per step."""
         async with self._sessions() as session:
-            events = await store.job_events(session, job_id, SCORED_EVENT)
+            events = await job_store.events(session, job_id, SCORED_EVENT)
         return {int(e.payload["step"]): dict(e.payload) for e in events if "step" in e.payload}
 
     @staticmethod
@@ -399,7 +403,7 @@ class ReviewService:
         ceiling = next((d.get("ceiling") for d in reversed(list(history.values())) if d.get("ceiling")), None)
         engine = next((d.get("engine") for d in history.values() if d.get("engine")), None)
         async with self._sessions() as session:
-            job = await store.get_job(session, job_id)
+            job = await job_store.job(session, job_id)
             if job is None:
                 raise NotFoundError(f"There is no job #{job_id}.")
         name = await self._dataset_name(job.dataset_id)
@@ -410,11 +414,11 @@ class ReviewService:
         checkpoint's row when ``step`` is given, else every checkpoint × prompt with the best outlined.
         Returns the image and its caption. For ``/train samples``."""
         async with self._sessions() as session:
-            job = await store.get_job(session, job_id)
+            job = await job_store.job(session, job_id)
             if job is None:
                 raise NotFoundError(f"There is no job #{job_id}.")
             checkpoints = await store.checkpoints_of(session, job_id, step=step)
-            samples = await store.samples_of(session, job_id, step=step)
+            samples = await job_store.samples(session, job_id, step=step)
         if not checkpoints:
             where = f" at step {step}" if step is not None else " yet"
             raise NotFoundError(f"Job #{job_id} has no checkpoint{where}.")
@@ -460,14 +464,14 @@ class ReviewService:
     ) -> FinalReview:
         """The summary text, full grid (checkpoints × prompts, best row outlined) and final chart."""
         async with self._sessions() as session:
-            job = await store.get_job(session, job_id)
+            job = await job_store.job(session, job_id)
             if job is None:
                 raise NotFoundError(f"There is no job #{job_id}.")
             dataset = await dataset_store.get_dataset(session, job.dataset_id)
             assert dataset is not None
             checkpoints = await store.checkpoints_of(session, job_id)
-            samples = await store.samples_of(session, job_id)
-            early = await store.job_event(session, job_id, EARLY_STOP_EVENT)
+            samples = await job_store.samples(session, job_id)
+            early = next(iter(await job_store.events(session, job_id, EARLY_STOP_EVENT)), None)
         history = await self._history(job_id)
         ceiling = next((d.get("ceiling") for d in reversed(list(history.values())) if d.get("ceiling")), None)
         standings = await self.votes.standings(job_id)

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.errors import NotFoundError
 from bot.review.ranking import Standing, best, rank
 from bot.roles import Member, Role, RoleNames, require_role
+from storage import jobs as job_store
 from storage import outbox as outbox_store
 from storage import review as store
 from storage.db import unit_of_work
@@ -98,7 +99,7 @@ class VoteService:
     async def attach_summary_message(self, job_id: int, message_id: int) -> None:
         """Remember the summary message (✅ on it approves the best checkpoint)."""
         async with unit_of_work(self._sessions) as session:
-            job = await store.get_job(session, job_id)
+            job = await job_store.job(session, job_id)
             if job is None:
                 raise NotFoundError(f"There is no job #{job_id}.")
             job.summary_message_id = message_id
@@ -106,8 +107,12 @@ class VoteService:
     async def attach_chart_message(self, job_id: int, *, channel_id: int, message_id: int) -> None:
         """Remember the job's chart message, so a restarted bot edits it instead of posting another."""
         async with unit_of_work(self._sessions) as session:
-            store.add_job_event(
-                session, job_id, CHART_MESSAGE_EVENT, {"channel_id": channel_id, "message_id": message_id}
+            job_store.add_event(
+                session,
+                job_id,
+                CHART_MESSAGE_EVENT,
+                {"channel_id": channel_id, "message_id": message_id},
+                at=utcnow(),
             )
 
     async def chart_message(self, job_id: int) -> tuple[int, int] | None:
@@ -160,7 +165,7 @@ class VoteService:
             checkpoint = await store.checkpoint_by_row_message(session, message_id)
             if checkpoint is None:
                 return None
-            job = await store.get_job(session, checkpoint.job_id)
+            job = await job_store.job(session, checkpoint.job_id)
             return (job, checkpoint) if job is not None else None
         if emoji == APPROVE:
             job = await store.job_by_summary_message(session, message_id)
@@ -261,7 +266,8 @@ class VoteService:
         checkpoints = await store.checkpoints_of(session, job_id)
         # The review records whether a checkpoint's samples mostly copy training photos (latest wins).
         memorising: dict[int, bool] = {}
-        for payload in await store.job_event_payloads(session, job_id, "checkpoint_scored"):
+        for event in await job_store.events(session, job_id, "checkpoint_scored"):
+            payload = event.payload
             if "step" in payload:
                 memorising[int(payload["step"])] = bool(payload.get("memorising"))
         return [
@@ -282,7 +288,7 @@ class VoteService:
 
     async def job(self, job_id: int) -> JobView:
         async with self._sessions() as session:
-            job = await store.get_job(session, job_id)
+            job = await job_store.job(session, job_id)
             if job is None:
                 raise NotFoundError(f"There is no job #{job_id}.")
             return JobView.of(job)
@@ -328,7 +334,7 @@ class VoteService:
         ]
 
     async def _checkpoint(self, session: AsyncSession, job_id: int, step: int) -> Checkpoint:
-        checkpoint = await store.checkpoint_at(session, job_id, step)
+        checkpoint = await job_store.checkpoint_at(session, job_id, step)
         if checkpoint is None:
             raise NotFoundError(f"Job #{job_id} has no checkpoint at step {step}.")
         return checkpoint

@@ -18,7 +18,6 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 import aiohttp
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.background import TaskGroup
@@ -53,18 +52,12 @@ from bot.training.reconciler import Reconciler
 from bot.training.rules import JobAction, require_budget_authority, require_may_act
 from bot.training.states import is_live, transition
 from bot.training.tokens import new_nonce
+from storage import datasets, jobs
 from storage.blobs import BlobStore
 from storage.db import unit_of_work
 from storage.models import (
-    LIVE_STATES,
-    Caption,
-    Dataset,
-    FaceAnalysis,
-    Image,
     Job,
-    JobEvent,
     JobState,
-    OwedMessage,
 )
 from storage.types import utcnow
 from storage.views import JobEventView, JobView
@@ -173,16 +166,12 @@ class JobService:
     async def live_job_count(
         self, guild_id: int, *, exclude: int | None = None, started_only: bool = False
     ) -> int:
-        states = [s.value for s in LIVE_STATES if not (started_only and s == JobState.PENDING)]
-        query = select(func.count(Job.id)).where(Job.guild_id == guild_id, Job.state.in_(states))
-        if exclude is not None:
-            query = query.where(Job.id != exclude)
         async with self.ctx.sessions() as session:
-            return int(await session.scalar(query) or 0)
+            return await jobs.live_job_count(session, guild_id, exclude=exclude, started_only=started_only)
 
     async def get(self, job_id: int, *, guild_id: int | None = None) -> JobView:
         async with self.ctx.sessions() as session:
-            job = await session.get(Job, job_id)
+            job = await jobs.job(session, job_id)
         if job is None or (guild_id is not None and job.guild_id != guild_id):
             raise NotFoundError(f"there is no job #{job_id} here")
         return JobView.of(job)
@@ -194,19 +183,13 @@ class JobService:
         self, guild_id: int, *, live_only: bool = False, limit: int = 20
     ) -> list[ProgressView]:
         """Newest first."""
-        query = select(Job).where(Job.guild_id == guild_id).order_by(Job.id.desc()).limit(limit)
-        if live_only:
-            query = query.where(Job.state.in_([s.value for s in LIVE_STATES]))
         async with self.ctx.sessions() as session:
-            jobs = (await session.scalars(query)).all()
-        return [ProgressView.from_job(job) for job in jobs]
+            rows = await jobs.guild_jobs(session, guild_id, live_only=live_only, limit=limit)
+        return [ProgressView.from_job(job) for job in rows]
 
     async def events(self, job_id: int) -> list[JobEventView]:
         async with self.ctx.sessions() as session:
-            rows = (
-                await session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id))
-            ).all()
-            return [JobEventView.of(row) for row in rows]
+            return [JobEventView.of(row) for row in await jobs.events(session, job_id)]
 
     # -- who may ask for what (the rules live in bot.training.rules) ---------------------------------
 
@@ -390,19 +373,16 @@ class JobService:
                 requested_by=user_id,
                 created_at=now,
             )
-            session.add(job)
-            await session.flush()
+            await jobs.add_job(session, job)
             # The pod name carries the job id and is committed before any pod exists.
             job.pod_name = pod_name_for(job.id)
-            session.add(
-                JobEvent(
-                    job_id=job.id,
-                    at=now,
-                    kind="state",
-                    from_state=None,
-                    to_state=JobState.PENDING.value,
-                    payload={"by": user_id, "estimate_usd": str(quote.estimate.cost_usd)},
-                )
+            jobs.add_event(
+                session,
+                job.id,
+                "state",
+                {"by": user_id, "estimate_usd": str(quote.estimate.cost_usd)},
+                at=now,
+                to_state=JobState.PENDING.value,
             )
         return replace(quote, job_id=job.id)
 
@@ -476,18 +456,7 @@ class JobService:
     async def pending_quotes(self) -> list[tuple[int, int, int]]:
         """``(job id, channel id, quote message id)`` of the jobs still waiting for confirmation."""
         async with self.ctx.sessions() as session:
-            rows = await session.execute(
-                select(OwedMessage.job_id, OwedMessage.channel_id, OwedMessage.message_id)
-                .join(Job, Job.id == OwedMessage.job_id)
-                .where(
-                    Job.state == JobState.PENDING.value,
-                    OwedMessage.key == QUOTE,
-                    OwedMessage.message_id.is_not(None),
-                    OwedMessage.channel_id.is_not(None),
-                )
-                .order_by(Job.id)
-            )
-            return [(int(j), int(c), int(m)) for j, c, m in rows.all()]
+            return await jobs.pending_quote_messages(session, QUOTE)
 
     async def left_pending(
         self, *, within: timedelta = timedelta(days=1)
@@ -496,28 +465,13 @@ class JobService:
         no longer pending, for quotes a bot killed mid-confirmation never updated."""
         since = self.ctx.now() - within
         async with self.ctx.sessions() as session:
-            rows = (
-                await session.execute(
-                    select(OwedMessage.job_id, OwedMessage.channel_id, OwedMessage.message_id, JobEvent)
-                    .join(Job, Job.id == OwedMessage.job_id)
-                    .join(JobEvent, JobEvent.job_id == Job.id)
-                    .where(
-                        Job.created_at >= since,
-                        OwedMessage.key == QUOTE,
-                        OwedMessage.message_id.is_not(None),
-                        OwedMessage.channel_id.is_not(None),
-                        JobEvent.kind == "state",
-                        JobEvent.from_state == JobState.PENDING.value,
-                    )
-                    .order_by(Job.id)
-                )
-            ).all()
+            rows = await jobs.quotes_left_pending(session, QUOTE, since)
         return [(int(j), int(c), int(m), JobEventView.of(event)) for j, c, m, event in rows]
 
     async def set_progress_message(self, job_id: int, *, channel_id: int, message_id: int) -> None:
         """Remember where the progress message lives, so a restarted bot edits the same one."""
         async with unit_of_work(self.ctx.sessions) as session:
-            job = await session.get(Job, job_id)
+            job = await jobs.job(session, job_id)
             if job is None:
                 raise NotFoundError(f"there is no job #{job_id}")
             job.channel_id = channel_id
@@ -547,27 +501,14 @@ class DatasetRunPlanner:
         from bot.training.snapshots import create_snapshot
 
         async with self.sessions() as session:
-            row = await session.scalar(
-                select(Dataset).where(Dataset.guild_id == guild_id, Dataset.name == dataset)
-            )
+            row = await datasets.dataset_named(session, guild_id, dataset)
             if row is None:
                 raise NotFoundError(f"there is no dataset named {dataset!r} here")
-            images = (
-                await session.scalars(
-                    select(Image)
-                    .where(Image.dataset_id == row.id, Image.excluded.is_(False))
-                    .order_by(Image.position)
-                )
-            ).all()
+            images = await jobs.images_to_train(session, row.id)
             image_ids = [image.id for image in images]
-            captions = {
-                c.image_id: c.text
-                for c in (await session.scalars(select(Caption).where(Caption.image_id.in_(image_ids)))).all()
-            }
+            captions = await jobs.captions_of(session, image_ids)
             boxes: dict[int, tuple[float, float, float, float]] = {}
-            for analysis in (
-                await session.scalars(select(FaceAnalysis).where(FaceAnalysis.image_id.in_(image_ids)))
-            ).all():
+            for analysis in await jobs.face_analyses_of(session, image_ids):
                 if analysis.bbox and len(analysis.bbox) == 4 and analysis.face_count == 1:
                     x0, y0, x1, y1 = (float(v) for v in analysis.bbox)
                     boxes.setdefault(analysis.image_id, (x0, y0, x1, y1))

@@ -30,9 +30,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
 from bot.training.pricing import PodDisks, network_volume_per_hour
-from storage import jobs, ledger
+from storage import guilds, jobs, ledger
 from storage.db import unit_of_work
-from storage.models import GuildSettings, Job, SpendEntry
+from storage.models import Job, SpendEntry
 from storage.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -335,7 +335,7 @@ class Money:
     async def month_budget(self, guild_id: int) -> Decimal:
         """The guild's monthly budget: its own setting, else the default from settings."""
         async with self._sessions() as session:
-            guild = await session.get(GuildSettings, guild_id)
+            guild = await guilds.settings(session, guild_id)
         if guild is not None and guild.monthly_budget_usd is not None:
             return guild.monthly_budget_usd
         return self._settings.monthly_budget_usd
@@ -343,7 +343,7 @@ class Money:
     async def default_job_budget(self, guild_id: int) -> Decimal:
         """The per-job budget when none is given: the guild's setting, else settings' default."""
         async with self._sessions() as session:
-            guild = await session.get(GuildSettings, guild_id)
+            guild = await guilds.settings(session, guild_id)
         if guild is not None and guild.job_budget_usd is not None:
             return guild.job_budget_usd
         return self._settings.default_job_budget_usd

@@ -23,7 +23,7 @@ from sim.discord import DiscordSimulator, SimMessage
 from sim.harness import HARNESS_HF_TOKEN, HARNESS_RUNPOD_KEY, BotHarness, confirm_job, quoted_job_id
 from sim.testdata import testdata_faces as faces_dir
 from sim.transcript import write_transcript
-from storage.models import Job, JobState
+from storage.models import JobState
 
 from .helpers import wait_message
 
@@ -95,10 +95,16 @@ async def test_a_debug_journey_leaves_no_secret_nor_worker_token_anywhere(
         await confirm_job(h.sim, job_id, quote, h.trainer)
         done: SimMessage = await wait_message(h, lambda m: f"training job #{job_id} for " in m.content, 120)
         assert done is not None
-        async with h.bot_app.services.sessions() as session:  # the row: views carry no token nonce
-            job = await session.get(Job, job_id)
-        assert job is not None and job.state == JobState.SUCCEEDED.value, job and job.error
-        token = worker_token(h.settings, job_id, job.worker_token_nonce)
+        training = h.bot_app.services.training
+        assert training is not None
+        job = await training.service.get(job_id)
+        assert job.state == JobState.SUCCEEDED.value, job.error
+        # The nonce the token derives from stays in storage: the job view handed upward leaves it out.
+        database = h.settings.data_dir / "loraops.db"
+        with sqlite3.connect(database) as db:
+            (nonce,) = db.execute("SELECT worker_token_nonce FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        assert not hasattr(job, "worker_token_nonce")
+        token = worker_token(h.settings, job_id, nonce)
         assert token is not None
         # The token was real: the pod got it and the bot used it for every call.
         (pod,) = h.runpod.pods.values()
