@@ -490,7 +490,7 @@ class CloudinarySim:
             last = known[1]
             ordered = [a for a in ordered if order.after(order.key(a), last)]
         page = ordered[:size]
-        if len(ordered) <= size:
+        if len(ordered) <= size or size == 0:
             return page, None
         token = secrets.token_hex(16)
         self._cursors[token] = (query_key, order.key(page[-1]))
@@ -511,7 +511,7 @@ class CloudinarySim:
             keys.append((key, direction != "asc"))
         order = _Order(tuple(keys) or (("created_at", True),))  # newest first unless asked
         with_fields = set(body.get("with_field") or [])
-        size = _max_results(body.get("max_results"), 50)
+        size = _max_results(body.get("max_results"), 50, allow_zero=True)
         query_key = "search:" + json.dumps(
             {k: v for k, v in body.items() if k not in ("next_cursor", "max_results")}, sort_keys=True
         )
@@ -853,14 +853,15 @@ def _rate_limit_message(limit: int, reset: datetime) -> str:
     )
 
 
-def _max_results(raw: Any, default: int) -> int:
+def _max_results(raw: Any, default: int, *, allow_zero: bool = False) -> int:
+    """1..500 (more is capped). The Search API also takes 0: only ``total_count``, no assets."""
     if raw in (None, ""):
         return default
     try:
         value = int(raw)
     except (TypeError, ValueError):
         raise _BadRequestError("Invalid max_results") from None
-    if value < 1:
+    if value < (0 if allow_zero else 1):
         raise _BadRequestError("Invalid max_results")
     return min(value, 500)
 

@@ -583,3 +583,13 @@ async def test_fields_takes_precedence_over_tags_context_and_with_field(library:
         "public_id", "asset_id", "asset_folder", "created_at", "status", "type", "resource_type", "tags"
     }  # fmt: skip
     assert found["tags"] == ["marco", "close-up"]
+
+
+async def test_search_max_results_0_counts_without_listing(library: CloudinarySim) -> None:
+    def run(size: int) -> dict[str, Any]:
+        return Search().expression("tags=elena").max_results(size).execute(**creds(library))
+
+    counted = await call(run, 0)
+    assert counted["total_count"] == 4 and counted["resources"] == [] and "next_cursor" not in counted
+    with pytest.raises(cx.BadRequest, match="Invalid max_results"):
+        await call(api.resources_by_tag, "elena", max_results=0, **creds(library))
