@@ -33,6 +33,7 @@ import numpy as np
 from bot.faces.engines import profile_for
 from bot.faces.report import SAME_PICTURE_BITS
 from bot.review.grid import likeness_pct
+from bot.text import plural
 
 Trend = Literal["rising", "flat", "falling"]
 
@@ -109,10 +110,6 @@ def likeness_short(similarity: float | None, ceiling: float | None, engine: str 
     if points <= 0.0:
         return "0% of ceiling"
     return f"{math.floor(points)}% of ceiling"
-
-
-def plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 @dataclass(frozen=True, slots=True)
