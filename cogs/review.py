@@ -44,6 +44,7 @@ from bot.review.service import CheckpointReview, FinalReview
 from bot.review.votes import APPROVE, DOWN, UP, Outcome, normalise_emoji
 from bot.roles import Role, has_role
 from bot.training.context import prompt_lines
+from bot.training.rules import JobAction
 from bot.views import JobState, JobView
 from cogs._outbox import post_owed
 from cogs._shared import guild_id_of, member_of, services_of
@@ -329,12 +330,13 @@ class ReviewCog(commands.Cog, name="Review"):
         training = self.services.training
         if training is None:
             raise PermissionDeniedError("Training is not set up on this bot.")
-        job = await training.service.get(job_id, guild_id=interaction.guild_id)
-        member = member_of(interaction.user)
-        roles = self.services.roles
-        if job.requested_by == interaction.user.id or has_role(member, Role.TRAINER, roles):
-            return
-        raise PermissionDeniedError(f"This needs the **{roles.name_of(Role.TRAINER)}** role.")
+        await training.service.authorize(
+            job_id,
+            guild_id=interaction.guild_id,
+            member=member_of(interaction.user),
+            roles=self.services.roles,
+            action=JobAction.ANSWER_ALARM,
+        )
 
     async def _retry(self, interaction: discord.Interaction[Any], job_id: int) -> None:
         from cogs.train import quote_text, quote_view

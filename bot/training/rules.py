@@ -4,6 +4,8 @@
   on the quote): an admin always; otherwise only the member who requested it. Confirming rents a pod
   and so spends money: the requester must still hold the trainer role for that. Cancelling only ever
   stops spending, so a requester who lost the role may still cancel their own job.
+- **Who may answer a job's face alarm** (its Stop / Let it run / Retry buttons): the requester, any
+  trainer or an admin — the alarm asks the team, not only the requester, to save or spend money.
 - **Budget authority**: a job budget above the server's default job budget needs an admin.
 - **Live states** are :data:`storage.models.LIVE_STATES` (beside the enum, so queries can use them);
   :func:`bot.training.states.is_live` is the domain's test.
@@ -26,12 +28,15 @@ class JobAction(enum.StrEnum):
 
     CONFIRM = "confirm"  # pending → provisioning: a pod is rented
     CANCEL = "cancel"  # the job ends and its pod (if any) is terminated
+    ANSWER_ALARM = "answer_alarm"  # its face alarm: stop the run, let it run, or retry it changed
 
 
 def may_act(member: Member, requested_by: int, action: JobAction, names: RoleNames) -> bool:
     """Whether ``member`` may ``action`` a job requested by user ``requested_by``."""
     if has_role(member, Role.ADMIN, names):
         return True
+    if action == JobAction.ANSWER_ALARM:
+        return member.user_id == requested_by or has_role(member, Role.TRAINER, names)
     if member.user_id != requested_by:
         return False
     return action == JobAction.CANCEL or has_role(member, Role.TRAINER, names)
@@ -43,7 +48,7 @@ def require_may_act(
     """Raise a short, user-facing :class:`PermissionDeniedError` unless :func:`may_act`."""
     if may_act(member, requested_by, action, names):
         return
-    if member.user_id != requested_by:
+    if member.user_id != requested_by and action != JobAction.ANSWER_ALARM:
         raise PermissionDeniedError(f"Only <@{requested_by}> or an admin can {action.value} job #{job_id}.")
     raise PermissionDeniedError(f"This needs the **{names.name_of(Role.TRAINER)}** role.")
 

@@ -47,6 +47,12 @@ def member(user_id: int, *roles: str, administrator: bool = False) -> Member:
         (member(OTHER, "LoRA Admin"), JobAction.CANCEL, True),
         (member(OTHER, administrator=True), JobAction.CONFIRM, True),
         (member(OTHER, administrator=True), JobAction.CANCEL, True),
+        # A job's face alarm asks the team: the requester (trainer or not), any trainer, an admin.
+        (member(REQUESTER), JobAction.ANSWER_ALARM, True),
+        (member(OTHER, "Trainer"), JobAction.ANSWER_ALARM, True),
+        (member(OTHER, "LoRA Admin"), JobAction.ANSWER_ALARM, True),
+        (member(OTHER, "Reviewer"), JobAction.ANSWER_ALARM, False),
+        (member(OTHER), JobAction.ANSWER_ALARM, False),
     ],
 )
 def test_who_may_act_on_a_job(who: Member, action: JobAction, allowed: bool) -> None:
@@ -63,6 +69,8 @@ def test_refusals_say_who_may() -> None:
         require_may_act(member(OTHER, "Trainer"), REQUESTER, 7, JobAction.CANCEL, NAMES)
     with pytest.raises(PermissionDeniedError, match=r"needs the \*\*Trainer\*\* role"):
         require_may_act(member(REQUESTER), REQUESTER, 7, JobAction.CONFIRM, NAMES)
+    with pytest.raises(PermissionDeniedError, match=r"needs the \*\*Trainer\*\* role"):
+        require_may_act(member(OTHER, "Reviewer"), REQUESTER, 7, JobAction.ANSWER_ALARM, NAMES)
 
 
 @pytest.mark.parametrize(
