@@ -19,6 +19,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.crashpoints import crashpoint
 from bot.errors import (
     ServiceUnavailableError,
     UserError,
@@ -340,6 +341,7 @@ class TrainCog(commands.GroupCog, group_name="train", group_description="Train a
         message = await interaction.edit_original_response(
             content=quote_text(quote), view=quote_view(quote.job_id)
         )
+        crashpoint("quote.shown")
         # Remembered so that a ✅ made on it while the bot was away still confirms (see sync_quotes).
         await services_of(interaction).outbox.record(
             quote.job_id, QUOTE, channel_id=message.channel.id, message_id=message.id

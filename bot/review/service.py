@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.crashpoints import crashpoint
 from bot.errors import NotFoundError, UserError
 from bot.review.alarm import AlarmActions, FaceAlarm
 from bot.review.chart import ChartPoint, render_chart
@@ -671,6 +672,8 @@ class ReviewListener(JobListener):
         result = await self._review.review_checkpoint(job, checkpoint, samples)
         if result.early_stop.stop:
             result = replace(result, stopped_now=await self._stop(job, result))
+            if result.stopped_now:
+                crashpoint("review.stopped_early")  # stopped and stored; its note not posted yet
         if self.publisher is not None:
             await self.publisher.checkpoint_reviewed(job, result)
 
