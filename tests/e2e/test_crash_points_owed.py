@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from bot.review.notify import money
 from bot.review.votes import APPROVE
-from bot.training.money import money
 from sim.harness import confirm_job, quoted_job_id
 from sim.testdata import testdata_faces as faces_dir
 from storage.models import JobState
