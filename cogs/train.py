@@ -338,14 +338,15 @@ class TrainCog(commands.GroupCog, group_name="train", group_description="Train a
             await interaction.delete_original_response()
             raise
         assert quote.job_id is not None
-        message = await interaction.edit_original_response(
-            content=quote_text(quote), view=quote_view(quote.job_id)
-        )
-        crashpoint("quote.shown")
-        # Remembered so that a ✅ made on it while the bot was away still confirms (see sync_quotes).
+        # The deferred reply already is the quote's message: its id is remembered *before* the quote is
+        # shown in it, so a ✅ made on the quote while the bot was away still confirms (see sync_quotes),
+        # even when the bot died right after showing it.
+        message = await interaction.original_response()
         await services_of(interaction).outbox.record(
             quote.job_id, QUOTE, channel_id=message.channel.id, message_id=message.id
         )
+        await interaction.edit_original_response(content=quote_text(quote), view=quote_view(quote.job_id))
+        crashpoint("quote.shown")
 
     @app_commands.command(name="status", description="Progress of a training job (the newest if none given).")
     @app_commands.describe(job="Job number")
