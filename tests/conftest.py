@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -30,6 +31,20 @@ def faces_dir() -> Path:
 @pytest.fixture(scope="session")
 def dlib_engine() -> DlibEngine:
     return DlibEngine()
+
+
+@pytest.fixture
+def root_logging() -> Iterator[None]:
+    """For tests that call ``setup_logging`` (it replaces the root handlers and levels): pytest's come
+    back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    levels = {name: logging.getLogger(name).level for name in logging.root.manager.loggerDict}
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name, value in levels.items():
+        logging.getLogger(name).setLevel(value)
 
 
 @pytest.fixture(autouse=True)

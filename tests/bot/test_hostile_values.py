@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -103,19 +102,6 @@ def test_ordinary_log_text_and_digests_are_kept() -> None:
         "max_token_length = 225, pod abc123xyz running",
     ):
         assert redact(line) == line
-
-
-@pytest.fixture
-def root_logging() -> Iterator[None]:
-    """setup_logging replaces the root handlers: put pytest's back afterwards."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    levels = {name: logging.getLogger(name).level for name in ("aiosqlite", "sqlalchemy.engine", "discord")}
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    for name, value in levels.items():
-        logging.getLogger(name).setLevel(value)
 
 
 async def test_debug_log_of_a_real_sqlite_query_holds_no_parameter(

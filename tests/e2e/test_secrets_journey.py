@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,19 +33,6 @@ DISCORD_TOKEN = "MTk4NjIyNDgzNDcxOTI1MjQ4.Gx7Yq2.DISTINCT-discord-zq8w4r1t6y0p"
 CLOUDINARY_SECRET = "DISTINCT-cloudinary-secret-zq8w4r"
 WORKER_TOKEN_KEY = "DISTINCT-worker-token-key-zq8w4r"
 SECRETS = [DISCORD_TOKEN, CLOUDINARY_SECRET, WORKER_TOKEN_KEY, HARNESS_RUNPOD_KEY, HARNESS_HF_TOKEN]
-
-
-@pytest.fixture
-def root_logging() -> Iterator[None]:
-    """setup_logging replaces the root handlers and levels: pytest's come back afterwards."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    levels = {name: logging.getLogger(name).level for name in logging.root.manager.loggerDict}
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    for name, value in levels.items():
-        logging.getLogger(name).setLevel(value)
 
 
 def _messages_text(sim: DiscordSimulator) -> str:

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import sys
-import zipfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -38,7 +36,7 @@ from bot.training.progress import ProgressView
 from bot.training.reconciler import Reconciler
 from sim.meter import assert_ledger_matches_meter
 from sim.runpod import RunPodSim, SimClock, worker_launcher
-from sim.testdata import TESTDATA_FACES
+from sim.testdata import STANDIN_CONFIG_TOML, STANDIN_DATASET_TOML, snapshot_zip
 from storage.blobs import BlobStore
 from storage.db import unit_of_work
 from storage.models import Checkpoint, Dataset, Job, JobState, Sample
@@ -92,45 +90,8 @@ KEY = "rpa_TRAININGE2EKEY0123456789"
 BASE_MODEL = b"not really a checkpoint\n" * 256
 
 # What the planner hands the worker: a small sd15 run the stand-in trains in well under a second a step.
-CONFIG_TOML = """\
-[model_arguments]
-pretrained_model_name_or_path = "models/base.safetensors"
-[additional_network_arguments]
-network_module = "networks.lora"
-network_dim = 8
-network_alpha = 4.0
-[training_arguments]
-output_dir = "output"
-output_name = "elena"
-max_train_steps = {steps}
-save_every_n_steps = 4
-sample_every_n_steps = 4
-sample_prompts = "prompts.txt"
-mixed_precision = "bf16"
-save_precision = "fp16"
-seed = 42
-"""
-DATASET_TOML = """\
-[general]
-caption_extension = ".txt"
-[[datasets]]
-resolution = 512
-batch_size = 1
-  [[datasets.subsets]]
-  image_dir = "dataset/img"
-  num_repeats = 2
-"""
+CONFIG_TOML = STANDIN_CONFIG_TOML.replace("{save_every}", "4")
 PROMPTS = "ohwx man, portrait --w 128 --h 128 --d 42\nohwx man, beach --w 128 --h 128 --d 7\n"
-
-
-def snapshot_zip() -> bytes:
-    """A dataset snapshot of three real photos with captions, as the bot freezes one."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for index, photo in enumerate(sorted((TESTDATA_FACES / "obama").glob("*.jpg"))[:3]):
-            archive.write(photo, f"img/{index:03d}.jpg")
-            archive.writestr(f"img/{index:03d}.txt", "ohwx man, photo")
-    return buffer.getvalue()
 
 
 PROFILE = SpeedProfile(
@@ -154,7 +115,7 @@ class FakePlanner:
     total_steps: int = 10
     prompts_txt: str = PROMPTS
     config_toml: str = CONFIG_TOML
-    dataset_toml: str = DATASET_TOML
+    dataset_toml: str = STANDIN_DATASET_TOML
     model_family: str = "sd15"
     profile: SpeedProfile = PROFILE
 

@@ -24,8 +24,6 @@ from worker.protocol import ENV_JOB_SPEC, ENV_WORKER_TOKEN, JobSpec
 
 from .conftest import GUILD, USER, Harness
 
-pytestmark = pytest.mark.slow
-
 HAPPY = [
     JobState.PROVISIONING,
     JobState.UPLOADING,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-import pytest
 from sqlalchemy import select
 
 from bot.clients.runpod import Pod
@@ -13,8 +12,6 @@ from storage.db import unit_of_work
 from storage.models import Job, JobEvent, JobState
 
 from .conftest import GUILD, USER, Harness
-
-pytestmark = pytest.mark.slow
 
 
 async def _pending(h: Harness) -> int:

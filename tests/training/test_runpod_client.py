@@ -16,7 +16,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from pydantic import SecretStr
 
 from bot.clients.runpod import (
@@ -33,6 +32,8 @@ from bot.config import Settings
 from bot.errors import ServiceUnavailableError
 from sim.runpod import PodLauncher, RunPodSim, SimClock, worker_launcher
 from worker.protocol import ENV_JOB_SPEC, ENV_WORKER_TOKEN, PROTOCOL_VERSION, BaseModelSource, JobSpec
+
+from .conftest import BASE_MODEL
 
 KEY = "rpa_CLIENTTESTKEY0123456789"
 READ_ONLY_KEY = "rpa_CLIENTREADONLY0123456789"
@@ -333,29 +334,10 @@ async def test_worker_base_url_reaches_the_pods_container(sim: RunPodSim) -> Non
 # ---------------------------------------------------------------------- the real worker
 
 
-@pytest.fixture
-async def model_server() -> AsyncIterator[tuple[str, str]]:
-    """A plain URL serving a small 'base model' file, and its sha256."""
-    body = b"not really a checkpoint\n" * 64
-
-    async def serve(_request: web.Request) -> web.Response:
-        return web.Response(body=body)
-
-    app = web.Application()
-    app.router.add_get("/base.safetensors", serve)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    yield f"http://127.0.0.1:{port}/base.safetensors", hashlib.sha256(body).hexdigest()
-    await runner.cleanup()
-
-
 async def test_the_real_worker_runs_in_a_simulated_pod_and_terminates_it(
-    tmp_path: Path, model_server: tuple[str, str]
+    tmp_path: Path, model_url: str
 ) -> None:
-    url, digest = model_server
+    url, digest = model_url, hashlib.sha256(BASE_MODEL).hexdigest()  # model_url: tests/training/conftest.py
     launcher = worker_launcher(trainer_cmd=f"{sys.executable} -m sim.sdscripts accelerate launch")
     sim = await _sim(tmp_path, launcher=launcher)
     try:

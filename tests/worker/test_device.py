@@ -12,9 +12,10 @@ import shlex
 from pathlib import Path
 
 import pytest
-from worker_harness import ACCELERATE, REPO_ROOT, Stubs, dataset_zip, make_spec
+from worker_harness import ACCELERATE, REPO_ROOT, Stubs, make_spec
 
 from sim.gpu import install_driver
+from sim.testdata import snapshot_zip
 from worker import device
 from worker.settings import ACCELERATE_CONFIG_PATH, DEFAULT_TRAINER_CMD
 
@@ -134,7 +135,7 @@ async def test_gpu_inventory_from_the_driver(tmp_path: Path) -> None:
 
 
 async def run_to_end(start_worker, env: dict[str, str]) -> dict:
-    zipped = dataset_zip()
+    zipped = snapshot_zip()
     worker = await start_worker(make_spec(zip_bytes=zipped), env)
     # A refused job may be over before the upload arrives: then the worker answers 409.
     assert (await worker.upload(zipped)).status in (201, 409)

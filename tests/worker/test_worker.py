@@ -9,15 +9,16 @@ import time
 import zipfile
 from dataclasses import replace
 
-from worker_harness import FACES, HF_TOKEN, POD_ID, RUNPOD_KEY, TOKEN, Stubs, dataset_zip, make_spec
+from worker_harness import FACES, HF_TOKEN, POD_ID, RUNPOD_KEY, TOKEN, Stubs, make_spec
 
 from sim.sdscripts import safetensors_io
+from sim.testdata import snapshot_zip
 from worker.protocol import SHA256_HEADER, WorkerStatus
 
 
 async def failed_run(start_worker, standin_env: dict[str, str]) -> dict:
     """Train with a stand-in failure mode switched on; return the status once the run has failed."""
-    zipped = dataset_zip()
+    zipped = snapshot_zip()
     worker = await start_worker(make_spec(zip_bytes=zipped), standin_env)
     assert (await worker.upload(zipped)).status == 201
     status = await worker.wait_state("finished", "failed")
@@ -26,7 +27,7 @@ async def failed_run(start_worker, standin_env: dict[str, str]) -> dict:
 
 
 async def test_health_is_open_and_everything_else_needs_the_token(start_worker):
-    zipped = dataset_zip()
+    zipped = snapshot_zip()
     worker = await start_worker(make_spec(zip_bytes=zipped))
     async with worker.session.get(f"{worker.url}/health") as response:
         assert response.status == 200
@@ -43,7 +44,7 @@ async def test_health_is_open_and_everything_else_needs_the_token(start_worker):
 
 
 async def test_dataset_sha_mismatch_is_refused_then_the_right_one_accepted_once(start_worker):
-    zipped = dataset_zip()
+    zipped = snapshot_zip()
     worker = await start_worker(make_spec(zip_bytes=zipped))
     # The header claims the job's sha but the body differs: caught after streaming.
     response = await worker.upload(zipped[:-10] + b"0123456789", sha=worker.spec.dataset_sha256)
@@ -77,7 +78,7 @@ async def test_zip_with_path_escape_is_refused(start_worker):
 
 
 async def test_training_runs_lists_and_serves_files_then_ack_terminates_the_pod(start_worker, stubs: Stubs):
-    zipped = dataset_zip()
+    zipped = snapshot_zip()
     spec = make_spec(
         zip_bytes=zipped,
         prompts=f"ohwx man {HF_TOKEN} --w 256 --h 256 --d 3\nohwx man, beach --w 256 --h 256\n",
@@ -161,7 +162,7 @@ async def test_training_runs_lists_and_serves_files_then_ack_terminates_the_pod(
 
 
 async def test_nan_loss_aborts_at_once(start_worker):
-    zipped = dataset_zip()
+    zipped = snapshot_zip()
     worker = await start_worker(
         make_spec(steps=300, zip_bytes=zipped),
         {"SDSTANDIN_NAN_AT_STEP": "5", "SDSTANDIN_STEP_SECONDS": "0.03"},
@@ -194,7 +195,7 @@ async def test_no_images_is_exit_zero_without_output(start_worker):
 
 
 async def test_a_zip_without_images_is_refused_at_upload(start_worker):
-    zipped = dataset_zip(with_images=False)
+    zipped = snapshot_zip(with_images=False)
     worker = await start_worker(make_spec(zip_bytes=zipped))
     async with worker.session.put(
         f"{worker.url}/dataset",
@@ -232,7 +233,7 @@ async def test_a_zip_laid_out_from_the_work_dir_is_refused_at_upload(start_worke
 async def test_config_naming_models_the_worker_does_not_fetch_fails_before_downloading(
     start_worker, stubs: Stubs
 ):
-    zipped = dataset_zip()
+    zipped = snapshot_zip()
     spec = make_spec(zip_bytes=zipped)
     wrong = replace(
         spec,
@@ -257,7 +258,7 @@ async def test_killed_trainer_is_reported_with_the_signal(start_worker):
 
 
 async def test_cancel_stops_training(start_worker):
-    zipped = dataset_zip()
+    zipped = snapshot_zip()
     worker = await start_worker(make_spec(steps=2000, zip_bytes=zipped), {"SDSTANDIN_STEP_SECONDS": "0.1"})
     assert (await worker.upload(zipped)).status == 201
     await worker.wait_for(lambda s: s["state"] == "training" and s["step"] >= 2)
@@ -274,7 +275,7 @@ async def test_cancel_stops_training(start_worker):
 
 
 async def test_deadline_stops_everything_and_terminates_the_pod(start_worker, stubs: Stubs):
-    zipped = dataset_zip()
+    zipped = snapshot_zip()
     spec = make_spec(steps=2000, zip_bytes=zipped, deadline_in=4.0)
     worker = await start_worker(spec, {"SDSTANDIN_STEP_SECONDS": "0.1"})
     assert (await worker.upload(zipped)).status == 201
@@ -284,7 +285,7 @@ async def test_deadline_stops_everything_and_terminates_the_pod(start_worker, st
 
 
 async def test_a_dataset_sent_in_parts_resumes_where_the_worker_stopped_receiving(start_worker, tmp_path):
-    zipped = dataset_zip()
+    zipped = snapshot_zip()
     worker = await start_worker(make_spec(zip_bytes=zipped))
     sha = hashlib.sha256(zipped).hexdigest()
 
@@ -317,7 +318,7 @@ async def test_a_dataset_sent_in_parts_resumes_where_the_worker_stopped_receivin
 async def test_the_bot_sends_a_large_dataset_in_parts(start_worker, tmp_path):
     from bot.training.worker_client import MIN_UPLOAD_PART, WorkerClient
 
-    zipped = dataset_zip()
+    zipped = snapshot_zip()
     assert len(zipped) > 3 * MIN_UPLOAD_PART
     worker = await start_worker(make_spec(zip_bytes=zipped))
     path = tmp_path / "dataset.zip"
@@ -328,7 +329,7 @@ async def test_the_bot_sends_a_large_dataset_in_parts(start_worker, tmp_path):
 
 
 async def test_the_budget_stops_training_and_terminates_the_pod_without_the_bot(start_worker, stubs: Stubs):
-    zipped = dataset_zip()
+    zipped = snapshot_zip()
     spec = make_spec(steps=2000, zip_bytes=zipped, budget_stop_in=4.0)
     worker = await start_worker(spec, {"SDSTANDIN_STEP_SECONDS": "0.1"})
     assert (await worker.upload(zipped)).status == 201
@@ -339,7 +340,7 @@ async def test_the_budget_stops_training_and_terminates_the_pod_without_the_bot(
 
 
 async def test_a_finished_run_the_bot_never_collects_terminates_the_pod(start_worker, stubs: Stubs):
-    zipped = dataset_zip()
+    zipped = snapshot_zip()
     worker = await start_worker(make_spec(steps=4, zip_bytes=zipped, unattended_stop_s=3.0))
     assert (await worker.upload(zipped)).status == 201
     await worker.wait_for(lambda s: s["state"] in ("finished", "failed"))
@@ -351,7 +352,7 @@ async def test_a_finished_run_the_bot_never_collects_terminates_the_pod(start_wo
 
 
 async def test_a_bot_that_keeps_calling_keeps_a_finished_pod(start_worker, stubs: Stubs):
-    zipped = dataset_zip()
+    zipped = snapshot_zip()
     worker = await start_worker(make_spec(steps=4, zip_bytes=zipped, unattended_stop_s=2.0))
     assert (await worker.upload(zipped)).status == 201
     await worker.wait_for(lambda s: s["state"] in ("finished", "failed"))
@@ -365,7 +366,7 @@ async def test_a_bot_that_keeps_calling_keeps_a_finished_pod(start_worker, stubs
 async def test_base_model_sha_mismatch_fails_and_a_verified_cache_skips_the_download(
     start_worker, stubs, tmp_path
 ):
-    zipped = dataset_zip()
+    zipped = snapshot_zip()
     bad = await start_worker(make_spec(zip_bytes=zipped, model_sha="0" * 64))
     status = await bad.wait_state("failed", "waiting_dataset")
     assert status["state"] == "failed" and "sha256 mismatch" in status["error"]

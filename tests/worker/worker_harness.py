@@ -11,12 +11,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import io
 import json
 import os
 import sys
 import time
-import zipfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,7 +25,7 @@ import pytest
 from aiohttp import web
 
 from sim.gpu import install_driver
-from sim.testdata import TESTDATA_FACES
+from sim.testdata import STANDIN_CONFIG_TOML, STANDIN_DATASET_TOML, TESTDATA_FACES
 from worker.protocol import BaseModelSource, JobSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -38,47 +36,6 @@ RUNPOD_KEY = "rp_podkey_0123456789"
 POD_ID = "pod-abc123"
 ACCELERATE = "accelerate launch --num_cpu_threads_per_process 1"
 BASE_MODEL = b"fake-base-model-weights " * 4096
-
-CONFIG_TOML = """\
-[model_arguments]
-pretrained_model_name_or_path = "models/base.safetensors"
-[additional_network_arguments]
-network_module = "networks.lora"
-network_dim = 8
-network_alpha = 4.0
-[training_arguments]
-output_dir = "output"
-output_name = "elena"
-max_train_steps = {steps}
-save_every_n_steps = 6
-sample_every_n_steps = 4
-sample_prompts = "prompts.txt"
-mixed_precision = "bf16"
-save_precision = "fp16"
-seed = 42
-"""
-DATASET_TOML = """\
-[general]
-caption_extension = ".txt"
-[[datasets]]
-resolution = 512
-batch_size = 1
-  [[datasets.subsets]]
-  image_dir = "dataset/img"
-  num_repeats = 2
-"""
-
-
-def dataset_zip(with_images: bool = True) -> bytes:
-    """A snapshot zip like the bot's: img/ with photos and .txt captions."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        photos = sorted((FACES / "obama").glob("*.jpg"))[:3] if with_images else []
-        for index, photo in enumerate(photos):
-            archive.write(photo, f"img/{index:03d}.jpg")
-            archive.writestr(f"img/{index:03d}.txt", "ohwx man, photo")
-        archive.writestr("README.txt", "loraops snapshot")
-    return buffer.getvalue()
 
 
 def make_spec(
@@ -100,8 +57,8 @@ def make_spec(
             filename="base.safetensors",
             sha256=model_sha if model_sha is not None else hashlib.sha256(BASE_MODEL).hexdigest(),
         ),
-        config_toml=CONFIG_TOML.format(steps=steps),
-        dataset_toml=DATASET_TOML,
+        config_toml=STANDIN_CONFIG_TOML.format(steps=steps, save_every=6),
+        dataset_toml=STANDIN_DATASET_TOML,
         prompts_txt=prompts or "ohwx man, portrait --w 256 --h 256 --d 1\nohwx man, beach --w 256 --h 256\n",
         total_steps=steps,
         dataset_sha256=hashlib.sha256(zip_bytes).hexdigest(),
