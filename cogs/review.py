@@ -349,7 +349,7 @@ class ReviewCog(commands.Cog, name="Review"):
         )
 
     async def _retry(self, interaction: discord.Interaction[Any], job_id: int) -> None:
-        from cogs.train import quote_text, quote_view
+        from cogs.train import quote_text, show_quote
 
         await interaction.response.defer(thinking=True)
         try:
@@ -372,9 +372,8 @@ class ReviewCog(commands.Cog, name="Review"):
             f"Retry of job #{job_id} with the suggested changes: preset `{suggested.preset}`{overrides}.\n"
             f"{applied}"
         )
-        await interaction.edit_original_response(
-            content=clip(head + quote_text(quote)), view=quote_view(quote.job_id)
-        )
+        # Its ✅ counts like that of a /train start quote (remembered before it is shown).
+        await show_quote(interaction, quote, clip(head + quote_text(quote)))
 
     async def _renew_chart(
         self, job: JobView, channel: discord.PartialMessageable, review: CheckpointReview
