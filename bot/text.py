@@ -14,6 +14,9 @@ this module makes the *text* inert as well.
   replaced by a look-alike so the span cannot be closed early).
 - :func:`visible` only the character cleaning, for text that goes to a file or a log line.
 
+It also holds the few wording helpers every message shares (:func:`truncate`, :func:`plural`, :func:`mib`),
+so that a count or a size reads the same wherever the bot says it.
+
 No discord import: the domain formats its own messages with these.
 """
 
@@ -62,6 +65,16 @@ def truncate(text: str, limit: int | None) -> str:
     if limit is None or len(text) <= limit:
         return text
     return text[: max(0, limit - 1)] + ELLIPSIS
+
+
+def plural(n: int, noun: str) -> str:
+    """``n`` and ``noun``, with a regular English plural when ``n`` is not 1: "1 image", "3 images"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def mib(size: int) -> str:
+    """A size in bytes as mebibytes, one decimal: "12.5 MiB" (how every size limit is told)."""
+    return f"{size / (1024 * 1024):.1f} MiB"
 
 
 def escape_markdown(text: str) -> str:

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import discord
 
+from bot.background import TaskGroup
 from bot.outbox import PROGRESS, Outbox
 from bot.training.context import JobListener
 from bot.training.jobs import JobService
@@ -71,15 +72,11 @@ class ProgressBoard(JobListener):
         self._outbox = outbox
         self._boards: dict[int, _Board] = {}
         self._ended: set[int] = set()  # announced here: later reports of these jobs change nothing
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskGroup("progress")
 
     async def close(self) -> None:
         """Stop pending edits (the next process picks the message up again from the job row)."""
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._tasks.clear()
+        await self._tasks.close()
 
     # -- JobListener --------------------------------------------------------------------------------
 
@@ -151,13 +148,7 @@ class ProgressBoard(JobListener):
 
     def _schedule(self, board: _Board) -> None:
         if board.flusher is None or board.flusher.done():
-            board.flusher = self._spawn(self._flush(board), name=f"progress-{board.job_id}")
-
-    def _spawn(self, coro: Coroutine[Any, Any, None], *, name: str) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+            board.flusher = self._tasks.spawn(self._flush(board), name=f"job-{board.job_id}")
 
     async def _flush(self, board: _Board) -> None:
         """Edit until the message shows the newest wanted text (one edit at a time per job)."""

@@ -31,6 +31,24 @@ async def get_snapshot(session: AsyncSession, snapshot_id: int) -> DatasetSnapsh
     return await session.get(DatasetSnapshot, snapshot_id)
 
 
+async def snapshot_with_hash(
+    session: AsyncSession, dataset_id: int, content_hash: str
+) -> DatasetSnapshot | None:
+    """The dataset's snapshot of exactly this content, if one was frozen before."""
+    return await session.scalar(
+        select(DatasetSnapshot).where(
+            DatasetSnapshot.dataset_id == dataset_id, DatasetSnapshot.content_hash == content_hash
+        )
+    )
+
+
+async def add_snapshot(session: AsyncSession, row: DatasetSnapshot) -> DatasetSnapshot:
+    """Stage a new snapshot and flush it, so it has its id."""
+    session.add(row)
+    await session.flush()
+    return row
+
+
 # --- images -------------------------------------------------------------------------------------------------
 
 

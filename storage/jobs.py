@@ -1,5 +1,6 @@
 """The queries of training jobs: the job row, its timeline of events, its checkpoints and samples, and
-the dataset snapshots jobs train (design §4 ``jobs``, ``job_events``, ``checkpoints``, ``samples``).
+what a run plan reads of its dataset (design §4 ``jobs``, ``job_events``, ``checkpoints``, ``samples``;
+dataset snapshots are in ``storage/datasets.py``).
 
 Every function takes the caller's session: the caller (``bot/training``) owns the unit of work, so a
 read and the writes it decides stay in one transaction exactly as before. ``for_update`` takes the
@@ -21,7 +22,6 @@ from storage.models import (
     TERMINAL_STATES,
     Caption,
     Checkpoint,
-    DatasetSnapshot,
     FaceAnalysis,
     Image,
     Job,
@@ -226,25 +226,6 @@ async def samples(session: AsyncSession, job_id: int, *, step: int | None = None
 def add_row(session: AsyncSession, row: Checkpoint | Sample) -> None:
     """Stage a new checkpoint or sample row."""
     session.add(row)
-
-
-# -- snapshots ----------------------------------------------------------------------------------------
-
-
-async def snapshot_with_hash(
-    session: AsyncSession, dataset_id: int, content_hash: str
-) -> DatasetSnapshot | None:
-    return await session.scalar(
-        select(DatasetSnapshot).where(
-            DatasetSnapshot.dataset_id == dataset_id, DatasetSnapshot.content_hash == content_hash
-        )
-    )
-
-
-async def add_snapshot(session: AsyncSession, row: DatasetSnapshot) -> DatasetSnapshot:
-    session.add(row)
-    await session.flush()
-    return row
 
 
 # -- the quote messages of jobs (the owed-message ledger's ``quote`` rows) ------------------------------

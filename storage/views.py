@@ -12,10 +12,10 @@ reach the row (they are still dicts: callers read them like the row's).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from storage.models import (
     LIVE_STATES,
@@ -28,6 +28,11 @@ from storage.models import (
     Sample,
 )
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+_View = TypeVar("_View", bound="DataclassInstance")
+
 __all__ = [
     "LIVE_STATES",
     "TERMINAL_STATES",
@@ -38,6 +43,16 @@ __all__ = [
     "OwedMessageView",
     "SampleView",
 ]
+
+
+def _copied(view: type[_View], row: object, **converted: Any) -> _View:
+    """A ``view`` whose fields are ``row``'s attributes of the same name, except the ``converted`` ones
+    (a copied JSON column, an enum, a default for NULL): each ``of`` names only what is not a plain copy."""
+    names = {f.name for f in fields(view)}
+    unknown = converted.keys() - names
+    if unknown:
+        raise TypeError(f"{view.__name__} has no field {', '.join(sorted(unknown))}")
+    return view(**{name: converted[name] if name in converted else getattr(row, name) for name in names})
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,38 +102,16 @@ class JobView:
 
     @classmethod
     def of(cls, row: Job) -> JobView:
-        return cls(
-            id=row.id,
-            guild_id=row.guild_id,
-            dataset_id=row.dataset_id,
-            snapshot_id=row.snapshot_id,
-            preset=row.preset,
+        return _copied(
+            cls,
+            row,
             params=copy.deepcopy(row.params or {}),
             state=JobState(row.state),
-            gpu_type=row.gpu_type,
-            pod_name=row.pod_name,
-            pod_id=row.pod_id,
-            price_per_hour=row.price_per_hour,
-            budget_usd=row.budget_usd,
             cost_usd=row.cost_usd if row.cost_usd is not None else Decimal(0),
             estimate=copy.deepcopy(row.estimate or {}),
             step=row.step or 0,
             total_steps=row.total_steps or 0,
-            loss=row.loss,
-            rate=row.rate,
-            eta_s=row.eta_s,
-            early_stop_patience=row.early_stop_patience,
-            channel_id=row.channel_id,
-            progress_message_id=row.progress_message_id,
-            summary_message_id=row.summary_message_id,
-            requested_by=row.requested_by,
-            error=row.error,
             last_log=tuple(str(line) for line in row.last_log or ()),
-            created_at=row.created_at,
-            pod_created_at=row.pod_created_at,
-            pod_terminated_at=row.pod_terminated_at,
-            deadline_at=row.deadline_at,
-            finished_at=row.finished_at,
         )
 
 
@@ -136,15 +129,7 @@ class JobEventView:
 
     @classmethod
     def of(cls, row: JobEvent) -> JobEventView:
-        return cls(
-            id=row.id,
-            job_id=row.job_id,
-            at=row.at,
-            kind=row.kind,
-            from_state=row.from_state,
-            to_state=row.to_state,
-            payload=copy.deepcopy(row.payload or {}),
-        )
+        return _copied(cls, row, payload=copy.deepcopy(row.payload or {}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,21 +152,7 @@ class CheckpointView:
 
     @classmethod
     def of(cls, row: Checkpoint) -> CheckpointView:
-        return cls(
-            id=row.id,
-            job_id=row.job_id,
-            step=row.step,
-            file_name=row.file_name,
-            sha256=row.sha256,
-            size_bytes=row.size_bytes,
-            collected=bool(row.collected),
-            engine=row.engine,
-            score_mean=row.score_mean,
-            score_max=row.score_max,
-            face_share=row.face_share,
-            row_message_id=row.row_message_id,
-            approved=bool(row.approved),
-        )
+        return _copied(cls, row, collected=bool(row.collected), approved=bool(row.approved))
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,20 +174,7 @@ class SampleView:
 
     @classmethod
     def of(cls, row: Sample) -> SampleView:
-        return cls(
-            id=row.id,
-            job_id=row.job_id,
-            step=row.step,
-            prompt_index=row.prompt_index,
-            prompt=row.prompt or "",
-            seed=row.seed,
-            file_name=row.file_name,
-            blob_sha256=row.blob_sha256,
-            engine=row.engine,
-            face_found=row.face_found,
-            face_similarity=row.face_similarity,
-            ceiling_pct=row.ceiling_pct,
-        )
+        return _copied(cls, row, prompt=row.prompt or "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,15 +194,4 @@ class OwedMessageView:
 
     @classmethod
     def of(cls, row: OwedMessage) -> OwedMessageView:
-        return cls(
-            id=row.id,
-            job_id=row.job_id,
-            key=row.key,
-            channel_id=row.channel_id,
-            nonce=row.nonce,
-            content=row.content or "",
-            message_id=row.message_id,
-            attempts=row.attempts or 0,
-            attempted_at=row.attempted_at,
-            done_at=row.done_at,
-        )
+        return _copied(cls, row, content=row.content or "", attempts=row.attempts or 0)

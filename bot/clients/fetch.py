@@ -31,6 +31,7 @@ from aiohttp.resolver import DefaultResolver
 from yarl import URL
 
 from bot.errors import UserError
+from bot.text import mib, truncate
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class FetchError(UserError):
     """A URL could not be fetched; the message says why in words a user understands."""
 
     def __init__(self, url: str, reason: str) -> None:
-        super().__init__(f"{_short(url)}: {reason}")
+        super().__init__(f"{truncate(url, 120)}: {reason}")
         self.url = url
         self.reason = reason
 
@@ -291,13 +292,13 @@ class SafeFetcher:
     async def _read_limited(self, url: str, response: aiohttp.ClientResponse) -> bytes:
         declared = response.content_length
         if declared is not None and declared > self.max_bytes:
-            raise FetchError(url, f"too large ({_mib(declared)}; the limit is {_mib(self.max_bytes)})")
+            raise FetchError(url, f"too large ({mib(declared)}; the limit is {mib(self.max_bytes)})")
         chunks: list[bytes] = []
         received = 0
         async for chunk in response.content.iter_chunked(_CHUNK):
             received += len(chunk)
             if received > self.max_bytes:
-                raise FetchError(url, f"too large (over the {_mib(self.max_bytes)} limit)")
+                raise FetchError(url, f"too large (over the {mib(self.max_bytes)} limit)")
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -312,11 +313,3 @@ def _filename(response: aiohttp.ClientResponse, url: URL) -> str:
     # Only the last path component, whatever the server said.
     name = name.replace("\\", "/").rsplit("/", 1)[-1].strip()
     return name or "download"
-
-
-def _mib(size: int) -> str:
-    return f"{size / (1024 * 1024):.1f} MiB"
-
-
-def _short(url: str, limit: int = 120) -> str:
-    return url if len(url) <= limit else url[: limit - 1] + "…"

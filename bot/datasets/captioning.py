@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.datasets.imaging import exif_orientation, open_checked, oriented
 from bot.datasets.positions import position_list
 from bot.errors import ConflictError, InvalidInputError, NotFoundError
+from bot.text import plural
 from bot.training import captions as cap
 from bot.training.render import TrainingImage
 from storage import datasets as store
@@ -231,7 +232,7 @@ class CaptionService:
         problems = []
         if missing:
             problems.append(
-                f"{_count(len(missing), 'image')} without a caption ({position_list(missing, 15)}): "
+                f"{plural(len(missing), 'image')} without a caption ({position_list(missing, 15)}): "
                 "`/dataset caption` makes them"
             )
         problems += cap.check_captions(
@@ -277,7 +278,7 @@ class CaptionService:
         notes = []
         if template_used:
             notes.append(
-                f"{_count(len(template_used), 'image')} had no caption yet "
+                f"{plural(len(template_used), 'image')} had no caption yet "
                 f"({position_list(template_used, 15)}); the template caption was used"
             )
         images = await asyncio.to_thread(self._materialise, sources, Path(into))
@@ -402,9 +403,3 @@ async def _face_boxes(
         if x1 > x0 and y1 > y0:
             boxes[analysis.image_id] = (x0, y0, x1, y1)
     return boxes
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
-
-

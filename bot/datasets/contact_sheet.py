@@ -13,12 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from bot.discord_limits import DISCORD_FILE_LIMIT
 from bot.fonts import ui_font
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
-DISCORD_FILE_LIMIT = 10 * 1024 * 1024
 PER_PAGE = 48
 COLUMNS = 8
 TILE = 192
@@ -34,7 +34,6 @@ class SheetTile:
 
 def page_count(n_items: int, per_page: int = PER_PAGE) -> int:
     return max(1, -(-n_items // per_page))
-
 
 
 def render_page(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -186,16 +186,11 @@ class DatasetGatherService:
             await run.add(candidates)
 
     def _cloudinary_candidate(self, asset: CloudinaryAsset) -> Candidate:
-        url = asset.secure_url
-
-        async def fetch() -> bytes:
-            return (await self.fetcher.fetch(url)).data
-
         return Candidate(
             name=asset.display_name,
             source_kind="cloudinary",
             source_ref=asset.source_ref,
-            fetch=fetch,
+            fetch=self._download(asset.secure_url),
             tags=asset.tags,
             context=dict(asset.context),
             dedupe_by_source=True,
@@ -254,10 +249,15 @@ class DatasetGatherService:
         return run.report
 
     def _url_candidate(self, url: str) -> Candidate:
+        return Candidate(name=url, source_kind="url", source_ref=url, fetch=self._download(url))
+
+    def _download(self, url: str) -> Callable[[], Awaitable[bytes]]:
+        """The candidate's fetch: the bytes at ``url``, through the safe fetcher, when the ingestor asks."""
+
         async def fetch() -> bytes:
             return (await self.fetcher.fetch(url)).data
 
-        return Candidate(name=url, source_kind="url", source_ref=url, fetch=fetch)
+        return fetch
 
     # -- curation by number --------------------------------------------------------------------------------
 
@@ -340,5 +340,3 @@ class DatasetGatherService:
                 thumb = None
             tiles.append(SheetTile(position, thumb, bool(excluded), badges.get(position, ())))
         return render_page(tiles, title=title, page=page, pages=pages)
-
-

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bot.datasets.sniff import SUPPORTED_IMAGE_KINDS, UNSUPPORTED_IMAGE_KINDS, describe_non_image, sniff
+from bot.text import truncate
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -180,4 +181,4 @@ def thumbnail(data: bytes, size: int) -> PILImage:
 
 def _short_error(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
-    return text if len(text) <= 120 else text[:119] + "…"
+    return truncate(text, 120)

@@ -33,6 +33,7 @@ from bot.datasets.sniff import has_image_extension
 from bot.datasets.zips import ZipRefusedError, expand_zip, is_zip
 from bot.errors import NotFoundError, UserError
 from bot.locks import KeyedLocks
+from bot.text import mib
 from storage import datasets as store
 from storage.blobs import BlobStore
 from storage.db import unit_of_work
@@ -211,7 +212,7 @@ class IngestRun:
             else:
                 raise ValueError("a candidate needs data or fetch")
             if len(data) > self._limits.max_file_bytes:
-                self.reject(candidate.name, f"too large ({len(data) / 1048576:.1f} MiB)")
+                self.reject(candidate.name, f"too large ({mib(len(data))})")
                 return None
             return _Ready(candidate, candidate.name, candidate.source_kind, candidate.source_ref, data)
 

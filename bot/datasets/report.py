@@ -10,7 +10,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from bot.text import plain, quote_inline, visible
+from bot.text import plain, plural, quote_inline, truncate, visible
 
 log = logging.getLogger(__name__)
 
@@ -121,21 +121,21 @@ class IngestReport:
     def _headline(self, *, markdown: bool) -> str:
         parts: list[str] = []
         if self.added:
-            parts.append(f"added {_count(len(self.added), 'image')} ({_positions(self.added)})")
+            parts.append(f"added {plural(len(self.added), 'image')} ({_positions(self.added)})")
         elif self.duplicates and not self.rejected:
             parts.append(
-                f"no new images: all {_count(len(self.duplicates), 'file')} were already in the dataset"
+                f"no new images: all {plural(len(self.duplicates), 'file')} were already in the dataset"
             )
         else:
             parts.append("no images added")
         if self.duplicates and (self.added or self.rejected):
-            parts.append(f"{_count(len(self.duplicates), 'duplicate')} skipped")
+            parts.append(f"{plural(len(self.duplicates), 'duplicate')} skipped")
         if self.rejected:
             parts.append(f"{len(self.rejected)} rejected")
         if self.skipped:
             parts.append(f"{len(self.skipped)} skipped (not images)")
         if self.animated:
-            parts.append(f"{_count(len(self.animated), 'animated image')}: only the first frame is used")
+            parts.append(f"{plural(len(self.animated), 'animated image')}: only the first frame is used")
         if not markdown:
             return f"{self.dataset_name} from {self.source}: " + "; ".join(parts) + "."
         # Dataset names are letters, digits, - and _ (checked at creation); the source is composed by the
@@ -160,7 +160,7 @@ class IngestReport:
             if not items:
                 continue
             text = _append_section(text, title, items, limit)
-        return text if len(text) <= limit else text[: limit - 1] + "…"
+        return truncate(text, limit)
 
     @property
     def animated(self) -> list[AddedImage]:
@@ -210,10 +210,6 @@ def _append_section(text: str, title: str, items: list[str], limit: int) -> str:
             return text + tail
         text += "\n" + item
     return text
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _name(name: str, limit: int = 60) -> str:

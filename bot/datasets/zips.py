@@ -16,6 +16,7 @@ import zipfile
 from dataclasses import dataclass, field
 
 from bot.datasets.sniff import has_image_extension, sniff
+from bot.text import mib
 
 # Entries that are never photos and never worth a line in the report's "rejected" list.
 _JUNK = re.compile(r"(^|/)(__MACOSX/|\._|\.DS_Store$|Thumbs\.db$|desktop\.ini$)", re.IGNORECASE)
@@ -63,10 +64,6 @@ def unsafe_name_reason(name: str) -> str | None:
     return None
 
 
-def _mib(size: int) -> str:
-    return f"{size / (1024 * 1024):.1f} MiB"
-
-
 def expand_zip(
     data: bytes,
     *,
@@ -90,7 +87,7 @@ def expand_zip(
         declared = sum(info.file_size for info in entries)
         if declared > max_total_bytes:
             raise ZipRefusedError(
-                f"zip bomb guard: it would unpack to {_mib(declared)} (the limit is {_mib(max_total_bytes)})"
+                f"zip bomb guard: it would unpack to {mib(declared)} (the limit is {mib(max_total_bytes)})"
             )
         contents = ZipContents()
         produced = 0
@@ -113,7 +110,7 @@ def expand_zip(
                 continue
             if info.file_size > max_entry_bytes:
                 contents.rejected.append(
-                    (name, f"too large ({_mib(info.file_size)}; the limit is {_mib(max_entry_bytes)})")
+                    (name, f"too large ({mib(info.file_size)}; the limit is {mib(max_entry_bytes)})")
                 )
                 continue
             budget = min(max_entry_bytes, max_total_bytes - produced)
@@ -156,10 +153,10 @@ def _read_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int) ->
     if produced > info.file_size:
         raise ZipRefusedError(
             f"zip bomb guard: {info.filename!r} unpacks to more than its header says "
-            f"({info.file_size} bytes declared, over {_mib(min(produced, budget))} real)"
+            f"({info.file_size} bytes declared, over {mib(min(produced, budget))} real)"
         )
     if produced > budget:
-        raise ZipRefusedError(f"zip bomb guard: it unpacks to more than the {_mib(budget)} allowed")
+        raise ZipRefusedError(f"zip bomb guard: it unpacks to more than the {mib(budget)} allowed")
     if failure is not None:
         if "crc" in failure.lower():
             return "corrupt entry (CRC check failed)"

@@ -102,9 +102,12 @@ def _start_method(fork: bool) -> str:
 
 def make_pool(spec: EngineSpec, workers: int, *, nice: int = 0, fork: bool = False) -> ProcessPoolExecutor:
     """A process pool whose workers each load ``spec``'s engine once. Spawned by default: the
-    parent may hold threads (event loop, onnxruntime) that must not be copied mid-state. ``fork``
-    (single-threaded callers that have not loaded an engine yet, i.e. the CLI) skips the new
-    interpreter and its imports (~0.4 CPU-s per worker) and shares the parent's pages.
+    parent may hold threads (event loop, onnxruntime sessions) that must not be copied mid-state.
+    ``fork`` (the CLI: no other Python thread) skips the new interpreter and its imports (~0.4 CPU-s
+    per worker) and shares the parent's pages. The dlib engine may be built before: its onnxruntime
+    session runs on the calling thread (one intra-op thread, no pool); the one idle native thread that
+    importing onnxruntime starts is not copied (the forked helper's results are tested against
+    in-process ones in tests/faces/test_dlib_photos.py).
     ``nice`` lowers the workers' CPU priority (Unix) so the parent stays responsive."""
     return ProcessPoolExecutor(
         max_workers=workers,

@@ -24,7 +24,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -38,6 +38,9 @@ from storage.db import unit_of_work
 from storage.models import Checkpoint, Dataset, Job
 from storage.types import utcnow
 
+if TYPE_CHECKING:
+    from bot.clients.cloudinary import CloudinaryClient
+
 log = logging.getLogger(__name__)
 
 # Identity LoRAs are usually applied a little under full strength; 0.8 keeps the face and leaves the
@@ -45,26 +48,6 @@ log = logging.getLogger(__name__)
 DEFAULT_WEIGHT = 0.8
 CLOUDINARY_FOLDER = "loras"
 _CHUNK = 1 << 20
-
-
-class RawAssetStore(Protocol):
-    """The part of ``bot.clients.cloudinary.CloudinaryClient`` delivery uses."""
-
-    async def max_file_size(self, resource_type: str) -> int | None: ...
-
-    async def upload(
-        self,
-        data: bytes,
-        *,
-        filename: str,
-        resource_type: str = "raw",
-        asset_folder: str | None = None,
-        public_id: str | None = None,
-        tags: tuple[str, ...] = (),
-        context: dict[str, str] | None = None,
-        overwrite: bool = True,
-        timeout_s: float = 300.0,
-    ) -> dict[str, Any]: ...
 
 
 def slug(text: str, *, limit: int = 40) -> str:
@@ -213,7 +196,7 @@ class DeliveryService:
         blobs: BlobStore,
         *,
         loras_dir: Path | None,
-        cloudinary: RawAssetStore | None = None,
+        cloudinary: CloudinaryClient | None = None,
         weight: float = DEFAULT_WEIGHT,
     ) -> None:
         self._sessions = sessions

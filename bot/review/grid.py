@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from bot.discord_limits import DISCORD_FILE_LIMIT
 from bot.fonts import ui_font
 from bot.review.scoring import CheckpointScore, SampleScore
 
@@ -29,9 +30,8 @@ if TYPE_CHECKING:
     from PIL import Image as PILImage
     from PIL import ImageDraw
 
-# Discord's per-file upload limit for bots. Stay a little under it: the multipart envelope is not counted,
-# but being exactly at the edge buys nothing.
-DISCORD_FILE_LIMIT = 10 * 1024 * 1024
+# Stay a little under Discord's file limit: the multipart envelope is not counted, but being exactly at
+# the edge buys nothing.
 DEFAULT_MAX_BYTES = DISCORD_FILE_LIMIT - 64 * 1024
 # Far beyond anything useful on screen, well inside JPEG's 65 535 px limit.
 MAX_SIDE_PX = 16_000
@@ -424,8 +424,6 @@ def _thumbnail(data: bytes, side: int) -> PILImage.Image | None:
         return None
     image.thumbnail((side, side))  # bicubic with a reducing gap: 3× faster than Lanczos, same look
     return image
-
-
 
 
 def _fitting(draw: ImageDraw.ImageDraw, text: str, px: int, max_width: int) -> tuple[str, int]:

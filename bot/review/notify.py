@@ -18,7 +18,7 @@ from decimal import Decimal
 
 from bot.text import ZWSP as ZWSP  # re-exported: tests and callers import it from here
 from bot.text import escape_markdown as text_escape_markdown
-from bot.text import no_mentions, plain, visible
+from bot.text import no_mentions, plain, truncate, visible
 from bot.training.money import usd
 from storage.models import JobState
 
@@ -46,7 +46,7 @@ def code_block(lines: Sequence[str], limit: int = 700) -> str:
     kept: list[str] = []
     size = 0
     for line in reversed([neutralise(line).replace("`", "ˋ") for line in lines]):
-        line = line if len(line) <= 300 else line[:299] + "…"
+        line = truncate(line, 300)
         if size + len(line) + 1 > limit:
             break
         kept.append(line)

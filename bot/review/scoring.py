@@ -168,7 +168,21 @@ def score_images(scorer: IdentityScorer, images: Sequence[bytes]) -> list[Sample
     return results
 
 
-class ReferenceScorer:
+class _AgainstReference:
+    """A scorer bound to one identity reference: its engine and ceiling are the reference's."""
+
+    reference: IdentityReference
+
+    @property
+    def engine(self) -> str:
+        return self.reference.engine
+
+    @property
+    def ceiling(self) -> float | None:
+        return self.reference.ceiling
+
+
+class ReferenceScorer(_AgainstReference):
     """An engine in this process plus an identity reference (CLI, benchmarks, tests, worker threads)."""
 
     def __init__(self, engine: FaceEngine, reference: IdentityReference) -> None:
@@ -188,14 +202,6 @@ class ReferenceScorer:
         if reference is None:
             raise ValueError("no face found in the reference photos")
         return cls(engine, reference)
-
-    @property
-    def engine(self) -> str:
-        return self.reference.engine
-
-    @property
-    def ceiling(self) -> float | None:
-        return self.reference.ceiling
 
     def score(self, image: bytes) -> SampleScore:
         from bot.faces.analysis import analyse_image
@@ -241,20 +247,12 @@ class ThreadedScorer:
         return await asyncio.to_thread(examine_images, self._scorer, list(images))
 
 
-class PooledScorer:
+class PooledScorer(_AgainstReference):
     """Scores in the face service's process pool against one reference (the bot's normal path)."""
 
     def __init__(self, faces: FaceService, reference: IdentityReference) -> None:
         self._faces = faces
         self.reference = reference
-
-    @property
-    def engine(self) -> str:
-        return self.reference.engine
-
-    @property
-    def ceiling(self) -> float | None:
-        return self.reference.ceiling
 
     async def score_many(self, images: Sequence[bytes]) -> list[SampleScore]:
         return await self._faces.score(self.reference, list(images))

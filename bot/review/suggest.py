@@ -22,6 +22,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from bot.text import plural
 from bot.training.overrides import ALIASES
 from bot.training.presets import OverrideError, apply_overrides, load_preset, preset_names
 
@@ -105,10 +106,6 @@ def _numbers(positions: Sequence[int]) -> str:
     return shown + (f" and {len(positions) - 12} more" if len(positions) > 12 else "")
 
 
-def _photos(n: int) -> str:
-    return "1 photo" if n == 1 else f"{n} photos"
-
-
 def _photos_show(n: int) -> str:
     return "1 photo shows" if n == 1 else f"{n} photos show"
 
@@ -143,7 +140,7 @@ def suggest(dataset: DatasetFacts, job: JobFacts) -> Suggestions:
         if dataset.croppable:
             add_crops = True
             items.append(
-                f"face crops of the {_photos(len(dataset.croppable))} whose face is small "
+                f"face crops of the {plural(len(dataset.croppable), 'photo')} whose face is small "
                 f"({_numbers(dataset.croppable)}): in full-body photos the face is a few percent of the "
                 "pixels, so the LoRA learns the body and clothes instead"
             )
@@ -208,11 +205,14 @@ def suggest(dataset: DatasetFacts, job: JobFacts) -> Suggestions:
         n = len(dataset.near_duplicates)
         verbs = "repeats another photo and over-weights" if n == 1 else "repeat another photo and over-weight"
         items.append(
-            f"fewer near-duplicates: {_photos(n)} ({_numbers(dataset.near_duplicates)}) {verbs} one look"
+            f"fewer near-duplicates: {plural(n, 'photo')} ({_numbers(dataset.near_duplicates)}) "
+            f"{verbs} one look"
         )
     others = {p: r for p, r in dataset.harmful.items() if p not in set(dataset.near_duplicates)}
     if others:
-        items.append(f"leave out the {_photos(len(others))} curation flagged ({_numbers(sorted(others))})")
+        items.append(
+            f"leave out the {plural(len(others), 'photo')} curation flagged ({_numbers(sorted(others))})"
+        )
 
     # A new preset brings its own rank and face settings; within the same preset the job's stay.
     overrides = _carried(preset, job.overrides, set(changes) | (_REPLACED if preset != job.preset else set()))

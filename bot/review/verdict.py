@@ -33,6 +33,7 @@ import numpy as np
 from bot.faces.engines import profile_for
 from bot.faces.report import SAME_PICTURE_BITS
 from bot.review.grid import likeness_pct
+from bot.text import plural
 
 Trend = Literal["rising", "flat", "falling"]
 
@@ -88,31 +89,33 @@ def share_of_ceiling(similarity: float | None, ceiling: float | None, engine: st
 
 def likeness_text(similarity: float | None, ceiling: float | None, engine: str | None) -> str:
     """ "likeness 87% of the dataset's ceiling" / "… at the dataset's own ceiling" / "" when unknown."""
-    points = share_of_ceiling(similarity, ceiling, engine)
-    if points is None:
-        return ""
-    if points >= 100.0:
-        return "likeness at the dataset's own ceiling (or above)"
-    if points <= 0.0:
-        return "likeness of a stranger (0% of the dataset's ceiling)"
-    # Rounded down: 99.7 must not read "100%", which would claim the ceiling.
-    return f"likeness {math.floor(points)}% of the dataset's ceiling"
+    return _likeness_in_words(
+        share_of_ceiling(similarity, ceiling, engine),
+        at_ceiling="likeness at the dataset's own ceiling (or above)",
+        stranger="likeness of a stranger (0% of the dataset's ceiling)",
+        share="likeness {}% of the dataset's ceiling",
+    )
 
 
 def likeness_short(similarity: float | None, ceiling: float | None, engine: str | None) -> str:
-    """For image labels: "87% of ceiling", "at ceiling", "stranger", or ""."""
-    points = share_of_ceiling(similarity, ceiling, engine)
+    """For image labels: "87% of ceiling", "at ceiling", "0% of ceiling", or ""."""
+    return _likeness_in_words(
+        share_of_ceiling(similarity, ceiling, engine),
+        at_ceiling="at ceiling",
+        stranger="0% of ceiling",
+        share="{}% of ceiling",
+    )
+
+
+def _likeness_in_words(points: float | None, *, at_ceiling: str, stranger: str, share: str) -> str:
     if points is None:
         return ""
     if points >= 100.0:
-        return "at ceiling"
+        return at_ceiling
     if points <= 0.0:
-        return "0% of ceiling"
-    return f"{math.floor(points)}% of ceiling"
-
-
-def plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+        return stranger
+    # Rounded down: 99.7 must not read "100%", which would claim the ceiling.
+    return share.format(math.floor(points))
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.training import sdscripts_schema as schema
 from bot.training.render import RenderResult
-from storage import jobs
+from storage import datasets
 from storage.blobs import BlobStore
 from storage.db import unit_of_work
 from storage.models import DatasetSnapshot
@@ -174,7 +174,7 @@ async def create_snapshot(
     frozen = await asyncio.to_thread(freeze, result)
     await asyncio.to_thread(blobs.put, frozen.archive)
     async with unit_of_work(sessions) as session:
-        existing = await jobs.snapshot_with_hash(session, dataset_id, frozen.content_hash)
+        existing = await datasets.snapshot_with_hash(session, dataset_id, frozen.content_hash)
         if existing is not None:
             return existing
         row = DatasetSnapshot(
@@ -186,4 +186,4 @@ async def create_snapshot(
             image_count=len(result.images),
             created_by=created_by,
         )
-        return await jobs.add_snapshot(session, row)
+        return await datasets.add_snapshot(session, row)

@@ -20,9 +20,10 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.datasets.captioning import TRAINING_SUBSETS, CaptionLine
+from bot.discord_limits import DISCORD_FILE_LIMIT
 from bot.errors import InvalidInputError
 from bot.roles import Role
-from bot.text import plain, quote_inline
+from bot.text import plain, quote_inline, truncate
 from bot.training.presets import preset_names
 from bot.training.triggers import TriggerReport, check_trigger
 from cogs._shared import guild_id_of, require, services_of
@@ -34,8 +35,6 @@ LISTING_LINES = 10
 LINE_CHARS = 110
 MAX_PROBLEMS_SHOWN = 5
 SUGGESTIONS = 3
-# Discord's attachment limit without server boosts; the interaction tells us the real one.
-DEFAULT_ATTACHMENT_LIMIT = 10 * 1024 * 1024
 # How long a reply waits for trigger advice before answering without it (Discord's deadline is 3 s).
 ADVICE_WAIT_S = 1.5
 
@@ -88,10 +87,6 @@ async def send_with_trigger_advice(
         await interaction.followup.send(late[:2000])
 
 
-def _short(text: str, limit: int = LINE_CHARS) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def caption_listing(lines: Sequence[CaptionLine], *, limit: int = LISTING_LINES) -> str:
     """A few captions of the images in use, numbered like the contact sheet."""
     used = [line for line in lines if not line.excluded and line.subset in TRAINING_SUBSETS]
@@ -127,7 +122,7 @@ def _fit(parts: Sequence[str], limit: int = 2000) -> str:
         return text
     head, *middle, tail = [p for p in parts if p]
     room = limit - len(head) - len(tail) - 4 * (len(middle) + 1)
-    squeezed = "\n".join(middle)[: max(0, room - 1)] + "…"
+    squeezed = truncate("\n".join(middle), room)
     return "\n\n".join([head, squeezed, tail])[:limit]
 
 
@@ -240,7 +235,7 @@ class CaptionCommands(commands.Cog):
         info = await services.datasets.get(guild_id=guild_id_of(interaction), name=name)
         # Rendering decodes every image: answer within Discord's 3 s, privately (refusals are private).
         await interaction.response.defer(ephemeral=True, thinking=True)
-        limit = getattr(interaction, "filesize_limit", None) or DEFAULT_ATTACHMENT_LIMIT
+        limit = getattr(interaction, "filesize_limit", None) or DISCORD_FILE_LIMIT
         result = await services.exports.export(info.id, preset, overrides, max_bytes=limit)
         lines = [
             f"**{info.name}** with preset **{result.preset}**: {result.image_count} images, "

@@ -25,8 +25,10 @@ from bot.datasets.curation import FLAG_WORDS, CurationProgress, CurationResult
 from bot.datasets.positions import position_list
 from bot.errors import InvalidInputError, UserError
 from bot.roles import Role, require_role
+from bot.text import truncate
+from cogs._send import post_in_channel
 from cogs._shared import guild_id_of, member_of, require, services_of
-from cogs.dataset.gather import ProgressMessage, progress_interval
+from cogs.dataset.gather import ProgressMessage
 from cogs.dataset.manage import dataset_name_autocomplete, sheet_batches
 
 log = logging.getLogger(__name__)
@@ -52,12 +54,6 @@ class CurationProgressMessage(ProgressMessage):
         self._wake.set()
 
 
-def _clip(text: str, limit: int = FIELD_LIMIT) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-
-
 def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:]
 
@@ -69,9 +65,11 @@ def summary_embed(result: CurationResult) -> discord.Embed:
     embed = discord.Embed(
         title=f"Report card: {result.dataset_name}",
         colour=discord.Colour.orange() if flagged else discord.Colour.green(),
-        description=_clip("\n".join(f"• {_sentence(line)}" for line in report.advice), ADVICE_LIMIT),
+        description=truncate("\n".join(f"• {_sentence(line)}" for line in report.advice), ADVICE_LIMIT),
     )
-    embed.add_field(name="Engine", value=_clip(f"`{result.engine}`\n{result.engine_note}"), inline=False)
+    embed.add_field(
+        name="Engine", value=truncate(f"`{result.engine}`\n{result.engine_note}", FIELD_LIMIT), inline=False
+    )
     if result.ceiling is not None:
         ceiling = (
             f"{result.ceiling:.3f}: how alike the person's own photos are "
@@ -79,17 +77,17 @@ def summary_embed(result: CurationResult) -> discord.Embed:
         )
     else:
         ceiling = "not measured: fewer than two photos of the person's face"
-    embed.add_field(name="Ceiling", value=_clip(ceiling), inline=False)
+    embed.add_field(name="Ceiling", value=truncate(ceiling, FIELD_LIMIT), inline=False)
     checked = f"{len(result.positions)} checked"
     if result.reused:
         checked += f" ({result.reused} from earlier analyses)"
     if result.left_out:
         checked += f"; {result.left_out} excluded photos not checked"
-    embed.add_field(name="Photos", value=_clip(checked), inline=False)
+    embed.add_field(name="Photos", value=truncate(checked, FIELD_LIMIT), inline=False)
     flag_lines = [
         f"{FLAG_WORDS.get(flag, flag)}: {len(p)} ({position_list(p, 20)})" for flag, p in flagged.items()
     ]
-    embed.add_field(name="Flags", value=_clip("\n".join(flag_lines) or "none"), inline=False)
+    embed.add_field(name="Flags", value=truncate("\n".join(flag_lines) or "none", FIELD_LIMIT), inline=False)
     plan = result.plan
     suggestions: list[str] = []
     if plan.exclusions:
@@ -105,7 +103,9 @@ def summary_embed(result: CurationResult) -> discord.Embed:
     if plan.crop_skips:
         suggestions.append("No crop for " + "; ".join(f"#{s.position}: {s.reason}" for s in plan.crop_skips))
     embed.add_field(
-        name="Suggested", value=_clip("\n".join(suggestions) or "nothing to change"), inline=False
+        name="Suggested",
+        value=truncate("\n".join(suggestions) or "nothing to change", FIELD_LIMIT),
+        inline=False,
     )
     embed.set_footer(text="The numbers are what /dataset exclude and /dataset include take.")
     return embed
@@ -275,18 +275,12 @@ async def _post_cards(
         return
     except discord.HTTPException as exc:
         log.warning("could not post the report card through the interaction (%s); using the channel", exc)
-    channel = interaction.channel
-    if not isinstance(channel, discord.abc.Messageable):
+    channel = await post_in_channel(
+        interaction, lambda room: content[:room], embed=embed, files=files(batches[0]), **extra
+    )
+    if channel is None:
         return
     with contextlib.suppress(discord.HTTPException):
-        await channel.send(
-            content=f"{interaction.user.mention} {content}"[:2000],
-            embed=embed,
-            files=files(batches[0]),
-            # Only the invoker may be pinged: the text carries dataset names and file names.
-            allowed_mentions=discord.AllowedMentions(users=[interaction.user]),
-            **extra,
-        )
         for batch in batches[1:]:
             await channel.send(files=files(batch))
 
@@ -327,11 +321,7 @@ class CurateCommands(commands.Cog):
         choice = engine or (await services.guilds.get(guild_id)).face_engine
         services.curation.service_for(choice)  # raises a plain message when that engine can't run here
         await interaction.response.defer(thinking=True)
-
-        async def edit(text: str) -> None:
-            await interaction.edit_original_response(content=text)
-
-        progress = CurationProgressMessage(edit, progress_interval(interaction))
+        progress = CurationProgressMessage.of_response(interaction)
         progress.start()
         try:
             result = await services.curation.curate(info.id, engine_choice=choice, progress=progress.show)

@@ -14,7 +14,7 @@ import io
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import discord
 from discord import app_commands
@@ -24,17 +24,17 @@ from bot.datasets.gather import parse_positions
 from bot.datasets.ingest import NamedBytes
 from bot.datasets.report import IngestProgress, IngestReport, RejectedFile, SkippedFile
 from bot.datasets.sniff import has_image_extension
+from bot.discord_limits import DISCORD_FILE_LIMIT
 from bot.errors import InvalidInputError, UserError
 from bot.roles import Role
-from bot.text import plain, quote_inline
+from bot.text import mib, plain, quote_inline
+from cogs._send import post_in_channel
 from cogs._shared import guild_id_of, require, services_of
 from cogs.dataset.manage import dataset_name_autocomplete
 
 log = logging.getLogger(__name__)
 
 MENU_NAME = "Add to dataset"
-# Discord's attachment limit without server boosts; the interaction tells us the real one.
-DEFAULT_ATTACHMENT_LIMIT = 10 * 1024 * 1024
 # Edit the progress message at most this often (Discord rate-limits message edits per route).
 PROGRESS_INTERVAL_S = 2.0
 PICKER_TIMEOUT_S = 300.0
@@ -62,6 +62,15 @@ class ProgressMessage:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.edits = 0
+
+    @classmethod
+    def of_response(cls, interaction: discord.Interaction[Any]) -> Self:
+        """For the (deferred) original response of ``interaction``, at this server's progress pace."""
+
+        async def edit(text: str) -> None:
+            await interaction.edit_original_response(content=text)
+
+        return cls(edit, progress_interval(interaction))
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="gather-progress")
@@ -117,11 +126,7 @@ def progress_interval(interaction: discord.Interaction[Any]) -> float:
 
 async def ingest_with_progress(interaction: discord.Interaction[Any], ingest: Ingest) -> None:
     """Run ``ingest`` while the (deferred) original response shows its progress; then the report."""
-
-    async def edit(text: str) -> None:
-        await interaction.edit_original_response(content=text)
-
-    progress = ProgressMessage(edit, progress_interval(interaction))
+    progress = ProgressMessage.of_response(interaction)
     progress.start()
     try:
         report = await ingest(progress.update)
@@ -144,22 +149,12 @@ async def send_report(interaction: discord.Interaction[Any], report: IngestRepor
         return
     except discord.HTTPException as exc:
         log.warning("could not finish the gathering message (%s); posting in the channel", exc)
-    channel = interaction.channel
-    if not isinstance(channel, discord.abc.Messageable):
-        return
-    prefix = f"{interaction.user.mention} "
-    with contextlib.suppress(discord.HTTPException):
-        await channel.send(
-            content=prefix + report.summary(limit=2000 - len(prefix)),
-            files=_report_files(report),
-            # Only the invoker may be pinged: the text carries dataset names and file names.
-            allowed_mentions=discord.AllowedMentions(users=[interaction.user]),
-        )
+    await post_in_channel(interaction, lambda room: report.summary(limit=room), files=_report_files(report))
 
 
 def attachment_limit(interaction: discord.Interaction[Any]) -> int:
     """The largest attachment we download: Discord's limit for this server, within ours."""
-    discord_limit = max(getattr(interaction, "filesize_limit", 0) or 0, DEFAULT_ATTACHMENT_LIMIT)
+    discord_limit = max(getattr(interaction, "filesize_limit", 0) or 0, DISCORD_FILE_LIMIT)
     return min(discord_limit, services_of(interaction).settings.fetch_max_bytes)
 
 
@@ -174,7 +169,7 @@ async def read_attachments(
             refused.append(
                 RejectedFile(
                     attachment.filename,
-                    f"too large ({_mib(attachment.size)}; the limit is {_mib(limit)})",
+                    f"too large ({mib(attachment.size)}; the limit is {mib(limit)})",
                 )
             )
         else:
@@ -476,7 +471,3 @@ class GatherCommands(commands.Cog):
         info = await services.datasets.get(guild_id=guild_id_of(interaction), name=name)
         result = await services.gather.include(info.id, parse_positions(numbers))
         await interaction.response.send_message(f"**{info.name}**: {result.summary('included')}"[:2000])
-
-
-def _mib(size: int) -> str:
-    return f"{size / (1024 * 1024):.1f} MiB"

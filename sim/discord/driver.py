@@ -179,6 +179,31 @@ def _require_bot(sim: DiscordSimulator) -> None:
         raise _usage_error("no bot has connected to the gateway yet")
 
 
+async def _dispatch(
+    sim: DiscordSimulator,
+    itype: int,
+    user: SimUser,
+    channel: SimChannel,
+    data: dict[str, Any],
+    *,
+    guild_scoped: bool = False,
+    message: SimMessage | None = None,
+    locale: str = "en-US",
+    triggering: SimInteraction | None = None,
+) -> InteractionHandle:
+    """Send the interaction to the bot, wake whoever waits on the recorder, and hand back its handle.
+
+    ``guild_scoped``: the command was registered for this guild, so its data names the guild (last key,
+    as Discord sends it)."""
+    if guild_scoped:
+        data["guild_id"] = str(channel.guild_id)
+    inter = _base_interaction(
+        sim, itype, user, channel, data, message=message, locale=locale, triggering=triggering
+    )
+    await sim.recorder.notify()
+    return InteractionHandle(sim, inter)
+
+
 def _base_interaction(
     sim: DiscordSimulator,
     itype: int,
@@ -437,11 +462,7 @@ async def invoke_slash(
         data["options"] = nested
     if resolved:
         data["resolved"] = resolved
-    if guild_scoped:
-        data["guild_id"] = str(ch.guild_id)
-    inter = _base_interaction(sim, 2, user, ch, data, locale=locale)
-    await sim.recorder.notify()
-    return InteractionHandle(sim, inter)
+    return await _dispatch(sim, 2, user, ch, data, locale=locale, guild_scoped=guild_scoped)
 
 
 async def invoke_autocomplete(
@@ -493,11 +514,7 @@ async def invoke_autocomplete(
     for spec in reversed(chain):
         nested = [{"name": spec["name"], "type": int(spec["type"]), "options": nested}]
     data: dict[str, Any] = {"id": cmd["id"], "name": cmd["name"], "type": 1, "options": nested}
-    if guild_scoped:
-        data["guild_id"] = str(ch.guild_id)
-    inter = _base_interaction(sim, 4, user, ch, data)
-    await sim.recorder.notify()
-    return InteractionHandle(sim, inter)
+    return await _dispatch(sim, 4, user, ch, data, guild_scoped=guild_scoped)
 
 
 async def invoke_message_command(
@@ -524,11 +541,7 @@ async def invoke_message_command(
         "target_id": str(msg.id),
         "resolved": {"messages": {str(msg.id): message_data}},
     }
-    if guild_scoped:
-        data["guild_id"] = str(ch.guild_id)
-    inter = _base_interaction(sim, 2, user, ch, data)
-    await sim.recorder.notify()
-    return InteractionHandle(sim, inter)
+    return await _dispatch(sim, 2, user, ch, data, guild_scoped=guild_scoped)
 
 
 async def invoke_user_command(
@@ -554,11 +567,7 @@ async def invoke_user_command(
         "target_id": str(target.id),
         "resolved": resolved,
     }
-    if guild_scoped:
-        data["guild_id"] = str(ch.guild_id)
-    inter = _base_interaction(sim, 2, user, ch, data)
-    await sim.recorder.notify()
-    return InteractionHandle(sim, inter)
+    return await _dispatch(sim, 2, user, ch, data, guild_scoped=guild_scoped)
 
 
 def _find_component(components: list[dict[str, Any]], custom_id: str) -> dict[str, Any] | None:
@@ -600,9 +609,7 @@ async def invoke_component(
                 raise _usage_error(f"{bad} are not options of {custom_id!r}: {allowed}")
         data["values"] = list(values)
     channel = sim.channel_by(msg.channel_id)
-    inter = _base_interaction(sim, 3, user, channel, data, message=msg)
-    await sim.recorder.notify()
-    return InteractionHandle(sim, inter)
+    return await _dispatch(sim, 3, user, channel, data, message=msg)
 
 
 async def submit_modal(
@@ -634,9 +641,7 @@ async def submit_modal(
     channel = sim.channel_by(parent.channel_id)
     message = sim.messages.get(parent.source_message_id or 0)
     data = {"custom_id": modal["custom_id"], "components": rows}
-    inter = _base_interaction(sim, 5, user, channel, data, message=message, triggering=parent)
-    await sim.recorder.notify()
-    return InteractionHandle(sim, inter)
+    return await _dispatch(sim, 5, user, channel, data, message=message, triggering=parent)
 
 
 # ---- reactions and user messages ---------------------------------------------------------

@@ -101,6 +101,9 @@ class DiscordSimulator:
         self.violations: list[spec.Violation] = []
         self.snowflakes = Snowflakes()
         self.recorder = Recorder(self.clock)
+        # A shortcut, not a second definition: the first request matching ``method`` and
+        # ``re.search(path_regex, path)`` (seen or future), see Recorder.wait_for_request.
+        self.wait_for_request = self.recorder.wait_for_request
         self.ratelimiter = RateLimiter(rate_limits)
         self.gateway = Gateway(self, heartbeat_interval_ms=heartbeat_interval_ms)
         self.bot_token = bot_token
@@ -450,22 +453,6 @@ class DiscordSimulator:
     def frames(self) -> list[GatewayFrame]:
         """Every recorded gateway frame."""
         return self.recorder.frames
-
-    async def wait_for_request(
-        self,
-        method: str | None,
-        path_regex: str | None,
-        predicate: Callable[[RecordedRequest], bool] | None = None,
-        timeout: float = 5.0,  # noqa: ASYNC109 - test-facing wait API
-        *,
-        after: int = 0,
-        status: int | None = None,
-    ) -> RecordedRequest:
-        """First request matching ``method`` and ``re.search(path_regex, path)`` (already seen or
-        future, from index ``after``), optionally a ``status`` and a ``predicate``."""
-        return await self.recorder.wait_for_request(
-            method, path_regex, predicate, timeout, after=after, status=status
-        )
 
     async def wait_for_frame(self, **kwargs: Any) -> GatewayFrame:
         """See :meth:`Recorder.wait_for_frame` (direction, op, t, predicate, timeout, after)."""

@@ -192,3 +192,30 @@ def test_sync_pool_path_matches_in_process_results(analysed: Analysed, faces_dir
         expected = analysed(path)
         assert result.face_count == expected.face_count
         assert float(result.faces[0].embedding @ expected.faces[0].embedding) == pytest.approx(1.0, abs=1e-5)
+
+
+def _worker_engine_address() -> int:
+    from bot.faces import service
+
+    return id(service._engine)
+
+
+def test_the_cli_pool_is_forked_and_its_helper_inherits_the_engine() -> None:
+    """The CLI's helper process is forked after the dlib engine is built and uses that very engine (no
+    second load, shared weights); the bot's pool (fork=False) always spawns."""
+    import threading
+
+    from bot.faces import service
+    from bot.faces.engines import EngineSpec, build_engine
+
+    assert service._start_method(False) == "spawn"
+    if threading.active_count() > 1:
+        pytest.skip("another Python thread is running: the pool would spawn, as designed")
+    spec = EngineSpec("dlib")
+    engine = build_engine(spec)
+    service._built_before_fork = (spec, engine)
+    try:
+        with service.make_pool(spec, 1, fork=True) as pool:
+            assert pool.submit(_worker_engine_address).result() == id(engine)
+    finally:
+        service._built_before_fork = None

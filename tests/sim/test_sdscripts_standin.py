@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from standin_job import make_job_folder
 
 from sim.gpu import install_driver
 from sim.sdscripts import safetensors_io
@@ -55,15 +55,7 @@ batch_size = 1
 
 @pytest.fixture
 def job(tmp_path: Path) -> Path:
-    (tmp_path / "img").mkdir()
-    for index, photo in enumerate(sorted((FACES / "obama").glob("*.jpg"))[:2]):
-        shutil.copy(photo, tmp_path / "img" / f"{index}.jpg")
-        (tmp_path / "img" / f"{index}.txt").write_text("ohwx man")
-    (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "base.safetensors").write_bytes(b"x" * 64)
-    (tmp_path / "prompts.txt").write_text(
-        "# comment\nohwx man --w 128 --h 128 --d 5\nohwx man smiling --w 128 --h 128\n"
-    )
+    make_job_folder(tmp_path, "# comment\nohwx man --w 128 --h 128 --d 5\nohwx man smiling --w 128 --h 128\n")
     write(tmp_path)
     return tmp_path
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 import toml
+from standin_job import make_job_folder
 
 from sim.sdscripts import config as cfg
-from sim.testdata import TESTDATA_FACES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STANDARD = ("--config_file", "config.toml", "--dataset_config", "dataset.toml", "--console_log_simple")
@@ -57,13 +57,7 @@ batch_size = 1
 
 @pytest.fixture
 def job(tmp_path: Path) -> Path:
-    (tmp_path / "img").mkdir()
-    for index, photo in enumerate(sorted((TESTDATA_FACES / "obama").glob("*.jpg"))[:2]):
-        shutil.copy(photo, tmp_path / "img" / f"{index}.jpg")
-        (tmp_path / "img" / f"{index}.txt").write_text("ohwx man")
-    (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "base.safetensors").write_bytes(b"x" * 64)
-    (tmp_path / "prompts.txt").write_text("ohwx man --w 64 --h 64 --d 5\n")
+    make_job_folder(tmp_path, "ohwx man --w 64 --h 64 --d 5\n")
     write(tmp_path)
     return tmp_path
 
