@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.crashpoints import crashpoint
 from bot.errors import NotFoundError, UserError
 from bot.review.alarm import AlarmActions, FaceAlarm
 from bot.review.chart import ChartPoint, render_chart
@@ -649,6 +650,10 @@ class ReviewPublisher(Protocol):
 
     async def job_reviewed(self, job: JobView, review: FinalReview) -> None: ...
 
+    async def early_stopped(self, job: JobView, reason: str, saved: Decimal | None) -> None:
+        """Say (once: the outbox's ``early_stop`` message) that the review stopped the run."""
+        ...
+
     def reviewer_role_id(self, guild_id: int) -> int | None: ...
 
 
@@ -671,6 +676,8 @@ class ReviewListener(JobListener):
         result = await self._review.review_checkpoint(job, checkpoint, samples)
         if result.early_stop.stop:
             result = replace(result, stopped_now=await self._stop(job, result))
+            if result.stopped_now:
+                crashpoint("review.stopped_early")  # stopped and stored; its note not posted yet
         if self.publisher is not None:
             await self.publisher.checkpoint_reviewed(job, result)
 
@@ -686,6 +693,16 @@ class ReviewListener(JobListener):
             log.warning("job %s: early stop refused: %s", job.id, exc)
             return False
         return stopped
+
+    async def on_event(self, job: JobView, kind: str, payload: Mapping[str, Any]) -> None:
+        # A run the review stopped early whose note a crash left unposted (bot/training/owed.py): the
+        # note is rebuilt from the stored ``early_stop`` event, as the live review worded it.
+        if kind != EARLY_STOP_EVENT or self.publisher is None:
+            return
+        saved = payload.get("saved_usd")
+        await self.publisher.early_stopped(
+            job, str(payload.get("reason") or ""), Decimal(str(saved)) if saved is not None else None
+        )
 
     async def on_state(self, job: JobView, old: JobState, new: JobState, payload: Mapping[str, Any]) -> None:
         if not new.is_terminal:
