@@ -30,6 +30,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -228,17 +229,26 @@ class ReviewCog(commands.Cog, name="Review"):
         if review.alarm is not None:
             await self._post_alarm(job, channel, review)
         if review.stopped_now:  # later checkpoints decide the same: say it once
-            await post_owed(
-                self.services.outbox,
-                self.bot,
-                job.id,
-                EARLY_STOP,
-                channel_id=channel.id,
-                content=early_stop_text(
-                    job_id=job.id, reason=review.early_stop.reason, saved=review.money_saved
-                ),
-                allowed_mentions=NO_MENTIONS,
-            )
+            await self._say_early_stop(job, channel, review.early_stop.reason, review.money_saved)
+
+    async def early_stopped(self, job: JobView, reason: str, saved: Decimal | None) -> None:
+        """The review stopped the run and a crash kept the note from being posted: post it now (once)."""
+        channel = await self._channel(job)
+        if channel is not None:
+            await self._say_early_stop(job, channel, reason, saved)
+
+    async def _say_early_stop(
+        self, job: JobView, channel: discord.PartialMessageable, reason: str, saved: Decimal | None
+    ) -> None:
+        await post_owed(
+            self.services.outbox,
+            self.bot,
+            job.id,
+            EARLY_STOP,
+            channel_id=channel.id,
+            content=early_stop_text(job_id=job.id, reason=reason, saved=saved),
+            allowed_mentions=NO_MENTIONS,
+        )
 
     async def _post_row(
         self, job: JobView, channel: discord.PartialMessageable, review: CheckpointReview
@@ -339,7 +349,7 @@ class ReviewCog(commands.Cog, name="Review"):
         )
 
     async def _retry(self, interaction: discord.Interaction[Any], job_id: int) -> None:
-        from cogs.train import quote_text, quote_view
+        from cogs.train import quote_text, show_quote
 
         await interaction.response.defer(thinking=True)
         try:
@@ -362,9 +372,8 @@ class ReviewCog(commands.Cog, name="Review"):
             f"Retry of job #{job_id} with the suggested changes: preset `{suggested.preset}`{overrides}.\n"
             f"{applied}"
         )
-        await interaction.edit_original_response(
-            content=clip(head + quote_text(quote)), view=quote_view(quote.job_id)
-        )
+        # Its ✅ counts like that of a /train start quote (remembered before it is shown).
+        await show_quote(interaction, quote, clip(head + quote_text(quote)))
 
     async def _renew_chart(
         self, job: JobView, channel: discord.PartialMessageable, review: CheckpointReview

@@ -19,6 +19,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.crashpoints import crashpoint
 from bot.errors import (
     ServiceUnavailableError,
     UserError,
@@ -126,6 +127,21 @@ def quote_view(job_id: int) -> discord.ui.View:
     view.add_item(QuoteButton(job_id, "confirm"))
     view.add_item(QuoteButton(job_id, "cancel"))
     return view
+
+
+async def show_quote(interaction: discord.Interaction[Any], quote: Quote, content: str) -> None:
+    """Fill the deferred (thinking) reply in with a pending job's quote and its buttons.
+
+    The deferred reply already is the quote's message: its id is remembered *before* the quote is shown
+    in it, so a ✅ made on the quote while the bot was away still confirms (see ``sync_quotes``), even
+    when the bot died right after showing it."""
+    assert quote.job_id is not None
+    message = await interaction.original_response()
+    await services_of(interaction).outbox.record(
+        quote.job_id, QUOTE, channel_id=message.channel.id, message_id=message.id
+    )
+    await interaction.edit_original_response(content=content, view=quote_view(quote.job_id))
+    crashpoint("quote.shown")
 
 
 # -- the cog -----------------------------------------------------------------------------------------------
@@ -336,14 +352,7 @@ class TrainCog(commands.GroupCog, group_name="train", group_description="Train a
             # The public "thinking" message goes; the error policy then answers privately.
             await interaction.delete_original_response()
             raise
-        assert quote.job_id is not None
-        message = await interaction.edit_original_response(
-            content=quote_text(quote), view=quote_view(quote.job_id)
-        )
-        # Remembered so that a ✅ made on it while the bot was away still confirms (see sync_quotes).
-        await services_of(interaction).outbox.record(
-            quote.job_id, QUOTE, channel_id=message.channel.id, message_id=message.id
-        )
+        await show_quote(interaction, quote, quote_text(quote))
 
     @app_commands.command(name="status", description="Progress of a training job (the newest if none given).")
     @app_commands.describe(job="Job number")

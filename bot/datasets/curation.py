@@ -23,7 +23,7 @@ import asyncio
 import dataclasses
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -112,6 +112,18 @@ class _Judged:
     flags: tuple[str, ...]
     bbox: tuple[float, float, float, float] | None
     face_ratio: float | None
+
+    @classmethod
+    def of(
+        cls,
+        member: _Member,
+        flags: Iterable[str],
+        bbox: tuple[float, float, float, float] | None,
+        face_ratio: float | None,
+    ) -> _Judged:
+        """The verdict on ``member``'s image; where it was read from (report or rows) gives the rest."""
+        image = member.image
+        return cls(image.id, image.position, image.width, image.height, tuple(flags), bbox, face_ratio)
 
 
 @dataclass
@@ -491,15 +503,7 @@ class CurationService:
         for member, item in zip(members, report.images, strict=True):
             face = item.face
             out.append(
-                _Judged(
-                    image_id=member.image.id,
-                    position=member.image.position,
-                    width=member.image.width,
-                    height=member.image.height,
-                    flags=tuple(item.flags),
-                    bbox=face.bbox if face else None,
-                    face_ratio=face.face_ratio if face else None,
-                )
+                _Judged.of(member, item.flags, face.bbox if face else None, face.face_ratio if face else None)
             )
         return out
 
@@ -544,17 +548,8 @@ class CurationService:
             if row is None:
                 continue  # added after the last curation: no verdict on it yet
             bbox = row.bbox
-            out.append(
-                _Judged(
-                    image_id=member.image.id,
-                    position=member.image.position,
-                    width=member.image.width,
-                    height=member.image.height,
-                    flags=tuple(row.flags or ()),
-                    bbox=(float(bbox[0]), float(bbox[1]), float(bbox[2]), float(bbox[3])) if bbox else None,
-                    face_ratio=row.face_ratio,
-                )
-            )
+            stored_box = (float(bbox[0]), float(bbox[1]), float(bbox[2]), float(bbox[3])) if bbox else None
+            out.append(_Judged.of(member, row.flags or (), stored_box, row.face_ratio))
         return out
 
     async def apply(
@@ -760,8 +755,6 @@ def _box_only_face(bbox: tuple[float, float, float, float]) -> FaceInfo:
         yaw=0.0,
         cut=False,
     )
-
-
 
 
 __all__ = [

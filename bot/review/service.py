@@ -22,10 +22,12 @@ from typing import Any, Protocol
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.crashpoints import crashpoint
 from bot.errors import NotFoundError, UserError
 from bot.review.alarm import AlarmActions, FaceAlarm
 from bot.review.chart import ChartPoint, render_chart
 from bot.review.grid import GridCell, GridRow, RenderedImage, render_grid, render_row
+from bot.review.jobs import existing_job
 from bot.review.notify import (
     BestCheckpoint,
     JobReport,
@@ -124,6 +126,11 @@ def _patience(job: JobView) -> int | None:
         return job.early_stop_patience
     value = job.params.get("early_stop_patience")
     return int(value) if isinstance(value, int | str) and str(value).isdigit() else None
+
+
+def _latest_ceiling(history: Mapping[int, Mapping[str, Any]]) -> float | None:
+    """The ceiling of the last scored checkpoint that recorded one (None before any did)."""
+    return next((d.get("ceiling") for d in reversed(list(history.values())) if d.get("ceiling")), None)
 
 
 class ReviewService:
@@ -400,12 +407,10 @@ class ReviewService:
     async def chart(self, job_id: int) -> bytes:
         """The chart as it stands (e.g. for ``/train status``)."""
         history = await self._history(job_id)
-        ceiling = next((d.get("ceiling") for d in reversed(list(history.values())) if d.get("ceiling")), None)
+        ceiling = _latest_ceiling(history)
         engine = next((d.get("engine") for d in history.values() if d.get("engine")), None)
         async with self._sessions() as session:
-            job = await job_store.job(session, job_id)
-            if job is None:
-                raise NotFoundError(f"There is no job #{job_id}.")
+            job = await existing_job(session, job_id)
         name = await self._dataset_name(job.dataset_id)
         return await asyncio.to_thread(self._draw_chart, history, ceiling, engine, job.total_steps, name)
 
@@ -414,9 +419,7 @@ class ReviewService:
         checkpoint's row when ``step`` is given, else every checkpoint × prompt with the best outlined.
         Returns the image and its caption. For ``/train samples``."""
         async with self._sessions() as session:
-            job = await job_store.job(session, job_id)
-            if job is None:
-                raise NotFoundError(f"There is no job #{job_id}.")
+            job = await existing_job(session, job_id)
             checkpoints = await store.checkpoints_of(session, job_id, step=step)
             samples = await job_store.samples(session, job_id, step=step)
         if not checkpoints:
@@ -425,7 +428,7 @@ class ReviewService:
         if not samples:
             raise NotFoundError(f"Job #{job_id} has no samples{' at that step' if step is not None else ''}.")
         history = await self._history(job_id)
-        ceiling = next((d.get("ceiling") for d in reversed(list(history.values())) if d.get("ceiling")), None)
+        ceiling = _latest_ceiling(history)
         best = best_of(await self.votes.standings(job_id))
         grid = await self._full_grid(checkpoints, samples, ceiling, best.step if best else None, history)
         if step is not None:
@@ -464,16 +467,14 @@ class ReviewService:
     ) -> FinalReview:
         """The summary text, full grid (checkpoints × prompts, best row outlined) and final chart."""
         async with self._sessions() as session:
-            job = await job_store.job(session, job_id)
-            if job is None:
-                raise NotFoundError(f"There is no job #{job_id}.")
+            job = await existing_job(session, job_id)
             dataset = await dataset_store.get_dataset(session, job.dataset_id)
             assert dataset is not None
             checkpoints = await store.checkpoints_of(session, job_id)
             samples = await job_store.samples(session, job_id)
             early = next(iter(await job_store.events(session, job_id, EARLY_STOP_EVENT)), None)
         history = await self._history(job_id)
-        ceiling = next((d.get("ceiling") for d in reversed(list(history.values())) if d.get("ceiling")), None)
+        ceiling = _latest_ceiling(history)
         standings = await self.votes.standings(job_id)
         best = best_of(standings)
         required = approvals_required or await self.votes.approvals_required(job.guild_id)
@@ -649,6 +650,10 @@ class ReviewPublisher(Protocol):
 
     async def job_reviewed(self, job: JobView, review: FinalReview) -> None: ...
 
+    async def early_stopped(self, job: JobView, reason: str, saved: Decimal | None) -> None:
+        """Say (once: the outbox's ``early_stop`` message) that the review stopped the run."""
+        ...
+
     def reviewer_role_id(self, guild_id: int) -> int | None: ...
 
 
@@ -671,6 +676,8 @@ class ReviewListener(JobListener):
         result = await self._review.review_checkpoint(job, checkpoint, samples)
         if result.early_stop.stop:
             result = replace(result, stopped_now=await self._stop(job, result))
+            if result.stopped_now:
+                crashpoint("review.stopped_early")  # stopped and stored; its note not posted yet
         if self.publisher is not None:
             await self.publisher.checkpoint_reviewed(job, result)
 
@@ -686,6 +693,16 @@ class ReviewListener(JobListener):
             log.warning("job %s: early stop refused: %s", job.id, exc)
             return False
         return stopped
+
+    async def on_event(self, job: JobView, kind: str, payload: Mapping[str, Any]) -> None:
+        # A run the review stopped early whose note a crash left unposted (bot/training/owed.py): the
+        # note is rebuilt from the stored ``early_stop`` event, as the live review worded it.
+        if kind != EARLY_STOP_EVENT or self.publisher is None:
+            return
+        saved = payload.get("saved_usd")
+        await self.publisher.early_stopped(
+            job, str(payload.get("reason") or ""), Decimal(str(saved)) if saved is not None else None
+        )
 
     async def on_state(self, job: JobView, old: JobState, new: JobState, payload: Mapping[str, Any]) -> None:
         if not new.is_terminal:

@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.errors import NotFoundError
+from bot.review.jobs import existing_job
 from bot.review.ranking import Standing, best, rank
 from bot.roles import Member, Role, RoleNames, require_role
 from storage import jobs as job_store
@@ -99,9 +100,7 @@ class VoteService:
     async def attach_summary_message(self, job_id: int, message_id: int) -> None:
         """Remember the summary message (✅ on it approves the best checkpoint)."""
         async with unit_of_work(self._sessions) as session:
-            job = await job_store.job(session, job_id)
-            if job is None:
-                raise NotFoundError(f"There is no job #{job_id}.")
+            job = await existing_job(session, job_id)
             job.summary_message_id = message_id
 
     async def attach_chart_message(self, job_id: int, *, channel_id: int, message_id: int) -> None:
@@ -288,9 +287,7 @@ class VoteService:
 
     async def job(self, job_id: int) -> JobView:
         async with self._sessions() as session:
-            job = await job_store.job(session, job_id)
-            if job is None:
-                raise NotFoundError(f"There is no job #{job_id}.")
+            job = await existing_job(session, job_id)
             return JobView.of(job)
 
     async def _in_review(self, session: AsyncSession, within: timedelta) -> list[int]:

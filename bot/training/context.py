@@ -96,7 +96,9 @@ class JobListener:
     async def on_event(self, job: JobView, kind: str, payload: Mapping[str, Any]) -> None:
         """Noteworthy non-transition events: ``no_capacity`` (trying the next GPU), ``pod_created``,
         ``pod_adopted``, ``pod_terminated``, ``orphan_terminated`` and ``extra_pod_terminated`` (a
-        pod of the job's name it did not keep, terminated and charged: ``charged``, ``why``)."""
+        pod of the job's name it did not keep, terminated and charged: ``charged``, ``why``), and
+        ``early_stop`` (a run its review stopped early whose note is still owed after a restart:
+        ``bot/training/owed.py``; the payload is the stored ``early_stop`` event's)."""
 
     async def on_samples(self, job: JobView, samples: Sequence[SampleView]) -> None:
         """Newly collected (downloaded and verified) samples."""

@@ -10,7 +10,11 @@ compares the two and announces again, through the same listeners, what has no po
   terminal transition is announced again (the progress board makes its final edit, the review posts the
   summary);
 - a checkpoint marked announced without a settled ``row:<step>``: announced again (the review scores it
-  and posts its row).
+  and posts its row);
+- a run the review stopped early (its ``early_stop`` event, and the transition to ``collecting`` that
+  stop made) without a settled ``early_stop`` message: the ``early_stop`` event is announced again (the
+  review says the run stopped and what it saved). A stop answered from the face alarm is not: its own
+  reply to the button said so.
 
 Every message goes through the outbox, so announcing again never posts anything twice. At start-up
 everything owed is announced; later passes leave alone what is younger than ``grace`` (a live listener
@@ -23,7 +27,8 @@ import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from bot.outbox import PROGRESS, SUMMARY, Outbox, row_key
+from bot.outbox import EARLY_STOP, PROGRESS, SUMMARY, Outbox, row_key
+from bot.training.collection import EARLY_STOP_EVENT
 from bot.training.context import TrainingContext
 from storage import jobs
 from storage.models import JobEvent, JobState
@@ -41,6 +46,7 @@ MAX_TRIES = 5
 class OwedReport:
     endings: list[int] = field(default_factory=list)  # job ids whose end was announced again
     rows: list[tuple[int, int]] = field(default_factory=list)  # (job id, step)
+    early_stops: list[int] = field(default_factory=list)  # job ids whose early-stop note was owed
 
 
 class OwedAnnouncements:
@@ -70,6 +76,7 @@ class OwedAnnouncements:
         async with self.ctx.sessions() as session:
             announced = await jobs.events_of_kind(session, ANNOUNCED_EVENT)
             endings = await jobs.endings_after_start(session)
+            early_stops = await jobs.events_of_kind(session, EARLY_STOP_EVENT)
         done: dict[int, set[str]] = {}
 
         async def keys(job_id: int) -> set[str]:
@@ -88,6 +95,20 @@ class OwedAnnouncements:
                     report.rows.append((event.job_id, step))
             except Exception:
                 log.exception("job %s: announcing checkpoint %s again failed", event.job_id, step)
+        for event in early_stops:
+            if (
+                event.at > cutoff
+                or (event.payload or {}).get("alarm")
+                or EARLY_STOP in await keys(event.job_id)
+            ):
+                continue
+            if not self._try(event.job_id, EARLY_STOP):
+                continue
+            try:
+                if await self._announce_early_stop(event):
+                    report.early_stops.append(event.job_id)
+            except Exception:
+                log.exception("job %s: announcing its early stop again failed", event.job_id)
         for event in endings:
             if event.at > cutoff or {SUMMARY, PROGRESS_FINAL} <= await keys(event.job_id):
                 continue
@@ -98,8 +119,13 @@ class OwedAnnouncements:
                 report.endings.append(event.job_id)
             except Exception:
                 log.exception("job %s: announcing its end again failed", event.job_id)
-        if report.rows or report.endings:
-            log.info("announced again: rows %s, endings %s", report.rows, report.endings)
+        if report.rows or report.endings or report.early_stops:
+            log.info(
+                "announced again: rows %s, early stops %s, endings %s",
+                report.rows,
+                report.early_stops,
+                report.endings,
+            )
         return report
 
     async def _announce_checkpoint(self, job_id: int, step: int) -> bool:
@@ -110,6 +136,20 @@ class OwedAnnouncements:
         if job is None or checkpoint is None:
             return False
         await self.ctx.listeners.checkpoint(job, checkpoint, samples)
+        return True
+
+    async def _announce_early_stop(self, event: JobEvent) -> bool:
+        # The review records its decision before it stops the run; only a run that stop did leave
+        # training (``training → collecting`` with ``early_stop``) owes the note.
+        async with self.ctx.sessions() as session:
+            job = await jobs.job(session, event.job_id)
+            states = await jobs.events(session, event.job_id, "state")
+        stopped = any(
+            e.to_state == JobState.COLLECTING.value and (e.payload or {}).get("early_stop") for e in states
+        )
+        if job is None or not stopped:
+            return False
+        await self.ctx.listeners.event(job, EARLY_STOP_EVENT, dict(event.payload or {}))
         return True
 
     async def _announce_end(self, event: JobEvent) -> None:

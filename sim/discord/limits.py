@@ -186,6 +186,21 @@ def check_components(components: list[dict[str, Any]], *, v2: bool = False) -> N
     _check_children(["components"], components, seen)
 
 
+def _claim_custom_id(where: list[str | int], custom_id: str, seen: set[str]) -> None:
+    """A component's custom_id (messages and modals alike): 1 to 100 characters, unique in the payload."""
+    if not 1 <= len(custom_id) <= 100:
+        raise form_error(
+            [*where, "custom_id"], "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length."
+        )
+    if custom_id in seen:
+        raise form_error(
+            [*where, "custom_id"],
+            "COMPONENT_CUSTOM_ID_DUPLICATED",
+            "Component custom id cannot be duplicated",
+        )
+    seen.add(custom_id)
+
+
 def _check_children(path: list[str | int], items: list[dict[str, Any]], seen: set[str]) -> None:
     for i, comp in enumerate(items):
         here = [*path, i]
@@ -215,19 +230,8 @@ def _check_children(path: list[str | int], items: list[dict[str, Any]], seen: se
         if isinstance(comp.get("accessory"), dict):
             _check_children([*here, "accessory"], [comp["accessory"]], seen)
         custom_id = comp.get("custom_id")
-        if custom_id is None:
-            continue
-        if not 1 <= len(str(custom_id)) <= 100:
-            raise form_error(
-                [*here, "custom_id"], "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length."
-            )
-        if custom_id in seen:
-            raise form_error(
-                [*here, "custom_id"],
-                "COMPONENT_CUSTOM_ID_DUPLICATED",
-                "Component custom id cannot be duplicated",
-            )
-        seen.add(str(custom_id))
+        if custom_id is not None:
+            _claim_custom_id(here, str(custom_id), seen)
 
 
 def _check_button(path: list[str | int], button: dict[str, Any]) -> None:
@@ -351,18 +355,7 @@ def check_modal(data: dict[str, Any]) -> None:
                 raise form_error(
                     [*where, "label"], "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 45 in length."
                 )
-            custom_id = str(comp.get("custom_id") or "")
-            if not 1 <= len(custom_id) <= 100:
-                raise form_error(
-                    [*where, "custom_id"], "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length."
-                )
-            if custom_id in seen:
-                raise form_error(
-                    [*where, "custom_id"],
-                    "COMPONENT_CUSTOM_ID_DUPLICATED",
-                    "Component custom id cannot be duplicated",
-                )
-            seen.add(custom_id)
+            _claim_custom_id(where, str(comp.get("custom_id") or ""), seen)
 
 
 def check_autocomplete(data: dict[str, Any]) -> None:
