@@ -31,6 +31,7 @@ from bot.review.notify import clip, inline, money
 from bot.review.ranking import money_saved
 from bot.review.suggest import DatasetFacts, JobFacts, Suggestions, suggest
 from bot.review.verdict import AlarmDecision, CheckpointVerdict, verdicts
+from bot.text import plural
 from bot.training.presets import OverrideError, apply_overrides, load_preset
 from bot.training.triggers import check_trigger
 from storage import datasets as dataset_store
@@ -292,9 +293,9 @@ class AlarmActions:
                 user_id=user_id,
             )
             if result.excluded:
-                applied.append(f"excluded {_count(len(result.excluded), 'photo')}")
+                applied.append(f"excluded {plural(len(result.excluded), 'photo')}")
             if result.crops_added:
-                applied.append(f"added {_count(len(result.crops_added), 'face crop')}")
+                applied.append(f"added {plural(len(result.crops_added), 'face crop')}")
         async with self._sessions() as session:
             dataset = await dataset_store.get_dataset(session, job.dataset_id)
             assert dataset is not None
@@ -316,7 +317,3 @@ class AlarmActions:
                 at=utcnow(),
             )
         return RetryOutcome(tuple(applied), quote, suggestions)
-
-
-def _count(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
