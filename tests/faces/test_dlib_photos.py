@@ -194,28 +194,38 @@ def test_sync_pool_path_matches_in_process_results(analysed: Analysed, faces_dir
         assert float(result.faces[0].embedding @ expected.faces[0].embedding) == pytest.approx(1.0, abs=1e-5)
 
 
-def _worker_engine_address() -> int:
-    from bot.faces import service
+_FORKED_HELPER_CHECK = """
+import threading
+from bot.faces import service
+from bot.faces.engines import EngineSpec, build_engine
 
+def engine_address():
     return id(service._engine)
+
+
+assert threading.active_count() == 1, "a fresh interpreter runs one Python thread"
+assert service._start_method(True) == "fork"
+spec = EngineSpec("dlib")
+engine = build_engine(spec)
+service._built_before_fork = (spec, engine)
+with service.make_pool(spec, 1, fork=True) as pool:
+    seen = pool.submit(engine_address).result()
+print("same engine" if seen == id(engine) else f"other engine {seen} != {id(engine)}")
+"""
 
 
 def test_the_cli_pool_is_forked_and_its_helper_inherits_the_engine() -> None:
     """The CLI's helper process is forked after the dlib engine is built and uses that very engine (no
-    second load, shared weights); the bot's pool (fork=False) always spawns."""
-    import threading
+    second load, shared weights); the bot's pool (fork=False) always spawns. Checked in a fresh
+    interpreter, as the CLI runs: the suite's own threads would make the pool spawn, as designed."""
+    import subprocess
+    import sys
 
     from bot.faces import service
-    from bot.faces.engines import EngineSpec, build_engine
 
     assert service._start_method(False) == "spawn"
-    if threading.active_count() > 1:
-        pytest.skip("another Python thread is running: the pool would spawn, as designed")
-    spec = EngineSpec("dlib")
-    engine = build_engine(spec)
-    service._built_before_fork = (spec, engine)
-    try:
-        with service.make_pool(spec, 1, fork=True) as pool:
-            assert pool.submit(_worker_engine_address).result() == id(engine)
-    finally:
-        service._built_before_fork = None
+    done = subprocess.run(
+        [sys.executable, "-c", _FORKED_HELPER_CHECK], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "same engine", done.stdout
