@@ -49,10 +49,13 @@ ENDED_WORDS = {JobState.SUCCEEDED: "finished", JobState.CANCELLED: "cancelled"} 
 
 
 @asynccontextmanager
-async def rig_for(tmp_path: Path, *, faces: bool = False) -> AsyncIterator[ProcessRig]:
+async def rig_for(
+    tmp_path: Path, *, faces: bool = False, standin_env: dict[str, str] | None = None
+) -> AsyncIterator[ProcessRig]:
     """The simulators and the bot's environment. ``faces``: samples turn into the dataset's person, so
-    checkpoints score and the summary can be approved with ✅."""
+    checkpoints score and the summary can be approved with ✅. ``standin_env``: other stand-in settings."""
     standin = {"SDSTANDIN_FACE_FROM": str(faces_dir() / "kit_harington" / "kit_1.jpg")} if faces else {}
+    standin |= standin_env or {}
     settings = {"COMFYUI_LORAS_DIR": str(tmp_path / "comfyui" / "loras"), "FACE_ENGINE": "dlib"}
     rig = ProcessRig(tmp_path, standin_env=standin, settings=settings)
     failed = True

@@ -48,15 +48,8 @@ async def face_lost_rig(tmp_path: Path) -> AsyncIterator[ProcessRig]:
         "SDSTANDIN_FACE_FROM": str(faces_dir() / "biden" / "biden_2.jpg"),
         "SDSTANDIN_STEP_SECONDS": "0.5",
     }
-    settings = {"COMFYUI_LORAS_DIR": str(tmp_path / "comfyui" / "loras"), "FACE_ENGINE": "dlib"}
-    rig = ProcessRig(tmp_path, standin_env=standin, settings=settings)
-    failed = True
-    try:
-        await rig.start()
+    async with rig_for(tmp_path, standin_env=standin) as rig:
         yield rig
-        failed = False
-    finally:
-        await rig.close(failed)
 
 
 async def full_body_dataset(rig: ProcessRig) -> None:
