@@ -54,3 +54,66 @@ def test_keypoints_from_the_analysis_match_those_read_from_the_file() -> None:
         expected = from_files.agreeing_keypoints(str(FACES / a), str(FACES / b))
         assert expected is not None
         assert known.agreeing_keypoints(a, b) == expected
+
+
+def _variants(tmp_path: Path) -> list[str]:
+    """The shared photos, plus crops, turns, mirrors and re-encodes of some of them (as a studio's
+    bursts and re-exports are)."""
+    import random
+
+    from PIL import Image, ImageEnhance, ImageOps
+
+    rng = random.Random(7)
+    paths = [str(p) for p in sorted(FACES.rglob("*.jpg"))][::2]
+    for index, source in enumerate(paths[:3]):
+        for variant in range(3):
+            with Image.open(source) as opened:
+                image = opened.convert("RGB")
+            w, h = image.size
+            keep = rng.uniform(0.7, 0.95)
+            x, y = rng.randint(0, int(w * (1 - keep))), rng.randint(0, int(h * (1 - keep)))
+            image = image.crop((x, y, x + int(w * keep), y + int(h * keep)))
+            image = image.rotate(rng.uniform(-8, 8), resample=Image.Resampling.BILINEAR)
+            if variant == 2:
+                image = ImageOps.mirror(image)
+            image = ImageEnhance.Brightness(image).enhance(rng.uniform(0.7, 1.3))
+            target = tmp_path / f"v{index}_{variant}.jpg"
+            image.save(target, quality=rng.randint(70, 95))
+            paths.append(str(target))
+    return paths
+
+
+def test_the_first_look_never_changes_the_answer(tmp_path: Path) -> None:
+    """``same`` first matches only the strongest keypoints of the first picture and answers "same" when
+    enough of them agree; that must be the answer matching every keypoint gives, on every pair."""
+    paths = _variants(tmp_path)
+    matcher = PictureMatcher()
+    quick_answers = 0
+    for a in paths:
+        for b in paths:
+            if a == b:
+                continue
+            full = matcher.agreeing_keypoints(a, b)
+            assert full is not None
+            quick = matcher.agreeing_keypoints(a, b, first_look=True)
+            assert quick is not None
+            quick_answers += quick >= SAME_PICTURE_INLIERS
+            assert matcher.same(a, b) is (full >= SAME_PICTURE_INLIERS), (a, b, quick, full)
+    assert quick_answers >= 12  # the first look decides the copies (pairs among each photo's variants)
+
+
+def test_a_copy_is_recognised_from_the_first_look_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    matcher = PictureMatcher()
+    looks: list[bool] = []
+    original = PictureMatcher.agreeing_keypoints
+
+    def counting(self: PictureMatcher, a: str, b: str, *, first_look: bool = False) -> int | None:
+        looks.append(first_look)
+        return original(self, a, b, first_look=first_look)
+
+    monkeypatch.setattr(PictureMatcher, "agreeing_keypoints", counting)
+    assert matcher.same(str(FACES / "obama/obama_1.jpg"), str(FACES / "partial/obama_partial_2.jpg"))
+    assert looks == [True]
+    looks.clear()
+    assert matcher.same(str(FACES / "obama/obama_1.jpg"), str(FACES / "obama/obama_2.jpg")) is False
+    assert looks == [True, False]
