@@ -232,8 +232,8 @@ def analyse_image(
     """Run ``engine`` on one image and measure every face found. Never raises for a bad image:
     the result's ``error`` says what went wrong.
 
-    ``scoring``: the image is a sample to score against a reference: detection is the engine's exact
-    one, and the picture hash and keypoints, which only deduplication needs, are skipped."""
+    ``scoring``: the image is a sample to score against a reference: the picture hash and keypoints,
+    which only deduplication needs, are skipped."""
     name = label if label is not None else (str(source) if not isinstance(source, bytes) else "<bytes>")
     try:
         pixels = load_pixels(source, max_pixels=max_pixels)
@@ -255,9 +255,7 @@ def analyse_image(
             )
         )
     )
-    # A sample's score must be the one HOG at upsample 1 gives: its exact detection (the approximate one
-    # can move a box to the next pyramid level, 8e-4 on a score). Curation's flags tolerate that.
-    detected = [_to_original(face, scale) for face in engine.detect(work, exact=scoring)]
+    detected = [_to_original(face, scale) for face in engine.detect(work)]
     grey_image = image.convert("L")
     grey = np.asarray(grey_image)
     faces: list[FaceInfo] = []

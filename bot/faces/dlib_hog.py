@@ -9,36 +9,35 @@ doubled image shrunk four times (scale 0.96). So:
    upsample 0. The detector sees the very windows it sees at upsample 1, so detection scores match; each
    box is mapped back through the exact level arithmetic dlib uses (``pyramid_down<6>``: p·6/5 + 0.3 per
    level, rounded once; then ``pyramid_down<2>``: p/2 − (1.25, 0.75)), so boxes match to the pixel.
-2. The level-4 image is made either by dlib itself (``resize_image`` = ``pyramid_up``, then four
-   ``pyramid_down(6)``: bit-identical to upsample 1, ~40 ms at 1024 px) or by the same bilinear
-   resizes done with OpenCV in 16 bits, truncating as dlib does (~18 ms; 85 % of pixels identical,
-   the rest one grey level off). Detection scores then differ by a few hundredths, and where two
-   pyramid levels score a face almost equally (about 1 photo in 100 of the generated benchmark set, none
-   of the shared photos) the box can land on the other level. So dlib's own chain is used again when a
-   candidate scores near the threshold (no face upsample 1 finds is lost) and when several faces are
-   found (which face is the subject, and whether the others count, depend on their relative sizes).
-   ``exact=True`` always uses dlib's chain.
-3. When nothing at all is found on the coarse levels, the full ``run(image, 1)`` runs: small faces are
-   only searched in photos where no larger face was found. A face under ~85 px beside a larger one in a
-   1024 px photo is not looked for; it cannot be the training subject (``small_face`` starts at 3 % of
-   the frame, ~175 px) and is 8× smaller than the frame's side.
+2. The level-4 image is made by the resize dlib itself uses (``pyramid_up``, then four
+   ``pyramid_down(6)``: five bilinear resizes), bit for bit, by :mod:`bot.faces._dlib_resize` (a small
+   C module built with the package): ~12 ms at 1024 px where dlib's own calls take ~40 ms. Scores and
+   boxes are therefore upsample 1's exactly, for curation and scoring alike. (An earlier OpenCV copy of
+   the chain was one grey level off on 15 % of pixels and could move a face to the next pyramid level;
+   it needed dlib's chain again for group photos and near-threshold scores.) Without the C module
+   (a source tree nobody built), dlib's own calls make the same image, slower.
+3. When nothing at all is found on the coarse levels, the four fine levels are scanned as upsample 1
+   scans them: small faces are only searched in photos where no larger face was found. A face under
+   ~85 px beside a larger one in a 1024 px photo is not looked for; it cannot be the training subject
+   (``small_face`` starts at 3 % of the frame, ~175 px) and is 8× smaller than the frame's side.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 # Scale of pyramid level 4 of the doubled image: the first level upsample 1 shares with nothing finer.
 COARSE_LEVELS_SKIPPED = 4
 # Side of the frontal detector's box in the coordinates of the level it was found at (72 for dlib's
 # frontal_face_detector: its boxes are 72·(6/5)^level px in the scanned image, rounded).
 _BOX_SIDE = 72
-# Candidates scoring within this band around the threshold are re-scored with dlib's own chain.
-RECHECK_BELOW = 0.15
-RECHECK_ABOVE = 0.15
 
 
 def _round(value: float) -> int:
@@ -99,10 +98,10 @@ class HogDetector:
         # The same detector scanning only the 4 finest levels of the doubled image: small faces alone.
         self._fine = fine_levels_detector(dlib, COARSE_LEVELS_SKIPPED)
         self._down2 = dlib.pyramid_down(2)
-        self._down6 = dlib.pyramid_down(6)
+        self._resize = _exact_resize(dlib)
         self.min_score = min_score
         self.adjust_threshold = adjust_threshold
-        self.stats = {"coarse": 0, "recheck": 0, "full": 0}
+        self.stats = {"coarse": 0, "full": 0}
 
     def _sizes(self, width: int, height: int) -> list[tuple[int, int]]:
         up = self._down2.rect_up(self._dlib.rectangle(0, 0, width - 1, height - 1))
@@ -112,43 +111,22 @@ class HogDetector:
             sizes.append(((5 * w) // 6, (5 * h) // 6))  # pyramid_down<N>: lround(((N-1)*n)/N)
         return sizes
 
-    def level4(self, rgb: np.ndarray, *, exact: bool) -> np.ndarray:
-        """The doubled image shrunk four times, as dlib's scanner builds it (or a close OpenCV copy)."""
+    def doubled(self, rgb: np.ndarray) -> np.ndarray:
+        """The photo doubled as ``run(rgb, 1)`` doubles it (``pyramid_up``)."""
         height, width = rgb.shape[:2]
-        sizes = self._sizes(width, height)
-        if exact:
-            image = self._dlib.resize_image(rgb, sizes[0][1], sizes[0][0])
-            for _ in range(COARSE_LEVELS_SKIPPED):
-                image = self._down6(image)
-            return image
-        import cv2
+        w, h = self._sizes(width, height)[0]
+        return self._resize(rgb, h, w)
 
-        # dlib truncates each interpolated value to an integer; OpenCV rounds. Working on value·256 in
-        # 16 bits and clearing the low byte after each step truncates the way dlib does. One channel at
-        # a time: the doubled image in 16 bits is 19 MB for three channels at 1024 px.
-        channels = []
-        for channel in range(rgb.shape[2]):
-            image: np.ndarray = rgb[:, :, channel].astype(np.uint16) << 8
-            for w, h in sizes:
-                # dlib's bilinear resize maps output pixel x to input x·(in-1)/(out-1) ("corners aligned").
-                in_h, in_w = image.shape[:2]
-                matrix = np.array([[(in_w - 1) / max(w - 1, 1), 0, 0], [0, (in_h - 1) / max(h - 1, 1), 0]])
-                image = np.asarray(
-                    cv2.warpAffine(
-                        image,
-                        matrix,
-                        (w, h),
-                        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                        borderMode=cv2.BORDER_REPLICATE,
-                    )
-                )
-                image &= 0xFF00
-            channels.append((image >> 8).astype(np.uint8))
-        return np.dstack(channels)
+    def level4(self, rgb: np.ndarray) -> np.ndarray:
+        """The doubled photo shrunk four times, as dlib's scanner builds it, to the bit."""
+        height, width = rgb.shape[:2]
+        image = rgb
+        for w, h in self._sizes(width, height):
+            image = self._resize(image, h, w)
+        return image
 
-    def _coarse(self, rgb: np.ndarray, *, exact: bool) -> list[tuple[Box, float]]:
-        level = np.ascontiguousarray(self.level4(rgb, exact=exact))
-        rects, scores, _ = self._detector.run(level, 0, self.adjust_threshold)
+    def _coarse(self, rgb: np.ndarray) -> list[tuple[Box, float]]:
+        rects, scores, _ = self._detector.run(self.level4(rgb), 0, self.adjust_threshold)
         return [
             (map_to_upsample1((r.left(), r.top(), r.right(), r.bottom())), float(s))
             for r, s in zip(rects, scores, strict=True)
@@ -159,10 +137,7 @@ class HogDetector:
         ``run(rgb, 1)`` maps them (``pyramid_down<2>``, rounded)."""
         if self._fine is None:
             return self.full(rgb)
-        height, width = rgb.shape[:2]
-        doubled_w, doubled_h = self._sizes(width, height)[0]
-        doubled = self._dlib.resize_image(rgb, doubled_h, doubled_w)
-        rects, scores, _ = self._fine.run(doubled, 0, self.adjust_threshold)
+        rects, scores, _ = self._fine.run(self.doubled(rgb), 0, self.adjust_threshold)
         return [
             (
                 (
@@ -183,29 +158,42 @@ class HogDetector:
             ((r.left(), r.top(), r.right(), r.bottom()), float(s)) for r, s in zip(rects, scores, strict=True)
         ]
 
-    def detect(self, rgb: np.ndarray, *, exact: bool = False) -> list[tuple[Box, float]]:
+    def detect(self, rgb: np.ndarray) -> list[tuple[Box, float]]:
         """Boxes (left, top, right, bottom; inclusive, may leave the frame) and scores >= ``min_score``."""
         rgb = np.ascontiguousarray(rgb)
-        found = self._coarse(rgb, exact=exact)
-        if not exact and (
-            any(self.min_score - RECHECK_BELOW <= s < self.min_score + RECHECK_ABOVE for _, s in found)
-            or sum(1 for _, s in found if s >= self.min_score) > 1
-        ):
-            # Near the threshold the approximation could add or drop a face; with several faces, which
-            # one is the subject and whether the others count depend on their relative sizes, which a box
-            # moved by one pyramid level (20 %) would change. Both get dlib's own chain.
-            self.stats["recheck"] += 1
-            found = self._coarse(rgb, exact=True)
-        kept = [(box, s) for box, s in found if s >= self.min_score]
+        kept = [(box, s) for box, s in self._coarse(rgb) if s >= self.min_score]
         if not kept:
             # Nothing on the coarse levels: scan the fine ones, as upsample 1 would. Every coarse
-            # candidate scored below the threshold (exactly, or with margin), so none of them could have
-            # suppressed a fine detection in upsample 1's non-maximum suppression.
+            # candidate scored below the threshold, so none of them could have suppressed a fine
+            # detection in upsample 1's non-maximum suppression.
             self.stats["full"] += 1
             kept = [(box, s) for box, s in self._fine_levels(rgb) if s >= self.min_score]
         else:
             self.stats["coarse"] += 1
         return kept
+
+
+Resize = Callable[[np.ndarray, int, int], np.ndarray]
+
+
+def _exact_resize(dlib: Any) -> Resize:
+    """``dlib.resize_image(rgb, rows, cols)``, by the C module when it was built, else by dlib."""
+    try:
+        from bot.faces import _dlib_resize  # type: ignore[attr-defined]
+    except ImportError:  # pragma: no cover - the package build compiles it
+        log.warning("bot.faces._dlib_resize is not built: dlib makes the HOG levels (~3x slower)")
+
+        def by_dlib(image: np.ndarray, rows: int, cols: int) -> np.ndarray:
+            return np.asarray(dlib.resize_image(image, rows, cols))
+
+        return by_dlib
+
+    def by_module(image: np.ndarray, rows: int, cols: int) -> np.ndarray:
+        resized = np.empty((rows, cols, 3), dtype=np.uint8)
+        _dlib_resize.resize_rgb(image, resized)
+        return resized
+
+    return by_module
 
 
 __all__ = ["HogDetector", "map_to_upsample1"]

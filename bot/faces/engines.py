@@ -116,9 +116,8 @@ class FaceEngine(Protocol):
     engine_id: str
     profile: EngineProfile
 
-    def detect(self, rgb: np.ndarray, *, exact: bool = False) -> list[DetectedFace]:
-        """All faces at or above the engine's score threshold, largest first. ``exact`` asks for the
-        engine's reference detection where it has a faster approximate one (scoring wants it)."""
+    def detect(self, rgb: np.ndarray) -> list[DetectedFace]:
+        """All faces at or above the engine's score threshold, largest first."""
         ...
 
 
@@ -171,11 +170,11 @@ class DlibEngine:
 
     Public-domain weights from PyPI, works offline, single-threaded (run one per process).
 
-    ``fast`` (the default) gives the same faces and descriptors for far less CPU: the HOG scan skips the
-    pyramid levels that only hold faces under ~85 px unless nothing larger was found
-    (:mod:`bot.faces.dlib_hog`), and the ResNet runs in onnxruntime from the same weights
-    (:mod:`bot.faces.dlib_resnet`). ``fast=False`` is dlib as ``face_recognition`` uses it, the reference
-    the tests and the benchmark compare against.
+    ``fast`` (the default) gives the same faces, boxes and scores, and descriptors within 3e-7, for far
+    less CPU: the HOG scan skips the pyramid levels that only hold faces under ~85 px unless nothing
+    larger was found (:mod:`bot.faces.dlib_hog`), and the ResNet runs in onnxruntime from the same
+    weights (:mod:`bot.faces.dlib_resnet`). ``fast=False`` is dlib as ``face_recognition`` uses it, the
+    reference the tests and the benchmark compare against.
     """
 
     ENGINE_ID = "dlib-resnet128-v1"
@@ -209,20 +208,19 @@ class DlibEngine:
             self._recogniser = dlib.face_recognition_model_v1(str(resnet))
         self._dlib = dlib
 
-    def _boxes(self, image: np.ndarray, exact: bool) -> list[tuple[Any, float]]:
+    def _boxes(self, image: np.ndarray) -> list[tuple[Any, float]]:
         dlib = self._dlib
         if self.fast:
-            return [(dlib.rectangle(*box), score) for box, score in self._hog.detect(image, exact=exact)]
+            return [(dlib.rectangle(*box), score) for box, score in self._hog.detect(image)]
         # adjust_threshold -0.5 lets us see weak detections and apply our own calibrated cut.
         rects, scores, _ = self._detector.run(image, self._upsample, -0.5)
         return [(r, float(s)) for r, s in zip(rects, scores, strict=True) if s >= self.profile.det_score_min]
 
-    def detect(self, rgb: np.ndarray, *, exact: bool = False) -> list[DetectedFace]:
-        """Faces largest first. ``exact``: detection bit-identical to ``run(rgb, 1)`` on faces of 75 px
-        and more, at twice the detection cost (see :mod:`bot.faces.dlib_hog` for what the default
-        approximation can move)."""
+    def detect(self, rgb: np.ndarray) -> list[DetectedFace]:
+        """Faces largest first; boxes and scores those of ``run(rgb, 1)`` for faces of 75 px and more
+        (and for smaller ones where no larger face is found: :mod:`bot.faces.dlib_hog`)."""
         image = np.ascontiguousarray(rgb)
-        boxes = self._boxes(image, exact)
+        boxes = self._boxes(image)
         shapes = [self._shape(image, rect) for rect, _ in boxes]
         if self.fast and shapes:
             # The aligned 150 px chips compute_face_descriptor makes, then the ResNet in one batch.
@@ -323,7 +321,7 @@ class InsightFaceEngine:
         self.profile = INSIGHTFACE_PROFILE
         self.providers = providers
 
-    def detect(self, rgb: np.ndarray, *, exact: bool = False) -> list[DetectedFace]:
+    def detect(self, rgb: np.ndarray) -> list[DetectedFace]:
         import warnings
 
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])
