@@ -68,7 +68,9 @@ def map_to_upsample1(box: Box) -> Box:
     ``pyramid_down<2>`` back to the photo, rounded.
     """
     best: tuple[int, int, Box] | None = None
-    for level in range(16):
+    # The level whose box side is nearest 72 px, give or take two: the others are far off (x1.2 each).
+    expected = round(math.log(max(box[2] - box[0], 1) / _BOX_SIDE, 6 / 5))
+    for level in range(max(0, expected - 2), min(16, expected + 3)):
         candidate = tuple(_round(_down6(v, level)) for v in box)
         if tuple(_round(_up6(v, level)) for v in candidate) != box:
             continue

@@ -56,9 +56,14 @@ class PictureFeatures:
 def picture_features(grey: Image.Image) -> PictureFeatures | None:
     """The keypoints of an upright greyscale picture (None when it has none). The face workers call this
     on the picture they already decoded, so the report never reads the photos again."""
-    small = grey.copy()
-    small.thumbnail((MATCH_SIDE, MATCH_SIDE))
-    keypoints, descriptors = _cv2().ORB_create(nfeatures=1500).detectAndCompute(np.asarray(small), None)
+    cv2 = _cv2()
+    pixels = np.asarray(grey)
+    scale = MATCH_SIDE / max(grey.size)
+    if scale < 1:
+        # Area averaging in OpenCV: 0.3 ms at 1024 px where Pillow's bicubic thumbnail took 3.4.
+        size = (max(1, round(grey.width * scale)), max(1, round(grey.height * scale)))
+        pixels = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
+    keypoints, descriptors = cv2.ORB_create(nfeatures=1500).detectAndCompute(pixels, None)
     if descriptors is None:
         return None
     points = np.array([k.pt for k in keypoints], dtype=np.float32).reshape(-1, 2)

@@ -194,6 +194,36 @@ def test_boxes_map_back_exactly(faces_dir: Path) -> None:
     assert map_to_upsample1((100, 100, 172, 172))[2] - map_to_upsample1((100, 100, 172, 172))[0] == 75
 
 
+def test_box_mapping_searches_only_the_levels_that_can_match() -> None:
+    """``map_to_upsample1`` looks at the two levels either side of the one its box's side suggests;
+    every box the scanner can report on levels 0-11 maps as a search of all sixteen levels maps it."""
+    from bot.faces import dlib_hog
+
+    def every_level(box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+        found = []
+        for level in range(16):
+            feature = tuple(dlib_hog._round(dlib_hog._down6(v, level)) for v in box)
+            if tuple(dlib_hog._round(dlib_hog._up6(v, level)) for v in feature) == box:
+                error = abs(feature[2] - feature[0] - 72) + abs(feature[3] - feature[1] - 72)
+                found.append((error, level, feature))
+        _, level, feature = min(found)
+        doubled = [dlib_hog._round(dlib_hog._up6(v, 4 + level)) for v in feature]
+        return (
+            dlib_hog._round(doubled[0] / 2.0 - 1.25),
+            dlib_hog._round(doubled[1] / 2.0 - 0.75),
+            dlib_hog._round(doubled[2] / 2.0 - 1.25),
+            dlib_hog._round(doubled[3] / 2.0 - 0.75),
+        )
+
+    rng = np.random.default_rng(5)
+    for level in range(12):
+        for _ in range(40):
+            x, y = (int(v) for v in rng.integers(-40, 400, 2))
+            side = 72 + int(rng.integers(-1, 2))
+            reported = tuple(dlib_hog._round(dlib_hog._up6(v, level)) for v in (x, y, x + side, y + side))
+            assert map_to_upsample1(reported) == every_level(reported), (level, reported)  # type: ignore[arg-type]
+
+
 def test_scoring_bytes_and_paths_alike(dlib_engine: DlibEngine, faces_dir: Path) -> None:
     path = faces_dir / "obama" / "obama_2.jpg"
     buffer = io.BytesIO()
