@@ -26,14 +26,13 @@ typedef struct {
     Py_ssize_t rows, cols;
 } Size;
 
-/* Scratch, sized by the caller: `left` has out_nc + 4 entries, each float array 3 * (out_nc + 4) values,
-   `source` 3 * in_nc + 8 values. */
+/* Scratch, sized by the caller: `left` has out_nc + 4 entries, the float arrays and each row
+   3 * (out_nc + 4) values. */
 typedef struct {
     int32_t *left;
     float *lr_wide, *inv_lr_wide; /* the column's fraction, repeated for its three channel values */
-    float *rows[2][2];            /* two source rows, each as [left pixel, right pixel] per value */
+    uint8_t *rows[2][2];          /* two source rows, each as [left pixel, right pixel] per value */
     Py_ssize_t row_of[2];
-    float *source; /* the source row being gathered, as floats */
 } Scratch;
 
 /* Each hot function is built twice, for AVX2 and for any x86-64, and the loader picks one for the CPU
@@ -44,9 +43,9 @@ typedef struct {
 #define HOT
 #endif
 
-/* Source row `row`, gathered at the four-lane columns' left and right neighbours, as floats. */
-HOT static float *const *expanded(const uint8_t *in, Py_ssize_t in_nc, Py_ssize_t row, Py_ssize_t simd_end,
-                              Scratch *s)
+/* Source row `row`, gathered at the four-lane columns' left and right neighbours. */
+HOT static uint8_t *const *expanded(const uint8_t *in, Py_ssize_t in_nc, Py_ssize_t row, Py_ssize_t simd_end,
+                                    Scratch *s)
 {
     for (int slot = 0; slot < 2; ++slot)
         if (s->row_of[slot] == row)
@@ -54,16 +53,22 @@ HOT static float *const *expanded(const uint8_t *in, Py_ssize_t in_nc, Py_ssize_
     /* Rows are visited in order: replace the slot holding the lower row. */
     const int slot = s->row_of[0] < s->row_of[1] ? 0 : 1;
     const uint8_t *bytes = in + row * in_nc * 3;
-    float *source = s->source;
-    for (Py_ssize_t k = 0; k < in_nc * 3; ++k) /* vectorised: the conversion once per source value */
-        source[k] = (float)bytes[k];
-    float *l = s->rows[slot][0], *r = s->rows[slot][1];
-    for (Py_ssize_t c = 0; c < simd_end; ++c) {
-        /* Both neighbours are inside the row: the four-lane part stops before a right neighbour
-           would leave it. */
-        const float *px = source + (Py_ssize_t)s->left[c] * 3;
-        memcpy(l + c * 3, px, 3 * sizeof(float));
-        memcpy(r + c * 3, px + 3, 3 * sizeof(float));
+    uint8_t *l = s->rows[slot][0], *r = s->rows[slot][1];
+    /* Both neighbours are inside the row (the four-lane part stops before a right neighbour would
+       leave it). A pixel is copied as four bytes, the fourth overwritten by the next pixel: one load
+       and one store instead of three; the last pixels of the row, whose fourth byte is past it, as
+       three. */
+    const Py_ssize_t row_bytes = in_nc * 3;
+    Py_ssize_t c = 0;
+    for (; c < simd_end && (Py_ssize_t)s->left[c] * 3 + 7 <= row_bytes; ++c) {
+        const uint8_t *px = bytes + (Py_ssize_t)s->left[c] * 3;
+        memcpy(l + c * 3, px, 4);
+        memcpy(r + c * 3, px + 3, 4);
+    }
+    for (; c < simd_end; ++c) {
+        const uint8_t *px = bytes + (Py_ssize_t)s->left[c] * 3;
+        memcpy(l + c * 3, px, 3);
+        memcpy(r + c * 3, px + 3, 3);
     }
     s->row_of[slot] = row;
     return s->rows[slot];
@@ -113,9 +118,9 @@ HOT static void resize_rgb(const uint8_t *in, Size in_size, uint8_t *out, Size o
         const double tb_frac = y - (double)top;
         const float tb = (float)tb_frac;
         const float inv_tb = (float)(1 - tb_frac);
-        float *const *t = expanded(in, in_nc, top, simd_end, s);
-        float *const *b = expanded(in, in_nc, bottom, simd_end, s);
-        const float *tl = t[0], *tr = t[1], *bl = b[0], *br = b[1];
+        uint8_t *const *t = expanded(in, in_nc, top, simd_end, s);
+        uint8_t *const *b = expanded(in, in_nc, bottom, simd_end, s);
+        const uint8_t *tl = t[0], *tr = t[1], *bl = b[0], *br = b[1];
         uint8_t *o = out + r * out_nc * 3;
         /* One value (pixel, channel) per step, the same operations in the same order as dlib's lanes:
            the compiler vectorises this loop. */
@@ -124,7 +129,8 @@ HOT static void resize_rgb(const uint8_t *in, Size in_size, uint8_t *out, Size o
             const float trf = inv_tb * lr[k];
             const float blf = tb * inv_lr[k];
             const float brf = tb * lr[k];
-            o[k] = (uint8_t)(int32_t)(tlf * tl[k] + trf * tr[k] + blf * bl[k] + brf * br[k]);
+            o[k] = (uint8_t)(int32_t)(tlf * (float)tl[k] + trf * (float)tr[k] + blf * (float)bl[k] +
+                                      brf * (float)br[k]);
         }
         const uint8_t *t_row = in + top * in_nc * 3, *b_row = in + bottom * in_nc * 3;
         double x = -x_scale + (double)simd_end * x_scale;
@@ -172,20 +178,21 @@ static PyObject *py_resize_rgb(PyObject *self, PyObject *args)
         return NULL;
     }
     Size in_size = {in.shape[0], in.shape[1]}, out_size = {out.shape[0], out.shape[1]};
-    /* One block: the column indices, 2 + 4 float arrays of 3 * (out_nc + 4) values, one source row. */
+    /* One block: the column indices, 2 float arrays and 4 byte arrays of 3 * (out_nc + 4) values. */
     const size_t columns = (size_t)out_size.cols + 4, wide = 3 * columns;
-    const size_t source_row = 3 * (size_t)in_size.cols + 8;
-    char *block = PyMem_RawMalloc(columns * sizeof(int32_t) + (6 * wide + source_row) * sizeof(float));
+    char *block = PyMem_RawMalloc(columns * sizeof(int32_t) + wide * (2 * sizeof(float) + 4));
     if (block == NULL) {
         PyBuffer_Release(&in);
         PyBuffer_Release(&out);
         return PyErr_NoMemory();
     }
     float *floats = (float *)(block + columns * sizeof(int32_t));
-    Scratch scratch = {(int32_t *)block, floats, floats + wide,
-                       {{floats + 2 * wide, floats + 3 * wide}, {floats + 4 * wide, floats + 5 * wide}},
-                       {-1, -1},
-                       floats + 6 * wide};
+    uint8_t *bytes = (uint8_t *)(floats + 2 * wide);
+    Scratch scratch = {(int32_t *)block,
+                       floats,
+                       floats + wide,
+                       {{bytes, bytes + wide}, {bytes + 2 * wide, bytes + 3 * wide}},
+                       {-1, -1}};
     Py_BEGIN_ALLOW_THREADS
     resize_rgb((const uint8_t *)in.buf, in_size, (uint8_t *)out.buf, out_size, &scratch);
     Py_END_ALLOW_THREADS
