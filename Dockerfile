@@ -8,9 +8,9 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 # Dependencies first so source edits don't rebuild them.
-# setup.py builds the one C module (bot/faces/_dlib_resize.c), so its source comes along.
+# setup.py builds the one C module (bot/faces/_native.c), so its source comes along.
 COPY pyproject.toml setup.py README.md ./
-COPY bot/faces/_dlib_resize.c ./bot/faces/
+COPY bot/faces/_native.c ./bot/faces/
 RUN mkdir -p bot cogs storage worker sim && touch bot/__init__.py cogs/__init__.py storage/__init__.py \
        worker/__init__.py sim/__init__.py \
     && pip install . && pip uninstall -y loraops

@@ -10,7 +10,7 @@ doubled image shrunk four times (scale 0.96). So:
    box is mapped back through the exact level arithmetic dlib uses (``pyramid_down<6>``: p·6/5 + 0.3 per
    level, rounded once; then ``pyramid_down<2>``: p/2 − (1.25, 0.75)), so boxes match to the pixel.
 2. The level-4 image is made by the resize dlib itself uses (``pyramid_up``, then four
-   ``pyramid_down(6)``: five bilinear resizes), bit for bit, by :mod:`bot.faces._dlib_resize` (a small
+   ``pyramid_down(6)``: five bilinear resizes), bit for bit, by :mod:`bot.faces._native` (a small
    C module built with the package): ~12 ms at 1024 px where dlib's own calls take ~40 ms. Scores and
    boxes are therefore upsample 1's exactly, for curation and scoring alike. (An earlier OpenCV copy of
    the chain was one grey level off on 15 % of pixels and could move a face to the next pyramid level;
@@ -117,15 +117,12 @@ class HogDetector:
         """The photo doubled as ``run(rgb, 1)`` doubles it (``pyramid_up``)."""
         height, width = rgb.shape[:2]
         w, h = self._sizes(width, height)[0]
-        return self._resize(rgb, h, w)
+        return self._resize(rgb, [(h, w)])
 
     def level4(self, rgb: np.ndarray) -> np.ndarray:
         """The doubled photo shrunk four times, as dlib's scanner builds it, to the bit."""
         height, width = rgb.shape[:2]
-        image = rgb
-        for w, h in self._sizes(width, height):
-            image = self._resize(image, h, w)
-        return image
+        return self._resize(rgb, [(h, w) for w, h in self._sizes(width, height)])
 
     def _coarse(self, rgb: np.ndarray) -> list[tuple[Box, float]]:
         rects, scores, _ = self._detector.run(self.level4(rgb), 0, self.adjust_threshold)
@@ -175,24 +172,28 @@ class HogDetector:
         return kept
 
 
-Resize = Callable[[np.ndarray, int, int], np.ndarray]
+# The image, resized to each (rows, cols) in turn; the last one is returned.
+Resize = Callable[[np.ndarray, list[tuple[int, int]]], np.ndarray]
 
 
 def _exact_resize(dlib: Any) -> Resize:
-    """``dlib.resize_image(rgb, rows, cols)``, by the C module when it was built, else by dlib."""
+    """``dlib.resize_image`` in a chain, by the C module when it was built, else by dlib."""
     try:
-        from bot.faces import _dlib_resize  # type: ignore[attr-defined]
+        from bot.faces import _native  # type: ignore[attr-defined]
     except ImportError:  # pragma: no cover - the package build compiles it
-        log.warning("bot.faces._dlib_resize is not built: dlib makes the HOG levels (~3x slower)")
+        log.warning("bot.faces._native is not built: dlib makes the HOG levels (~3x slower)")
 
-        def by_dlib(image: np.ndarray, rows: int, cols: int) -> np.ndarray:
-            return np.asarray(dlib.resize_image(image, rows, cols))
+        def by_dlib(image: np.ndarray, sizes: list[tuple[int, int]]) -> np.ndarray:
+            for rows, cols in sizes:
+                image = np.asarray(dlib.resize_image(image, rows, cols))
+            return image
 
         return by_dlib
 
-    def by_module(image: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    def by_module(image: np.ndarray, sizes: list[tuple[int, int]]) -> np.ndarray:
+        *through, (rows, cols) = sizes
         resized = np.empty((rows, cols, 3), dtype=np.uint8)
-        _dlib_resize.resize_rgb(image, resized)
+        _native.resize(image, resized, through)
         return resized
 
     return by_module
