@@ -11,7 +11,7 @@ doubled image shrunk four times (scale 0.96). So:
    level, rounded once; then ``pyramid_down<2>``: p/2 − (1.25, 0.75)), so boxes match to the pixel.
 2. The level-4 image is made by the resize dlib itself uses (``pyramid_up``, then four
    ``pyramid_down(6)``: five bilinear resizes), bit for bit, by :mod:`bot.faces._native` (a small
-   C module built with the package): ~12 ms at 1024 px where dlib's own calls take ~40 ms. Scores and
+   C module built with the package): ~14 ms at 1024×768 px where dlib's own calls take ~30 ms. Scores and
    boxes are therefore upsample 1's exactly, for curation and scoring alike. (An earlier OpenCV copy of
    the chain was one grey level off on 15 % of pixels and could move a face to the next pyramid level;
    it needed dlib's chain again for group photos and near-threshold scores.) Without the C module
