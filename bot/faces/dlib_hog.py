@@ -24,14 +24,11 @@ doubled image shrunk four times (scale 0.96). So:
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-
-log = logging.getLogger(__name__)
 
 # Scale of pyramid level 4 of the doubled image: the first level upsample 1 shares with nothing finer.
 COARSE_LEVELS_SKIPPED = 4
@@ -178,10 +175,10 @@ Resize = Callable[[np.ndarray, list[tuple[int, int]]], np.ndarray]
 
 def _exact_resize(dlib: Any) -> Resize:
     """``dlib.resize_image`` in a chain, by the C module when it was built, else by dlib."""
-    try:
-        from bot.faces import _native  # type: ignore[attr-defined]
-    except ImportError:  # pragma: no cover - the package build compiles it
-        log.warning("bot.faces._native is not built: dlib makes the HOG levels (~3x slower)")
+    from bot.faces.native import native_module
+
+    native = native_module()
+    if native is None:  # pragma: no cover - the package build compiles it
 
         def by_dlib(image: np.ndarray, sizes: list[tuple[int, int]]) -> np.ndarray:
             for rows, cols in sizes:
@@ -193,7 +190,7 @@ def _exact_resize(dlib: Any) -> Resize:
     def by_module(image: np.ndarray, sizes: list[tuple[int, int]]) -> np.ndarray:
         *through, (rows, cols) = sizes
         resized = np.empty((rows, cols, 3), dtype=np.uint8)
-        _native.resize(image, resized, through)
+        native.resize(image, resized, through)
         return resized
 
     return by_module

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
+from bot.faces.native import native_module
+
 # At least this many keypoints agreeing on one transform: the same picture (different photos <= 9).
 SAME_PICTURE_INLIERS = 25
 # Pictures are compared at this size (longest side): enough keypoints, ~0.1 s each.
@@ -139,9 +141,8 @@ def _good_matches(descriptors: np.ndarray, train: np.ndarray) -> tuple[np.ndarra
     instead of OpenCV's 10): the same matches as ``BFMatcher(NORM_HAMMING).knnMatch(k=2)``. Only the
     nearest index of a match that passes can differ between the two, and it cannot: a tie for the
     nearest makes both distances equal, which fails the test (tests/faces/test_pictures.py)."""
-    try:
-        from bot.faces import _native  # type: ignore[attr-defined]
-    except ImportError:  # pragma: no cover - the package build compiles it
+    native = native_module()
+    if native is None:  # pragma: no cover - the package build compiles it
         cv2 = _cv2()
         pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(descriptors, train, k=2)
         good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < 0.75 * p[1].distance]
@@ -151,7 +152,7 @@ def _good_matches(descriptors: np.ndarray, train: np.ndarray) -> tuple[np.ndarra
     if len(train) < 2:
         return np.zeros(0, np.intp), np.zeros(0, np.intp)
     query_descriptors, train_descriptors = np.ascontiguousarray(descriptors), np.ascontiguousarray(train)
-    _native.hamming_knn2(query_descriptors, train_descriptors, best, first, second)
+    native.hamming_knn2(query_descriptors, train_descriptors, best, first, second)
     query = np.flatnonzero(first < 0.75 * second)
     return query, best[query].astype(np.intp)
 
